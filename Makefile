@@ -1,0 +1,37 @@
+# cohort-sync: `make demo` runs the main job on the built-in emulator; `make test` runs every test.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+CARGO ?= cargo
+
+.PHONY: all build demo test lint venv bench clean
+
+all: build
+
+build:
+	$(CARGO) build --release --locked
+
+# Python tools the tests use as independent peers: pyarrow/DuckDB (Parquet readers), moto (S3 server).
+$(VENV)/.installed: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: build
+	scripts/demo.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+test: venv lint
+	scripts/test.sh
+
+bench: build venv
+	scripts/bench.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) demo-out

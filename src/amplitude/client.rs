@@ -1,0 +1,465 @@
+//! The typed Amplitude client: one async function per endpoint of the Behavioral Cohorts API.
+//!
+//! Every request carries HTTP Basic credentials except the download from a presigned URL,
+//! which is followed by hand (redirects are never followed automatically) so that no
+//! Amplitude credential reaches another host.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::credentials::Credentials;
+use super::error::ApiError;
+use super::types::*;
+
+/// Longest slice of an unexpected response body quoted in an error.
+const MAX_QUOTED_BODY: usize = 2_000;
+
+/// How the client connects.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `https://amplitude.com`, the EU host, or the emulator's address.
+    pub base_url: String,
+    pub credentials: Credentials,
+    /// Time allowed to establish a connection.
+    pub connect_timeout: Duration,
+    /// Longest silence allowed while reading a response (a large download may take
+    /// minutes in total, so there is no overall timeout).
+    pub read_timeout: Duration,
+}
+
+impl ClientOptions {
+    pub fn new(base_url: impl Into<String>, credentials: Credentials) -> Self {
+        ClientOptions {
+            base_url: base_url.into(),
+            credentials,
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A job's state as reported by `request-status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    InProgress,
+    Completed,
+}
+
+/// A cohort file being downloaded: a stream of raw body bytes (possibly gzip).
+pub struct FileDownload {
+    /// `Content-Encoding` of the response that carried the body, if any.
+    pub content_encoding: Option<String>,
+    /// `Content-Length` of the body, if announced.
+    pub content_length: Option<u64>,
+    /// Whether `/file` answered with a redirect to a presigned URL.
+    pub redirected: bool,
+    pub body: Pin<Box<dyn Stream<Item = Result<Bytes, ApiError>> + Send>>,
+}
+
+impl std::fmt::Debug for FileDownload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileDownload")
+            .field("content_encoding", &self.content_encoding)
+            .field("content_length", &self.content_length)
+            .field("redirected", &self.redirected)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Client for one Amplitude project (one api key).
+#[derive(Debug, Clone)]
+pub struct AmplitudeClient {
+    http: reqwest::Client,
+    base_url: String,
+    credentials: Credentials,
+}
+
+impl AmplitudeClient {
+    pub fn new(options: ClientOptions) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .user_agent(concat!("cohort-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::transport("client setup", e))?;
+        Ok(AmplitudeClient {
+            http,
+            base_url: options.base_url.trim_end_matches('/').to_string(),
+            credentials: options.credentials,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `GET /api/3/cohorts[?includeSyncInfo=true]`: every discoverable cohort. Costs no quota.
+    pub async fn list_cohorts(&self, include_sync_info: bool) -> Result<CohortList, ApiError> {
+        let mut rb = self.authed(Method::GET, "/api/3/cohorts");
+        if include_sync_info {
+            rb = rb.query(&[("includeSyncInfo", "true")]);
+        }
+        let resp = self.send("list cohorts", rb).await?;
+        expect_json(resp, "list cohorts", "cohort list", &[StatusCode::OK]).await
+    }
+
+    /// `GET /api/5/cohorts/request/:id[?props=1&propKeys=..]`: starts an export job.
+    /// Spends one of the month's downloads.
+    pub async fn request_cohort(
+        &self,
+        cohort_id: &str,
+        props: bool,
+        prop_keys: &[String],
+    ) -> Result<CohortRequest, ApiError> {
+        let path = format!("/api/5/cohorts/request/{}", path_segment(cohort_id));
+        let mut rb = self.authed(Method::GET, &path);
+        if props || !prop_keys.is_empty() {
+            rb = rb.query(&[("props", "1")]);
+            for key in prop_keys {
+                rb = rb.query(&[("propKeys", key.as_str())]);
+            }
+        }
+        let resp = self.send("request cohort", rb).await?;
+        let what = format!("cohort {cohort_id}");
+        expect_json(
+            resp,
+            "request cohort",
+            &what,
+            &[StatusCode::ACCEPTED, StatusCode::OK],
+        )
+        .await
+    }
+
+    /// `GET /api/5/cohorts/request-status/:request_id`: 202 + `JOB INPROGRESS` while
+    /// running, 200 + `JOB COMPLETED` when done; anything else is an error with its text.
+    pub async fn request_status(&self, request_id: &str) -> Result<JobState, ApiError> {
+        let path = format!("/api/5/cohorts/request-status/{}", path_segment(request_id));
+        let rb = self.authed(Method::GET, &path);
+        let resp = self.send("request status", rb).await?;
+        let status = resp.status();
+        let what = format!("request {request_id}");
+        let parsed: RequestStatus = expect_json(
+            resp,
+            "request status",
+            &what,
+            &[StatusCode::ACCEPTED, StatusCode::OK],
+        )
+        .await?;
+        match (status, parsed.async_status.as_str()) {
+            (StatusCode::ACCEPTED, JOB_IN_PROGRESS) => Ok(JobState::InProgress),
+            (StatusCode::OK, JOB_COMPLETED) => Ok(JobState::Completed),
+            (s, other) => Err(ApiError::Unexpected {
+                status: s.as_u16(),
+                endpoint: "request status".into(),
+                text: format!("async_status {other:?} for request {request_id}"),
+            }),
+        }
+    }
+
+    /// `GET /api/5/cohorts/request/:request_id/file`: the cohort CSV as a byte stream.
+    /// A redirect to a presigned URL is followed once, without Amplitude credentials.
+    pub async fn download_file(&self, request_id: &str) -> Result<FileDownload, ApiError> {
+        let path = format!("/api/5/cohorts/request/{}/file", path_segment(request_id));
+        let rb = self.authed(Method::GET, &path);
+        let resp = self.send("download file", rb).await?;
+        let status = resp.status();
+        if status == StatusCode::OK {
+            return Ok(into_download(resp, false, "download file"));
+        }
+        if !status.is_redirection() {
+            let what = format!("request {request_id}");
+            return Err(error_from_response(resp, "download file", &what).await);
+        }
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::Unexpected {
+                status: status.as_u16(),
+                endpoint: "download file".into(),
+                text: "redirect without a Location header".into(),
+            })?;
+        let target = resp
+            .url()
+            .join(location)
+            .map_err(|e| ApiError::Unexpected {
+                status: status.as_u16(),
+                endpoint: "download file".into(),
+                text: format!("unusable redirect Location: {e}"),
+            })?;
+        // No basic_auth here: the presigned URL carries its own signature.
+        let rb = self.http.get(target);
+        let resp = self.send("presigned download", rb).await?;
+        let status = resp.status();
+        if status == StatusCode::OK {
+            return Ok(into_download(resp, true, "presigned download"));
+        }
+        if status == StatusCode::FORBIDDEN
+            || status == StatusCode::GONE
+            || status == StatusCode::BAD_REQUEST
+        {
+            return Err(ApiError::LinkExpired {
+                status: status.as_u16(),
+            });
+        }
+        Err(error_from_response(resp, "presigned download", "download link").await)
+    }
+
+    /// `GET /api/3/cohorts/usage`: this month's download count and limit. Costs no quota.
+    pub async fn usage(&self) -> Result<RestDownloadUsage, ApiError> {
+        let rb = self.authed(Method::GET, "/api/3/cohorts/usage");
+        let resp = self.send("usage", rb).await?;
+        let parsed: UsageResponse = expect_json(resp, "usage", "usage", &[StatusCode::OK]).await?;
+        Ok(parsed.rest_download)
+    }
+
+    /// `POST /api/3/cohorts/upload`: creates a cohort, or replaces one with
+    /// `existing_cohort_id`. At most 100,000 ids per call.
+    pub async fn upload(&self, body: &UploadRequest) -> Result<UploadResponse, ApiError> {
+        let rb = self
+            .authed(Method::POST, "/api/3/cohorts/upload")
+            .json(body);
+        let resp = self.send("upload", rb).await?;
+        let what = match &body.existing_cohort_id {
+            Some(id) => format!("cohort {id}"),
+            None => "upload target".to_string(),
+        };
+        expect_json(
+            resp,
+            "upload",
+            &what,
+            &[StatusCode::OK, StatusCode::CREATED],
+        )
+        .await
+    }
+
+    /// `POST /api/3/cohorts/membership`: adds / removes ids. At most 100,000 ids per call.
+    pub async fn update_membership(
+        &self,
+        body: &MembershipRequest,
+    ) -> Result<MembershipResponse, ApiError> {
+        let rb = self
+            .authed(Method::POST, "/api/3/cohorts/membership")
+            .json(body);
+        let resp = self.send("membership", rb).await?;
+        let what = format!("cohort {}", body.cohort_id);
+        expect_json(resp, "membership", &what, &[StatusCode::OK]).await
+    }
+
+    fn authed(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.base_url, path))
+            .basic_auth(
+                self.credentials.api_key(),
+                Some(self.credentials.secret_key()),
+            )
+    }
+
+    async fn send(&self, endpoint: &str, rb: RequestBuilder) -> Result<Response, ApiError> {
+        rb.send()
+            .await
+            .map_err(|e| ApiError::transport(endpoint, e))
+    }
+}
+
+/// Percent-encodes an id for use as one path segment.
+fn path_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn into_download(resp: Response, redirected: bool, endpoint: &'static str) -> FileDownload {
+    let content_encoding = resp
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.to_ascii_lowercase());
+    let content_length = resp.content_length();
+    let body = resp
+        .bytes_stream()
+        .map_err(move |e| ApiError::transport(endpoint, e))
+        .boxed();
+    FileDownload {
+        content_encoding,
+        content_length,
+        redirected,
+        body,
+    }
+}
+
+/// Reads a JSON answer with one of the expected statuses, or turns the response into
+/// the matching typed error.
+async fn expect_json<T: DeserializeOwned>(
+    resp: Response,
+    endpoint: &str,
+    what: &str,
+    ok: &[StatusCode],
+) -> Result<T, ApiError> {
+    let status = resp.status();
+    if !ok.contains(&status) {
+        return Err(error_from_response(resp, endpoint, what).await);
+    }
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| ApiError::transport(endpoint, e))?;
+    serde_json::from_str(&text).map_err(|e| ApiError::Unexpected {
+        status: status.as_u16(),
+        endpoint: endpoint.to_string(),
+        text: format!("{e} in body: {}", quote(&text)),
+    })
+}
+
+/// Maps an error status (and Amplitude's error JSON, when present) to a typed error.
+pub(crate) async fn error_from_response(resp: Response, endpoint: &str, what: &str) -> ApiError {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let text = match resp.text().await {
+        Ok(t) => t,
+        Err(e) => return ApiError::transport(endpoint, e),
+    };
+    classify(status, retry_after, &text, endpoint, what)
+}
+
+fn classify(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    text: &str,
+    endpoint: &str,
+    what: &str,
+) -> ApiError {
+    let body = ErrorBody::parse(text);
+    let code = status.as_u16();
+    match code {
+        401 | 403 => ApiError::Auth { status: code, body },
+        404 => ApiError::NotFound {
+            what: what.to_string(),
+            body,
+        },
+        429 if mentions_monthly_quota(body.as_ref(), text) => ApiError::QuotaExhausted { body },
+        429 => ApiError::RateLimited { retry_after, body },
+        400..=499 => ApiError::InvalidRequest {
+            status: code,
+            body: body.or_else(|| {
+                Some(ErrorBody {
+                    http_code: Some(code),
+                    message: Some(quote(text)),
+                    ..ErrorBody::default()
+                })
+            }),
+        },
+        500..=599 => ApiError::Server {
+            status: code,
+            endpoint: endpoint.to_string(),
+            text: quote(text),
+        },
+        _ => ApiError::Unexpected {
+            status: code,
+            endpoint: endpoint.to_string(),
+            text: quote(text),
+        },
+    }
+}
+
+/// A 429 about the monthly limit is not a rate limit: waiting minutes does not help.
+fn mentions_monthly_quota(body: Option<&ErrorBody>, text: &str) -> bool {
+    let hay = match body {
+        Some(b) => format!(
+            "{} {}",
+            b.error_type.as_deref().unwrap_or(""),
+            b.message.as_deref().unwrap_or("")
+        ),
+        None => text.to_string(),
+    }
+    .to_ascii_lowercase();
+    hay.contains("quota") || hay.contains("monthly")
+}
+
+/// `Retry-After` as delta-seconds (fractions accepted) or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delta = when.timestamp_millis() - chrono::Utc::now().timestamp_millis();
+    Some(Duration::from_millis(delta.max(0) as u64))
+}
+
+fn quote(text: &str) -> String {
+    let text = text.trim();
+    if text.len() <= MAX_QUOTED_BODY {
+        return text.to_string();
+    }
+    let mut end = MAX_QUOTED_BODY;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn ids_are_escaped_in_paths() {
+        assert_eq!(path_segment("abc_12-3"), "abc_12-3");
+        assert_eq!(path_segment("../x y"), "..%2Fx%20y");
+    }
+
+    #[test]
+    fn monthly_quota_is_not_a_rate_limit() {
+        let quota = r#"{"error":{"http_code":429,"type":"quota_exceeded","message":"Monthly limit of 500 reached"}}"#;
+        let e = classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            None,
+            quota,
+            "request cohort",
+            "c",
+        );
+        assert!(matches!(e, ApiError::QuotaExhausted { .. }), "{e}");
+        let rate =
+            r#"{"error":{"http_code":429,"type":"rate_limited","message":"Too many requests"}}"#;
+        let e = classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(Duration::from_secs(2)),
+            rate,
+            "request cohort",
+            "c",
+        );
+        assert!(
+            matches!(e, ApiError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(2)),
+            "{e}"
+        );
+    }
+}

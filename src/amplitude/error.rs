@@ -1,0 +1,111 @@
+//! Typed errors of the Amplitude client. None of them can carry credentials: request
+//! URLs hold no secrets except a presigned link's signature, which is stripped.
+
+use std::time::Duration;
+
+use super::types::ErrorBody;
+
+/// What went wrong talking to Amplitude, sorted by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401/403: the api key / secret key pair was refused.
+    #[error("authentication failed (HTTP {status}): {}", describe(.body))]
+    Auth {
+        status: u16,
+        body: Option<ErrorBody>,
+    },
+
+    /// 404: the cohort or request id does not exist (or is no longer valid).
+    #[error("{what} not found (HTTP 404): {}", describe(.body))]
+    NotFound {
+        what: String,
+        body: Option<ErrorBody>,
+    },
+
+    /// 429 for a rate limit or concurrent access to one cohort; retry after the given time.
+    #[error("rate limited (HTTP 429, retry after {}): {}", retry_text(.retry_after), describe(.body))]
+    RateLimited {
+        retry_after: Option<Duration>,
+        body: Option<ErrorBody>,
+    },
+
+    /// The monthly download quota is spent; nothing helps before it resets.
+    #[error("monthly cohort download quota exhausted: {}", describe(.body))]
+    QuotaExhausted { body: Option<ErrorBody> },
+
+    /// 400/413/422...: Amplitude rejected the request; its error JSON says why.
+    #[error("invalid request (HTTP {status}): {}", describe(.body))]
+    InvalidRequest {
+        status: u16,
+        body: Option<ErrorBody>,
+    },
+
+    /// 5xx.
+    #[error("server error (HTTP {status}) from {endpoint}: {text}")]
+    Server {
+        status: u16,
+        endpoint: String,
+        text: String,
+    },
+
+    /// A status or body the reference does not document for this endpoint.
+    #[error("unexpected response (HTTP {status}) from {endpoint}: {text}")]
+    Unexpected {
+        status: u16,
+        endpoint: String,
+        text: String,
+    },
+
+    /// The presigned download link answered 403 / expired: ask `/file` again.
+    #[error(
+        "download link expired or refused (HTTP {status}); ask /file again with the same request id"
+    )]
+    LinkExpired { status: u16 },
+
+    /// Connection refused, reset, timed out, or a body that ended early.
+    #[error("transport error talking to {endpoint}: {message}")]
+    Transport { endpoint: String, message: String },
+}
+
+impl ApiError {
+    /// Whether retrying the same call later may succeed (without spending more quota).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::RateLimited { .. }
+                | ApiError::Server { .. }
+                | ApiError::Transport { .. }
+                | ApiError::LinkExpired { .. }
+        )
+    }
+
+    /// Builds a transport error from reqwest's, without the URL's query string.
+    pub(crate) fn transport(endpoint: &str, err: reqwest::Error) -> ApiError {
+        let err = err.without_url();
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        ApiError::Transport {
+            endpoint: endpoint.to_string(),
+            message,
+        }
+    }
+}
+
+fn describe(body: &Option<ErrorBody>) -> String {
+    match body {
+        Some(b) => b.to_string(),
+        None => "no error details".to_string(),
+    }
+}
+
+fn retry_text(d: &Option<Duration>) -> String {
+    match d {
+        Some(d) => format!("{:.1}s", d.as_secs_f64()),
+        None => "unspecified".to_string(),
+    }
+}

@@ -1,0 +1,4 @@
+//! cohort-sync: moves Amplitude behavioral cohorts to Parquet and CRM lists back into cohorts.
+
+pub mod amplitude;
+pub mod exit;

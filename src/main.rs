@@ -1,0 +1,51 @@
+//! The `cohort-sync` command line: parses arguments, calls the library, maps errors to the
+//! exit codes of the CLI contract (0 done, 1 failed, 2 bad usage/config, 3 stopped by quota).
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cohort-sync",
+    version,
+    about = "Move Amplitude behavioral cohorts to Parquet and CRM lists back into cohorts"
+)]
+struct Cli {
+    /// Log filter (also `COHORT_SYNC_LOG`), e.g. `debug` or `cohort_sync=trace`.
+    #[arg(long, global = true, env = "COHORT_SYNC_LOG", default_value = "info")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the project's cohorts (costs no quota).
+    Cohorts(cli::remote::CohortsArgs),
+    /// Show this month's cohort download usage (costs no quota).
+    Usage(cli::remote::UsageArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                cohort_sync::exit::USAGE
+            } else {
+                cohort_sync::exit::OK
+            });
+        }
+    };
+    cli::init_logging(&cli.log);
+    let code = match cli.command {
+        Command::Cohorts(args) => cli::block_on(cli::remote::cohorts(args)),
+        Command::Usage(args) => cli::block_on(cli::remote::usage(args)),
+    };
+    ExitCode::from(code)
+}
