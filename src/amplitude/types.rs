@@ -386,7 +386,7 @@ mod tests {
             sync.last_successful
                 .as_ref()
                 .and_then(Timestamp::epoch_seconds),
-            Some(1679442598)
+            Some(1679440198)
         );
         assert!(sync.last_failure.is_none());
     }
