@@ -20,7 +20,8 @@ if ! kill -0 $S3_PID 2>/dev/null; then echo "moto_server did not start:"; cat "$
 
 export COHORT_SYNC_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
 export COHORT_SYNC_PYTHON="$PWD/.venv/bin/python"
+export AWS_ENDPOINT_URL="$COHORT_SYNC_TEST_S3_ENDPOINT" AWS_ALLOW_HTTP=true
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 echo "S3-compatible server (moto) on $COHORT_SYNC_TEST_S3_ENDPOINT"
 
-cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"
+cargo test --locked --all-targets "$@" -- --test-threads="${TEST_THREADS:-4}"

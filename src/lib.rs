@@ -2,3 +2,5 @@
 
 pub mod amplitude;
 pub mod exit;
+pub mod state;
+pub mod storage;

@@ -23,7 +23,12 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
         .arg(&path)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {} (run `make venv` first): {e}", python().display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (run `make venv` first): {e}",
+                python().display()
+            )
+        });
     assert!(
         out.status.success(),
         "{script} {args:?} failed: {}",
@@ -42,13 +47,8 @@ pub fn s3_endpoint() -> String {
 
 /// Creates a bucket with a unique name on the test S3 server and returns its name.
 pub fn create_bucket(prefix: &str) -> String {
-    let name = format!(
-        "{}-{}-{}",
-        prefix,
-        std::process::id(),
-        fastrand::u32(..)
-    )
-    .to_ascii_lowercase();
+    let name =
+        format!("{}-{}-{}", prefix, std::process::id(), fastrand::u32(..)).to_ascii_lowercase();
     let out = run_python("s3_admin.py", &["create-bucket", &s3_endpoint(), &name]);
     assert!(out.contains("created"), "{out}");
     name

@@ -1,0 +1,15 @@
+//! Run state kept through `object_store` (a local directory or `s3://`): per cohort what was
+//! last exported and which download request is in flight, leases that stop two runners from
+//! spending quota on the same cohort, and journals of reverse work in flight.
+//!
+//! Layout under the state URL, one folder per pipeline name:
+//! `{pipeline}/cohorts/{cohort_id}.json`, `{pipeline}/leases/{cohort_id}.json`,
+//! `{pipeline}/journals/{cohort_id}.json`.
+
+mod lease;
+mod records;
+mod store;
+
+pub use lease::{Lease, LeaseOutcome};
+pub use records::{CohortRecord, RequestRecord};
+pub use store::{StateError, StateStore};

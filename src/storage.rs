@@ -1,0 +1,207 @@
+//! Opens a storage location given as a URL or path: a local directory or `s3://bucket/prefix`
+//! (credentials, region and endpoint from the standard AWS environment variables).
+//! Output, state and reverse sources all go through here.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+
+/// A store plus the key prefix under which everything of this location lives.
+#[derive(Clone)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: Path,
+    /// The URL or path as the user wrote it (for messages; holds no secret).
+    pub display: String,
+    /// Whether the store is a local directory (no conditional overwrite support).
+    pub is_local: bool,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Location")
+            .field("display", &self.display)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Location {
+    /// The key `prefix/relative` (relative given as `/`-separated, already safe parts).
+    pub fn key(&self, relative: &str) -> Path {
+        let mut parts: Vec<String> = self
+            .prefix
+            .parts()
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        parts.extend(
+            relative
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
+        Path::from_iter(parts)
+    }
+
+    /// A readable form of a key of this location, for messages and reports.
+    pub fn describe(&self, key: &Path) -> String {
+        if self.is_local {
+            let base = self.display.trim_end_matches('/');
+            let rel = key.as_ref();
+            let prefix = self.prefix.as_ref();
+            let rel = rel
+                .strip_prefix(prefix)
+                .unwrap_or(rel)
+                .trim_start_matches('/');
+            format!("{base}/{rel}")
+        } else {
+            let url = self.display.trim_end_matches('/');
+            let bucket_root = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+            format!("{bucket_root}/{key}")
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot create directory {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open {url}: {message}")]
+    Open { url: String, message: String },
+    #[error("unsupported storage URL scheme in {url:?}: use a local path or s3://bucket/prefix")]
+    Scheme { url: String },
+}
+
+/// Opens `url`: `s3://bucket[/prefix]`, `file:///abs/dir`, or a local path (created if
+/// missing; relative paths are taken relative to `base_dir`).
+pub fn open(url: &str, base_dir: &FsPath) -> Result<Location, StorageError> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        return open_s3(url, rest);
+    }
+    if url.contains("://") && !url.starts_with("file://") {
+        return Err(StorageError::Scheme { url: url.into() });
+    }
+    let local = url.strip_prefix("file://").unwrap_or(url);
+    let mut dir = PathBuf::from(local);
+    if dir.is_relative() {
+        dir = base_dir.join(dir);
+    }
+    std::fs::create_dir_all(&dir).map_err(|source| StorageError::CreateDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let store = LocalFileSystem::new_with_prefix(&dir)
+        .map_err(|e| StorageError::Open {
+            url: url.into(),
+            message: e.to_string(),
+        })?
+        .with_automatic_cleanup(true);
+    Ok(Location {
+        store: Arc::new(store),
+        prefix: Path::default(),
+        display: dir.display().to_string(),
+        is_local: true,
+    })
+}
+
+/// Opens a local file's parent directory and returns the file's key in it.
+pub fn open_local_file(file: &FsPath) -> Result<(Location, Path), StorageError> {
+    let parent = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .ok_or_else(|| StorageError::Open {
+            url: file.display().to_string(),
+            message: "not a file path".into(),
+        })?;
+    let loc = open(&parent.to_string_lossy(), FsPath::new("."))?;
+    let key = loc.key(&name);
+    Ok((loc, key))
+}
+
+fn open_s3(url: &str, rest: &str) -> Result<Location, StorageError> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.len() < 3 {
+        return Err(StorageError::Open {
+            url: url.into(),
+            message: "bucket name must have at least 3 characters".into(),
+        });
+    }
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+        .ok();
+    if let Some(ep) = endpoint {
+        // An explicitly configured plain-HTTP endpoint (a local S3-compatible server).
+        if ep.starts_with("http://") {
+            builder = builder.with_allow_http(true);
+        }
+        builder = builder.with_endpoint(ep);
+    }
+    if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+        builder = builder.with_region("us-east-1");
+    } else if let Ok(region) = std::env::var("AWS_REGION") {
+        builder = builder.with_region(region);
+    }
+    let store = builder.build().map_err(|e| StorageError::Open {
+        url: url.into(),
+        message: e.to_string(),
+    })?;
+    let prefix = Path::from_iter(prefix.split('/').filter(|s| !s.is_empty()));
+    Ok(Location {
+        store: Arc::new(store),
+        prefix,
+        display: url.to_string(),
+        is_local: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_join_the_prefix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let loc = open("out", dir.path()).expect("open");
+        assert!(dir.path().join("out").is_dir());
+        assert_eq!(loc.key("a/b.parquet").as_ref(), "a/b.parquet");
+        assert!(loc.describe(&loc.key("a/b")).ends_with("/out/a/b"));
+    }
+
+    #[test]
+    fn rejects_unknown_schemes_and_short_buckets() {
+        let dir = std::path::Path::new(".");
+        assert!(matches!(
+            open("gs://bucket/x", dir),
+            Err(StorageError::Scheme { .. })
+        ));
+        assert!(matches!(
+            open("s3://ab/x", dir),
+            Err(StorageError::Open { .. })
+        ));
+    }
+
+    #[test]
+    fn s3_prefix_is_kept() {
+        let loc = open("s3://my-bucket/exports/daily/", std::path::Path::new("."))
+            .expect("s3 location builds without network");
+        assert_eq!(loc.prefix.as_ref(), "exports/daily");
+        assert_eq!(loc.key("x.json").as_ref(), "exports/daily/x.json");
+        assert_eq!(
+            loc.describe(&loc.key("x.json")),
+            "s3://my-bucket/exports/daily/x.json"
+        );
+    }
+}
