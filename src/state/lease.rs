@@ -93,10 +93,10 @@ impl StateStore {
 
     /// Releases a lease if it is still ours.
     pub async fn release(&self, lease: &Lease) -> Result<(), StateError> {
-        if let Some((current, _)) = self.read::<LeaseDoc>(&lease.key).await? {
-            if current.owner == lease.owner {
-                self.delete(&lease.key).await?;
-            }
+        if let Some((current, _)) = self.read::<LeaseDoc>(&lease.key).await?
+            && current.owner == lease.owner
+        {
+            self.delete(&lease.key).await?;
         }
         Ok(())
     }

@@ -11,5 +11,5 @@ mod records;
 mod store;
 
 pub use lease::{Lease, LeaseOutcome};
-pub use records::{CohortRecord, RequestRecord};
+pub use records::{CohortRecord, REQUEST_VALIDITY_DAYS, RequestRecord};
 pub use store::{StateError, StateStore};
