@@ -2,5 +2,6 @@
 
 pub mod amplitude;
 pub mod exit;
+pub mod quota;
 pub mod state;
 pub mod storage;

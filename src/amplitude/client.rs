@@ -15,6 +15,9 @@ use serde::de::DeserializeOwned;
 use super::credentials::Credentials;
 use super::error::ApiError;
 use super::types::*;
+use crate::quota::{AppLimits, RetryPolicy, rate_limited_only, transient};
+use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Longest slice of an unexpected response body quoted in an error.
 const MAX_QUOTED_BODY: usize = 2_000;
@@ -72,11 +75,18 @@ impl std::fmt::Debug for FileDownload {
 }
 
 /// Client for one Amplitude project (one api key).
+///
+/// With [`AmplitudeClient::with_limits`] every call waits for the app's rate limits and
+/// concurrency gate; with [`AmplitudeClient::with_retry`] refused calls are retried (429
+/// always; 5xx and transport errors only for idempotent calls, never for the
+/// quota-spending cohort request). Without them, calls go out at once and fail fast.
 #[derive(Debug, Clone)]
 pub struct AmplitudeClient {
     http: reqwest::Client,
     base_url: String,
     credentials: Credentials,
+    limits: Option<Arc<AppLimits>>,
+    retry: RetryPolicy,
 }
 
 impl AmplitudeClient {
@@ -92,7 +102,31 @@ impl AmplitudeClient {
             http,
             base_url: options.base_url.trim_end_matches('/').to_string(),
             credentials: options.credentials,
+            limits: None,
+            retry: RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
         })
+    }
+
+    /// Paces every call by the app's shared limits.
+    pub fn with_limits(mut self, limits: Arc<AppLimits>) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// Retries refused calls with this policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    async fn call_permit(&self) -> Option<OwnedSemaphorePermit> {
+        match &self.limits {
+            Some(l) => Some(l.call_permit().await),
+            None => None,
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -101,12 +135,17 @@ impl AmplitudeClient {
 
     /// `GET /api/3/cohorts[?includeSyncInfo=true]`: every discoverable cohort. Costs no quota.
     pub async fn list_cohorts(&self, include_sync_info: bool) -> Result<CohortList, ApiError> {
-        let mut rb = self.authed(Method::GET, "/api/3/cohorts");
-        if include_sync_info {
-            rb = rb.query(&[("includeSyncInfo", "true")]);
-        }
-        let resp = self.send("list cohorts", rb).await?;
-        expect_json(resp, "list cohorts", "cohort list", &[StatusCode::OK]).await
+        self.retry
+            .run("list cohorts", transient, || async {
+                let _permit = self.call_permit().await;
+                let mut rb = self.authed(Method::GET, "/api/3/cohorts");
+                if include_sync_info {
+                    rb = rb.query(&[("includeSyncInfo", "true")]);
+                }
+                let resp = self.send("list cohorts", rb).await?;
+                expect_json(resp, "list cohorts", "cohort list", &[StatusCode::OK]).await
+            })
+            .await
     }
 
     /// `GET /api/5/cohorts/request/:id[?props=1&propKeys=..]`: starts an export job.
@@ -118,39 +157,55 @@ impl AmplitudeClient {
         prop_keys: &[String],
     ) -> Result<CohortRequest, ApiError> {
         let path = format!("/api/5/cohorts/request/{}", path_segment(cohort_id));
-        let mut rb = self.authed(Method::GET, &path);
-        if props || !prop_keys.is_empty() {
-            rb = rb.query(&[("props", "1")]);
-            for key in prop_keys {
-                rb = rb.query(&[("propKeys", key.as_str())]);
-            }
-        }
-        let resp = self.send("request cohort", rb).await?;
         let what = format!("cohort {cohort_id}");
-        expect_json(
-            resp,
-            "request cohort",
-            &what,
-            &[StatusCode::ACCEPTED, StatusCode::OK],
-        )
-        .await
+        // Only 429s are retried: a 5xx or a lost connection may have spent quota already.
+        self.retry
+            .run("request cohort", rate_limited_only, || async {
+                let _permit = match &self.limits {
+                    Some(l) => Some(l.cohort_request_permit().await),
+                    None => None,
+                };
+                let mut rb = self.authed(Method::GET, &path);
+                if props || !prop_keys.is_empty() {
+                    rb = rb.query(&[("props", "1")]);
+                    for key in prop_keys {
+                        rb = rb.query(&[("propKeys", key.as_str())]);
+                    }
+                }
+                let resp = self.send("request cohort", rb).await?;
+                expect_json(
+                    resp,
+                    "request cohort",
+                    &what,
+                    &[StatusCode::ACCEPTED, StatusCode::OK],
+                )
+                .await
+            })
+            .await
     }
 
     /// `GET /api/5/cohorts/request-status/:request_id`: 202 + `JOB INPROGRESS` while
     /// running, 200 + `JOB COMPLETED` when done; anything else is an error with its text.
     pub async fn request_status(&self, request_id: &str) -> Result<JobState, ApiError> {
         let path = format!("/api/5/cohorts/request-status/{}", path_segment(request_id));
-        let rb = self.authed(Method::GET, &path);
-        let resp = self.send("request status", rb).await?;
-        let status = resp.status();
         let what = format!("request {request_id}");
-        let parsed: RequestStatus = expect_json(
-            resp,
-            "request status",
-            &what,
-            &[StatusCode::ACCEPTED, StatusCode::OK],
-        )
-        .await?;
+        let (status, parsed) = self
+            .retry
+            .run("request status", transient, || async {
+                let _permit = self.call_permit().await;
+                let rb = self.authed(Method::GET, &path);
+                let resp = self.send("request status", rb).await?;
+                let status = resp.status();
+                let parsed: RequestStatus = expect_json(
+                    resp,
+                    "request status",
+                    &what,
+                    &[StatusCode::ACCEPTED, StatusCode::OK],
+                )
+                .await?;
+                Ok((status, parsed))
+            })
+            .await?;
         match (status, parsed.async_status.as_str()) {
             (StatusCode::ACCEPTED, JOB_IN_PROGRESS) => Ok(JobState::InProgress),
             (StatusCode::OK, JOB_COMPLETED) => Ok(JobState::Completed),
@@ -165,13 +220,24 @@ impl AmplitudeClient {
     /// `GET /api/5/cohorts/request/:request_id/file`: the cohort CSV as a byte stream.
     /// A redirect to a presigned URL is followed once, without Amplitude credentials.
     pub async fn download_file(&self, request_id: &str) -> Result<FileDownload, ApiError> {
+        self.retry
+            .run("download file", transient, || {
+                self.download_file_once(request_id)
+            })
+            .await
+    }
+
+    async fn download_file_once(&self, request_id: &str) -> Result<FileDownload, ApiError> {
         let path = format!("/api/5/cohorts/request/{}/file", path_segment(request_id));
+        let permit = self.call_permit().await;
         let rb = self.authed(Method::GET, &path);
         let resp = self.send("download file", rb).await?;
         let status = resp.status();
         if status == StatusCode::OK {
-            return Ok(into_download(resp, false, "download file"));
+            // The body streams from Amplitude: the request is in flight until it ends.
+            return Ok(into_download(resp, false, "download file", permit));
         }
+        drop(permit);
         if !status.is_redirection() {
             let what = format!("request {request_id}");
             return Err(error_from_response(resp, "download file", &what).await);
@@ -198,7 +264,7 @@ impl AmplitudeClient {
         let resp = self.send("presigned download", rb).await?;
         let status = resp.status();
         if status == StatusCode::OK {
-            return Ok(into_download(resp, true, "presigned download"));
+            return Ok(into_download(resp, true, "presigned download", None));
         }
         if status == StatusCode::FORBIDDEN
             || status == StatusCode::GONE
@@ -281,7 +347,12 @@ fn path_segment(id: &str) -> String {
     out
 }
 
-fn into_download(resp: Response, redirected: bool, endpoint: &'static str) -> FileDownload {
+fn into_download(
+    resp: Response,
+    redirected: bool,
+    endpoint: &'static str,
+    permit: Option<OwnedSemaphorePermit>,
+) -> FileDownload {
     let content_encoding = resp
         .headers()
         .get(header::CONTENT_ENCODING)
@@ -290,7 +361,11 @@ fn into_download(resp: Response, redirected: bool, endpoint: &'static str) -> Fi
     let content_length = resp.content_length();
     let body = resp
         .bytes_stream()
-        .map_err(move |e| ApiError::transport(endpoint, e))
+        .map_err(move |e| {
+            // Keeps the in-flight slot until the stream is dropped.
+            let _held = &permit;
+            ApiError::transport(endpoint, e)
+        })
         .boxed();
     FileDownload {
         content_encoding,

@@ -1,0 +1,240 @@
+//! Per-app rate limits shared by every request to that app in this process: at most 60
+//! single-cohort requests in any 10 minutes, at most 4 in any minute, at most 5 requests in
+//! flight (cohort downloads and dashboard calls alike). Requests are paced so the documented
+//! limits are never hit; a small margin absorbs network jitter between our clock and theirs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::window::SlidingWindow;
+
+/// Environment variable that scales every quota window and wait (tests and the emulator's
+/// `--time-scale`); 1.0 against the real API.
+pub const TIME_SCALE_ENV: &str = "COHORT_SYNC_TIME_SCALE";
+
+/// `COHORT_SYNC_TIME_SCALE` as a positive factor; 1.0 when unset or invalid.
+pub fn time_scale_from_env() -> f64 {
+    std::env::var(TIME_SCALE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .unwrap_or(1.0)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitSettings {
+    /// Single-cohort requests allowed per long window (60 per 10 minutes).
+    pub requests_per_long_window: usize,
+    pub long_window: Duration,
+    /// Single-cohort requests allowed per short window (4 per minute).
+    pub requests_per_short_window: usize,
+    pub short_window: Duration,
+    /// Requests in flight at once across all endpoints (5).
+    pub max_in_flight: usize,
+    /// Multiplies both windows (tests against a time-scaled emulator).
+    pub time_scale: f64,
+    /// Extra spacing added to each window, not scaled: covers network delay differences.
+    pub margin: Duration,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            requests_per_long_window: 60,
+            long_window: Duration::from_secs(600),
+            requests_per_short_window: 4,
+            short_window: Duration::from_secs(60),
+            max_in_flight: 5,
+            time_scale: 1.0,
+            margin: Duration::from_millis(250),
+        }
+    }
+}
+
+impl LimitSettings {
+    pub fn scaled(time_scale: f64) -> Self {
+        LimitSettings {
+            time_scale,
+            ..LimitSettings::default()
+        }
+    }
+
+    fn long(&self) -> Duration {
+        self.long_window.mul_f64(self.time_scale) + self.margin
+    }
+
+    fn short(&self) -> Duration {
+        self.short_window.mul_f64(self.time_scale) + self.margin
+    }
+}
+
+/// The limits of one app (one api key), shared by all its clients in this process.
+#[derive(Debug)]
+pub struct AppLimits {
+    settings: LimitSettings,
+    windows: Mutex<(SlidingWindow, SlidingWindow)>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl AppLimits {
+    pub fn new(settings: LimitSettings) -> Arc<Self> {
+        Arc::new(AppLimits {
+            windows: Mutex::new((
+                SlidingWindow::new(settings.requests_per_long_window, settings.long()),
+                SlidingWindow::new(settings.requests_per_short_window, settings.short()),
+            )),
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
+            settings,
+        })
+    }
+
+    pub fn settings(&self) -> &LimitSettings {
+        &self.settings
+    }
+
+    /// A slot among the requests in flight; hold it until the response body is read.
+    pub async fn call_permit(&self) -> OwnedSemaphorePermit {
+        loop {
+            if let Ok(p) = self.in_flight.clone().acquire_owned().await {
+                return p;
+            }
+            // The semaphore is never closed; this loop only satisfies the type.
+        }
+    }
+
+    /// Waits until a single-cohort request may start without breaking either window and
+    /// a slot in flight is free; records the request at the moment it is let go.
+    pub async fn cohort_request_permit(&self) -> OwnedSemaphorePermit {
+        loop {
+            let wait_until = self.next_free(Instant::now());
+            tokio::time::sleep_until(wait_until).await;
+            let permit = self.call_permit().await;
+            let now = Instant::now();
+            let mut guard = match self.windows.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let (long, short) = &mut *guard;
+            if long.next_free(now) <= now && short.next_free(now) <= now {
+                long.record(now);
+                short.record(now);
+                return permit;
+            }
+            // Another task took the slot while we waited for a permit: wait again.
+            drop(guard);
+            drop(permit);
+        }
+    }
+
+    fn next_free(&self, now: Instant) -> Instant {
+        let mut guard = match self.windows.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (long, short) = &mut *guard;
+        long.next_free(now).max(short.next_free(now))
+    }
+
+    /// How long from now until `count` more single-cohort requests could all have started.
+    pub fn time_to_issue(&self, count: usize) -> Duration {
+        let now = Instant::now();
+        let guard = match self.windows.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (long, short) = &*guard;
+        let mut l = long.clone();
+        let mut s = short.clone();
+        let mut last = now;
+        for _ in 0..count {
+            last = l.next_free(last).max(s.next_free(last));
+            l.record(last);
+            s.record(last);
+        }
+        last - now
+    }
+}
+
+/// One `AppLimits` per app key, so several pipelines for the same app share limits while
+/// different apps run in parallel, each with its own.
+#[derive(Debug, Default)]
+pub struct LimitsRegistry {
+    apps: Mutex<HashMap<String, Arc<AppLimits>>>,
+}
+
+impl LimitsRegistry {
+    pub fn for_app(&self, app_key: &str, settings: &LimitSettings) -> Arc<AppLimits> {
+        let mut apps = match self.apps.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        apps.entry(app_key.to_string())
+            .or_insert_with(|| AppLimits::new(settings.clone()))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> LimitSettings {
+        LimitSettings {
+            requests_per_long_window: 6,
+            long_window: Duration::from_millis(600),
+            requests_per_short_window: 2,
+            short_window: Duration::from_millis(100),
+            max_in_flight: 3,
+            time_scale: 1.0,
+            margin: Duration::ZERO,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paces_requests_by_both_windows() {
+        let limits = AppLimits::new(fast());
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..8 {
+            let _p = limits.cohort_request_permit().await;
+            times.push(start.elapsed());
+        }
+        // 2 per 100 ms, 6 per 600 ms.
+        let ms: Vec<u128> = times.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, vec![0, 0, 100, 100, 200, 200, 600, 600]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_flight_is_bounded() {
+        let limits = AppLimits::new(fast());
+        let a = limits.call_permit().await;
+        let _b = limits.call_permit().await;
+        let _c = limits.call_permit().await;
+        let l2 = limits.clone();
+        let waiter = tokio::spawn(async move {
+            let _d = l2.call_permit().await;
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiter.is_finished(), "a fourth call must wait");
+        drop(a);
+        waiter
+            .await
+            .expect("fourth call proceeds once one finishes");
+    }
+
+    #[test]
+    fn time_to_issue_matches_the_windows() {
+        let limits = AppLimits::new(LimitSettings {
+            margin: Duration::ZERO,
+            ..LimitSettings::default()
+        });
+        assert_eq!(limits.time_to_issue(4), Duration::ZERO);
+        assert_eq!(limits.time_to_issue(5), Duration::from_secs(60));
+        // 4 a minute keeps any 10 minutes at 40 < 60: the 61st starts in minute 15.
+        assert_eq!(limits.time_to_issue(61), Duration::from_secs(900));
+    }
+}
