@@ -3,5 +3,6 @@
 pub mod amplitude;
 pub mod exit;
 pub mod quota;
+pub mod runner;
 pub mod state;
 pub mod storage;

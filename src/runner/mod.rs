@@ -1,0 +1,7 @@
+//! The export runner: selects cohorts, decides what to download within the quotas, downloads
+//! each through the asynchronous cohort API, streams it to Parquet, publishes, remembers
+//! what was done, and reports every request it spent.
+
+pub mod layout;
+pub mod report;
+pub mod select;

@@ -1,0 +1,198 @@
+//! The JSON run report (`--report FILE`): per pipeline and per cohort what happened, every
+//! request that spent quota and why, and the exit code the run ended with.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How one cohort of an export ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Downloaded and published.
+    Exported,
+    /// Would be exported (plan / dry run).
+    Planned,
+    /// `lastComputed` equals the last exported one: nothing to do.
+    SkippedUnchanged,
+    /// Archived and the pipeline does not include archived cohorts.
+    SkippedArchived,
+    /// Another runner holds this cohort's lease.
+    SkippedLeased,
+    /// Did not fit in this month's budget (after the reserve).
+    DeferredQuota,
+    Failed,
+}
+
+/// Why a request was spent (or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestReason {
+    /// Never exported before.
+    FirstExport,
+    /// `lastComputed` changed since the last export.
+    CohortChanged,
+    /// Unchanged, but `--force` or `skip_unchanged = false`.
+    Forced,
+    /// The earlier request was too old (over 7 days) or for other columns.
+    EarlierRequestUnusable,
+}
+
+/// One request that spent (or, in a plan, would spend) one of the month's downloads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpentRequest {
+    pub cohort_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    pub reason: RequestReason,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CohortReport {
+    pub cohort_id: String,
+    pub name: String,
+    pub outcome: Outcome,
+    /// A sentence for humans: why skipped / deferred / failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_computed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Whether an earlier request's file was downloaded instead of spending quota.
+    pub request_reused: bool,
+    pub quota_spent: u32,
+    /// `/file` calls made (more than 1 when a download failed and was asked again).
+    pub file_attempts: u32,
+    pub rows: u64,
+    pub skipped_rows: u64,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl CohortReport {
+    pub fn new(cohort_id: &str, name: &str, outcome: Outcome) -> Self {
+        CohortReport {
+            cohort_id: cohort_id.to_string(),
+            name: name.to_string(),
+            outcome,
+            detail: None,
+            last_computed: None,
+            request_id: None,
+            request_reused: false,
+            quota_spent: 0,
+            file_attempts: 0,
+            rows: 0,
+            skipped_rows: 0,
+            bytes: 0,
+            output: None,
+            sha256: None,
+            duration_ms: 0,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// Monthly usage as read before the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageSnapshot {
+    pub limit: u32,
+    pub used: u32,
+    pub remaining: u32,
+    pub reserve: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineReport {
+    pub file: String,
+    pub name: String,
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_before: Option<UsageSnapshot>,
+    pub quota_spent: u32,
+    pub requests: Vec<SpentRequest>,
+    pub cohorts: Vec<CohortReport>,
+    /// Earliest time the rate limits let the planned requests all start (plan only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub earliest_finish: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Reverse pipelines: what was planned / applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverse: Option<serde_json::Value>,
+    pub exit_code: u8,
+}
+
+impl PipelineReport {
+    pub fn new(file: &str, name: &str, kind: &str) -> Self {
+        PipelineReport {
+            file: file.to_string(),
+            name: name.to_string(),
+            kind: kind.to_string(),
+            usage_before: None,
+            quota_spent: 0,
+            requests: Vec::new(),
+            cohorts: Vec::new(),
+            earliest_finish: None,
+            manifest: None,
+            error: None,
+            reverse: None,
+            exit_code: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub tool_version: String,
+    pub run_id: String,
+    pub mode: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub pipelines: Vec<PipelineReport>,
+    pub exit_code: u8,
+}
+
+/// The run's exit code from its pipelines': any failure → 1, else any quota stop → 3, else 0.
+/// Config errors (2) are decided before anything runs.
+pub fn combine_exit_codes(codes: impl IntoIterator<Item = u8>) -> u8 {
+    let codes: Vec<u8> = codes.into_iter().collect();
+    if codes.contains(&crate::exit::USAGE) {
+        crate::exit::USAGE
+    } else if codes.contains(&crate::exit::FAILED) {
+        crate::exit::FAILED
+    } else if codes.contains(&crate::exit::QUOTA) {
+        crate::exit::QUOTA
+    } else {
+        crate::exit::OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_outranks_quota_outranks_ok() {
+        assert_eq!(combine_exit_codes([0, 3, 0]), 3);
+        assert_eq!(combine_exit_codes([3, 1, 0]), 1);
+        assert_eq!(combine_exit_codes([]), 0);
+    }
+
+    #[test]
+    fn outcomes_serialize_in_snake_case() {
+        let r = CohortReport::new("c", "n", Outcome::DeferredQuota);
+        let json = serde_json::to_string(&r).unwrap_or_default();
+        assert!(json.contains("\"outcome\":\"deferred_quota\""), "{json}");
+    }
+}
