@@ -3,5 +3,6 @@
 //! what was done, and reports every request it spent.
 
 pub mod layout;
+pub mod plan;
 pub mod report;
 pub mod select;

@@ -1,0 +1,345 @@
+//! Decides, without spending any quota, what an export run does with each selected cohort:
+//! skip it (unchanged, archived), download it with an earlier request id (free), or spend a
+//! new request — and which of those fit the month's budget in priority order.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::report::{Outcome, RequestReason};
+use super::select::Selected;
+use crate::amplitude::types::RestDownloadUsage;
+use crate::quota::{AppLimits, BudgetDecision, plan_budget};
+use crate::state::{CohortRecord, RequestRecord, StateError, StateStore};
+
+/// Which cohorts go first when not all fit in the month's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    /// Never exported first, then the longest since the last export.
+    #[default]
+    StaleFirst,
+    /// The pipeline's own order: listed ids, then name matches, then the rest.
+    Listed,
+    /// Smallest cohorts first (most cohorts refreshed for the budget).
+    SmallestFirst,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub skip_unchanged: bool,
+    /// `--force`: download even when unchanged.
+    pub force: bool,
+    pub props: bool,
+    pub prop_keys: Vec<String>,
+    pub reserve: u32,
+    pub priority: Priority,
+    /// How long a request id stays usable (7 days; scaled in tests).
+    pub request_validity: chrono::Duration,
+}
+
+/// What the run will do with one cohort.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Skip {
+        outcome: Outcome,
+        detail: String,
+    },
+    /// Download; `reuse` is an earlier request whose file is still valid (costs nothing).
+    Download {
+        reuse: Option<RequestRecord>,
+        reason: Option<RequestReason>,
+    },
+    Deferred {
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedCohort {
+    pub selected: Selected,
+    pub record: CohortRecord,
+    pub action: Action,
+}
+
+impl PlannedCohort {
+    pub fn cost(&self) -> u32 {
+        match &self.action {
+            Action::Download { reuse: None, .. } => 1,
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportPlan {
+    /// In run order (priority order for downloads; skips keep their place).
+    pub items: Vec<PlannedCohort>,
+    pub usage: RestDownloadUsage,
+    pub budget: BudgetDecision,
+    /// Time from now until the rate limits let every new request start.
+    pub time_to_issue: Duration,
+}
+
+impl ExportPlan {
+    pub fn spend(&self) -> u32 {
+        self.items.iter().map(PlannedCohort::cost).sum()
+    }
+
+    pub fn deferred(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|i| matches!(i.action, Action::Deferred { .. }))
+            .count()
+    }
+
+    pub fn earliest_finish(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono::Duration::from_std(self.time_to_issue).unwrap_or_default()
+    }
+}
+
+/// Builds the plan from the selection, the state and this month's usage.
+pub async fn plan_export(
+    selected: Vec<Selected>,
+    state: &StateStore,
+    usage: RestDownloadUsage,
+    limits: &AppLimits,
+    opts: &PlanOptions,
+    now: DateTime<Utc>,
+) -> Result<ExportPlan, StateError> {
+    let mut items = Vec::with_capacity(selected.len());
+    for sel in selected {
+        let record = state.cohort(&sel.cohort.id).await?;
+        let action = decide(&sel, &record, opts, now);
+        items.push(PlannedCohort {
+            selected: sel,
+            record,
+            action,
+        });
+    }
+    sort_by_priority(&mut items, opts.priority);
+
+    let costs: Vec<u32> = items
+        .iter()
+        .map(|i| match i.action {
+            Action::Download { .. } => i.cost(),
+            _ => 0,
+        })
+        .collect();
+    let budget = plan_budget(&costs, usage.remaining(), opts.reserve);
+    for &idx in &budget.deferred {
+        if let Some(item) = items.get_mut(idx) {
+            item.action = Action::Deferred {
+                detail: format!(
+                    "monthly budget: {} of {} downloads used, reserve {}, {} available to this run",
+                    usage.usage, usage.limit, opts.reserve, budget.available
+                ),
+            };
+        }
+    }
+    let time_to_issue = limits.time_to_issue(budget.spend as usize);
+    Ok(ExportPlan {
+        items,
+        usage,
+        budget,
+        time_to_issue,
+    })
+}
+
+fn decide(sel: &Selected, record: &CohortRecord, opts: &PlanOptions, now: DateTime<Utc>) -> Action {
+    let last_computed = sel.cohort.last_computed.as_ref();
+    if sel.archived_skipped {
+        return Action::Skip {
+            outcome: Outcome::SkippedArchived,
+            detail: "archived (set select.include_archived = true to export it)".into(),
+        };
+    }
+    let unchanged = record.unchanged_since_export(last_computed);
+    if unchanged && opts.skip_unchanged && !opts.force {
+        return Action::Skip {
+            outcome: Outcome::SkippedUnchanged,
+            detail: format!(
+                "lastComputed {} equals the last export's",
+                last_computed.map(|t| t.to_string()).unwrap_or_default()
+            ),
+        };
+    }
+    if let Some(req) = &record.request
+        && req.reusable_for(
+            last_computed,
+            opts.props,
+            &opts.prop_keys,
+            now,
+            opts.request_validity,
+        )
+    {
+        return Action::Download {
+            reuse: Some(req.clone()),
+            reason: None,
+        };
+    }
+    let reason = if unchanged {
+        RequestReason::Forced
+    } else if record.exported_last_computed.is_none() {
+        if record.request.is_some() {
+            RequestReason::EarlierRequestUnusable
+        } else {
+            RequestReason::FirstExport
+        }
+    } else {
+        RequestReason::CohortChanged
+    };
+    Action::Download {
+        reuse: None,
+        reason: Some(reason),
+    }
+}
+
+fn sort_by_priority(items: &mut [PlannedCohort], priority: Priority) {
+    // Stable sorts: ties keep the pipeline's order.
+    match priority {
+        Priority::Listed => items.sort_by_key(|i| i.selected.listed_rank),
+        Priority::SmallestFirst => items.sort_by_key(|i| {
+            (
+                i.selected.cohort.size.unwrap_or(i64::MAX),
+                i.selected.listed_rank,
+            )
+        }),
+        Priority::StaleFirst => items.sort_by_key(|i| {
+            (
+                i.record
+                    .exported_at
+                    .map(|t| t.timestamp())
+                    .unwrap_or(i64::MIN),
+                i.selected.listed_rank,
+            )
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amplitude::types::{Cohort, Timestamp};
+    use crate::quota::LimitSettings;
+    use crate::storage;
+
+    fn selected(id: &str, size: i64, lc: i64, rank: usize) -> Selected {
+        Selected {
+            cohort: Cohort {
+                id: id.into(),
+                name: id.into(),
+                size: Some(size),
+                last_computed: Some(Timestamp::Seconds(lc)),
+                published: true,
+                ..Cohort::default()
+            },
+            listed_rank: rank,
+            archived_skipped: false,
+        }
+    }
+
+    fn opts() -> PlanOptions {
+        PlanOptions {
+            skip_unchanged: true,
+            force: false,
+            props: false,
+            prop_keys: vec![],
+            reserve: 0,
+            priority: Priority::StaleFirst,
+            request_validity: chrono::Duration::days(7),
+        }
+    }
+
+    fn usage(used: u32) -> RestDownloadUsage {
+        RestDownloadUsage {
+            limit: 500,
+            usage: used,
+            resets_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn unchanged_skipped_reused_free_and_budget_defers_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateStore::new(storage::open("s", dir.path()).expect("open"), "p");
+        let now = Utc::now();
+        // "a" exported at lastComputed 10 (unchanged); "b" has a fresh request for lc 20.
+        state
+            .save_cohort(&CohortRecord {
+                cohort_id: "a".into(),
+                exported_last_computed: Some(Timestamp::Seconds(10)),
+                exported_at: Some(now),
+                ..CohortRecord::default()
+            })
+            .await
+            .expect("save");
+        state
+            .save_cohort(&CohortRecord {
+                cohort_id: "b".into(),
+                request: Some(RequestRecord {
+                    request_id: "rb".into(),
+                    issued_at: now - chrono::Duration::hours(1),
+                    last_computed: Some(Timestamp::Seconds(20)),
+                    props: false,
+                    prop_keys: vec![],
+                    completed: false,
+                }),
+                ..CohortRecord::default()
+            })
+            .await
+            .expect("save");
+        let sel = vec![
+            selected("a", 5, 10, 0),
+            selected("b", 5, 20, 1),
+            selected("c", 5, 30, 2),
+            selected("d", 5, 40, 3),
+        ];
+        let limits = AppLimits::new(LimitSettings::default());
+        let plan = plan_export(sel, &state, usage(499), &limits, &opts(), now)
+            .await
+            .expect("plan");
+        let by_id = |id: &str| {
+            plan.items
+                .iter()
+                .find(|i| i.selected.cohort.id == id)
+                .map(|i| i.action.clone())
+        };
+        assert!(matches!(
+            by_id("a"),
+            Some(Action::Skip {
+                outcome: Outcome::SkippedUnchanged,
+                ..
+            })
+        ));
+        assert!(
+            matches!(by_id("b"), Some(Action::Download { reuse: Some(r), .. }) if r.request_id == "rb")
+        );
+        assert!(matches!(
+            by_id("c"),
+            Some(Action::Download {
+                reuse: None,
+                reason: Some(RequestReason::FirstExport)
+            })
+        ));
+        assert!(matches!(by_id("d"), Some(Action::Deferred { .. })));
+        assert_eq!(plan.spend(), 1);
+        assert_eq!(plan.deferred(), 1);
+    }
+
+    #[tokio::test]
+    async fn smallest_first_changes_who_is_deferred() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateStore::new(storage::open("s", dir.path()).expect("open"), "p");
+        let sel = vec![selected("big", 1000, 1, 0), selected("small", 10, 1, 1)];
+        let limits = AppLimits::new(LimitSettings::default());
+        let o = PlanOptions {
+            priority: Priority::SmallestFirst,
+            ..opts()
+        };
+        let plan = plan_export(sel, &state, usage(499), &limits, &o, Utc::now())
+            .await
+            .expect("plan");
+        assert_eq!(plan.items[0].selected.cohort.id, "small");
+        assert!(matches!(plan.items[1].action, Action::Deferred { .. }));
+    }
+}
