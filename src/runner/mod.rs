@@ -4,5 +4,6 @@
 
 pub mod layout;
 pub mod plan;
+pub mod poll;
 pub mod report;
 pub mod select;
