@@ -1,8 +1,12 @@
 //! cohort-sync: moves Amplitude behavioral cohorts to Parquet and CRM lists back into cohorts.
 
 pub mod amplitude;
+pub mod config;
+pub mod emulator;
 pub mod exit;
+pub mod export;
 pub mod quota;
+pub mod reverse;
 pub mod runner;
 pub mod state;
 pub mod storage;
