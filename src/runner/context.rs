@@ -1,0 +1,90 @@
+//! What every pipeline execution of one `cohort-sync` invocation shares: the run id, the
+//! mode (plan / dry run / apply), `--force`, the per-app rate limits (one set per app, shared
+//! by every pipeline that talks to it) and the time scale used against the emulator.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::amplitude::{AmplitudeClient, ApiError, ClientOptions};
+use crate::quota::{LimitSettings, LimitsRegistry, RetryPolicy};
+
+/// What a command asks a pipeline to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// `cohort-sync plan`: decide and report; spend no quota, change nothing.
+    Plan,
+    /// `cohort-sync run --dry-run`: like plan, and write the full lists a run would apply.
+    DryRun,
+    /// `cohort-sync run`: do it.
+    Apply,
+}
+
+impl RunMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMode::Plan => "plan",
+            RunMode::DryRun => "dry_run",
+            RunMode::Apply => "run",
+        }
+    }
+
+    /// Whether this mode may spend quota or change anything remote or in the state.
+    pub fn applies(self) -> bool {
+        self == RunMode::Apply
+    }
+}
+
+/// Shared by every pipeline of one invocation.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    pub run_id: String,
+    pub started_at: DateTime<Utc>,
+    pub mode: RunMode,
+    /// `--force`: download unchanged cohorts, apply reverse plans the guard refused.
+    pub force: bool,
+    /// Multiplies every quota window and backoff (1.0 against the real API).
+    pub time_scale: f64,
+    /// Relative output, state and source paths resolve against this directory.
+    pub base_dir: PathBuf,
+    pub limits: Arc<LimitsRegistry>,
+}
+
+impl RunContext {
+    pub fn new(mode: RunMode, force: bool, time_scale: f64, base_dir: PathBuf) -> Self {
+        let started_at = Utc::now();
+        RunContext {
+            run_id: format!(
+                "{}-{:04x}",
+                started_at.format("%Y%m%dT%H%M%SZ"),
+                fastrand::u16(..)
+            ),
+            started_at,
+            mode,
+            force,
+            time_scale,
+            base_dir,
+            limits: Arc::new(LimitsRegistry::default()),
+        }
+    }
+
+    /// The rate-limit settings for this run's time scale.
+    pub fn limit_settings(&self) -> LimitSettings {
+        LimitSettings::scaled(self.time_scale)
+    }
+
+    /// A client for one app whose calls share that app's limits with every other pipeline
+    /// of this run, and retry 429s (and transient errors of idempotent calls) with backoff.
+    /// `app_key` identifies the app (its app id, or its api key when no id is given).
+    pub fn client(
+        &self,
+        options: ClientOptions,
+        app_key: &str,
+    ) -> Result<AmplitudeClient, ApiError> {
+        let limits = self.limits.for_app(app_key, &self.limit_settings());
+        Ok(AmplitudeClient::new(options)?
+            .with_limits(limits)
+            .with_retry(RetryPolicy::scaled(self.time_scale)))
+    }
+}
