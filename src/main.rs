@@ -28,6 +28,8 @@ enum Command {
     Cohorts(cli::remote::CohortsArgs),
     /// Show this month's cohort download usage (costs no quota).
     Usage(cli::remote::UsageArgs),
+    /// Convert a cohort CSV (plain or gzip) to Parquet, locally or to s3://.
+    Convert(cli::convert::ConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Cohorts(args) => cli::block_on(cli::remote::cohorts(args)),
         Command::Usage(args) => cli::block_on(cli::remote::usage(args)),
+        Command::Convert(args) => cli::block_on(cli::convert::convert(args)),
     };
     ExitCode::from(code)
 }

@@ -1,5 +1,6 @@
 //! Command implementations of the binary: one file per command (or family of commands).
 
+pub mod convert;
 pub mod remote;
 
 use std::future::Future;

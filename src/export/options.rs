@@ -1,0 +1,213 @@
+//! What a conversion is asked to do: source name for messages, gzip handling, column
+//! types, bad-row policy, batch size, Parquet settings and footer metadata.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// Whether the body is gzip-encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GzipHint {
+    /// Decompress when the body starts with the gzip magic bytes `1f 8b`.
+    #[default]
+    Auto,
+    /// The transport said so (`Content-Encoding: gzip`): the body must be gzip.
+    Encoded,
+    /// Never decompress.
+    Plain,
+}
+
+impl GzipHint {
+    /// The hint a response's `Content-Encoding` header gives: `gzip`/`x-gzip` → `Encoded`,
+    /// anything else (or none) → `Auto` (the magic bytes still decide).
+    pub fn from_content_encoding(value: Option<&str>) -> Self {
+        match value.map(|v| v.trim().to_ascii_lowercase()) {
+            Some(v) if v == "gzip" || v == "x-gzip" => GzipHint::Encoded,
+            _ => GzipHint::Auto,
+        }
+    }
+}
+
+/// The Arrow/Parquet type of a column. Without a declaration, `amplitude_id` columns are
+/// `Int64` and every other column is `Utf8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Int64,
+    Float64,
+    Boolean,
+    Utf8,
+}
+
+impl FromStr for ColumnType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "int64" => Ok(ColumnType::Int64),
+            "float64" => Ok(ColumnType::Float64),
+            "boolean" | "bool" => Ok(ColumnType::Boolean),
+            "utf8" | "string" => Ok(ColumnType::Utf8),
+            other => Err(format!(
+                "unknown column type {other:?} (expected int64, float64, boolean or utf8)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ColumnType::Int64 => "int64",
+            ColumnType::Float64 => "float64",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Utf8 => "utf8",
+        })
+    }
+}
+
+/// What to do with a malformed row (wrong field count, unparsable value, invalid UTF-8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BadRowPolicy {
+    /// Stop: the conversion fails naming the source, row and line; nothing is published.
+    #[default]
+    Fail,
+    /// Leave the row out, count it and keep a sample (row number + reason) in the stats.
+    Skip,
+}
+
+impl FromStr for BadRowPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fail" => Ok(BadRowPolicy::Fail),
+            "skip" => Ok(BadRowPolicy::Skip),
+            other => Err(format!(
+                "unknown bad-row policy {other:?} (expected fail or skip)"
+            )),
+        }
+    }
+}
+
+/// Parquet page compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// zstd at the given level (1..=22).
+    Zstd(i32),
+    Snappy,
+    Lz4,
+    None,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd(DEFAULT_ZSTD_LEVEL)
+    }
+}
+
+/// zstd's own default level, also what polars and DuckDB use for `zstd`.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+impl FromStr for Compression {
+    type Err = String;
+
+    /// `zstd`, `zstd:LEVEL`, `snappy`, `lz4`, `none`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().to_ascii_lowercase();
+        let (name, level) = match s.split_once(':') {
+            Some((n, l)) => (n, Some(l)),
+            None => (s.as_str(), None),
+        };
+        match (name, level) {
+            ("zstd", None) => Ok(Compression::Zstd(DEFAULT_ZSTD_LEVEL)),
+            ("zstd", Some(l)) => match l.parse::<i32>() {
+                Ok(l) if (1..=22).contains(&l) => Ok(Compression::Zstd(l)),
+                _ => Err(format!("zstd level {l:?} is not in 1..=22")),
+            },
+            ("snappy", None) => Ok(Compression::Snappy),
+            ("lz4", None) => Ok(Compression::Lz4),
+            ("none" | "uncompressed", None) => Ok(Compression::None),
+            _ => Err(format!(
+                "unknown compression {s:?} (expected zstd, zstd:LEVEL, snappy, lz4 or none)"
+            )),
+        }
+    }
+}
+
+/// Parquet writer settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParquetOptions {
+    pub compression: Compression,
+    /// Rows per row group (a row group is held, encoded, in memory until it is flushed).
+    pub row_group_rows: usize,
+}
+
+/// Default rows per row group: bounded memory (a row group is buffered encoded) while
+/// still large enough for readers to skip efficiently.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// Default rows per Arrow record batch handed from the parser to the encoder.
+pub const DEFAULT_BATCH_ROWS: usize = 32 * 1024;
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        ParquetOptions {
+            compression: Compression::default(),
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+        }
+    }
+}
+
+/// Everything [`convert_stream`](super::convert_stream) needs besides the body and the
+/// destination.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// Names the source in errors and logs: a cohort id/name or a file path.
+    pub source_name: String,
+    pub gzip: GzipHint,
+    /// Declared column types by (final, de-duplicated) column name.
+    pub column_types: BTreeMap<String, ColumnType>,
+    pub on_bad_row: BadRowPolicy,
+    /// Rows per Arrow record batch (memory in flight is a few batches).
+    pub batch_rows: usize,
+    pub parquet: ParquetOptions,
+    /// Key-value pairs written into the Parquet footer (`cohort_sync.rows` is added).
+    pub metadata: Vec<(String, String)>,
+}
+
+impl ConvertOptions {
+    /// Defaults: gzip sniffed, no declared types, fail on a bad row, 32 Ki-row batches,
+    /// zstd level 3, 256 Ki-row row groups, no extra metadata.
+    pub fn new(source_name: impl Into<String>) -> Self {
+        ConvertOptions {
+            source_name: source_name.into(),
+            gzip: GzipHint::Auto,
+            column_types: BTreeMap::new(),
+            on_bad_row: BadRowPolicy::Fail,
+            batch_rows: DEFAULT_BATCH_ROWS,
+            parquet: ParquetOptions::default(),
+            metadata: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names() {
+        assert_eq!("zstd".parse(), Ok(Compression::Zstd(3)));
+        assert_eq!("ZSTD:9".parse(), Ok(Compression::Zstd(9)));
+        assert!("zstd:0".parse::<Compression>().is_err());
+        assert_eq!("none".parse(), Ok(Compression::None));
+        assert_eq!("Int64".parse(), Ok(ColumnType::Int64));
+        assert!("int".parse::<ColumnType>().is_err());
+        assert_eq!("skip".parse(), Ok(BadRowPolicy::Skip));
+        assert_eq!(
+            GzipHint::from_content_encoding(Some("GZIP")),
+            GzipHint::Encoded
+        );
+        assert_eq!(GzipHint::from_content_encoding(Some("br")), GzipHint::Auto);
+    }
+}

@@ -1,0 +1,70 @@
+//! The uploader: writes the encoder's bytes to the destination key as a multipart upload
+//! and completes it only when the encoder says the file is whole; on anything else the
+//! upload is aborted, so nothing ever appears at the key half-written.
+//!
+//! On S3 the parts are invisible until `CompleteMultipartUpload`; a process killed
+//! mid-way leaves an incomplete multipart upload (remove them with a bucket lifecycle
+//! rule `AbortIncompleteMultipartUpload`). On a local directory object_store writes a
+//! staging file `KEY#N` next to the key and renames it into place on completion; a killed
+//! process leaves that staging file behind, never a partial file at the key.
+
+use std::sync::Arc;
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use tokio::sync::mpsc;
+
+use super::encode::PartMsg;
+
+/// Size of each uploaded part (S3 needs at least 5 MiB for all parts but the last).
+pub const PART_BYTES: usize = 5 * 1024 * 1024;
+
+/// Parts uploaded at the same time.
+pub const PART_CONCURRENCY: usize = 2;
+
+/// Why the upload did not complete.
+#[derive(Debug)]
+pub enum UploadError {
+    /// The encoder stopped before the file was whole (its error explains why).
+    EncoderStopped,
+    Store(object_store::Error),
+}
+
+/// Uploads what `rx` delivers to `key`.
+pub async fn upload(
+    store: Arc<dyn ObjectStore>,
+    key: &Path,
+    mut rx: mpsc::Receiver<PartMsg>,
+) -> Result<(), UploadError> {
+    let multipart = store.put_multipart(key).await.map_err(UploadError::Store)?;
+    let mut writer = WriteMultipart::new_with_chunk_size(multipart, PART_BYTES);
+    loop {
+        match rx.recv().await {
+            Some(PartMsg::Bytes(bytes)) => {
+                if let Err(e) = writer.wait_for_capacity(PART_CONCURRENCY).await {
+                    // `wait_for_capacity` failing means a part failed; abort the rest.
+                    abort(writer, key).await;
+                    return Err(UploadError::Store(e));
+                }
+                writer.put(bytes);
+            }
+            Some(PartMsg::Done) => {
+                return writer
+                    .finish()
+                    .await
+                    .map(|_| ())
+                    .map_err(UploadError::Store);
+            }
+            None => {
+                abort(writer, key).await;
+                return Err(UploadError::EncoderStopped);
+            }
+        }
+    }
+}
+
+async fn abort(writer: WriteMultipart, key: &Path) {
+    if let Err(e) = writer.abort().await {
+        tracing::warn!(%key, error = %e, "could not abort the multipart upload");
+    }
+}

@@ -1,0 +1,662 @@
+//! `cohort-sync convert` and `export::convert_stream` end to end: CSV edge cases read back
+//! by pyarrow and DuckDB, gzip, truncation, bad rows, declared types, S3 on moto, and
+//! processes killed mid-upload leaving nothing at the final key.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cohort-sync")
+}
+
+fn convert(args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("convert")
+        .args(args)
+        .output()
+        .expect("run cohort-sync")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "convert failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn dump(path: &str) -> Value {
+    let text = common::run_python("parquet_dump.py", &["dump", path]);
+    serde_json::from_str(&text).expect("dump JSON")
+}
+
+fn dump_duckdb(path: &str) -> Value {
+    let text = common::run_python("parquet_dump.py", &["dump", path, "--duckdb"]);
+    serde_json::from_str(&text).expect("dump JSON")
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).expect("write input");
+    p
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Every field shape a quoted CSV can have, LF and CRLF line ends mixed.
+const EDGE_CSV: &[u8] = b"\"amplitude_id\",\"user_id\",\"city\",\"note\"\n\
+\"1\",\"alice@example.com\",\"Paris, France\",\"she said \"\"hi\"\"\"\r\n\
+\"2\",\"\",\"M\xc3\xbcnchen\",\"line one\nline two\"\n\
+3,bob,,\"crlf\r\ninside\"\r\n\
+\"-4\",\"\xe6\x97\xa5\xe6\x9c\xac\xf0\x9f\x98\x80\",\"\",\"\"\"\"\n\
+\"5\",\"trailing\",\",\",\"a,\"\"b\"\",c\"\n";
+
+fn edge_rows() -> Value {
+    json!([
+        {"amplitude_id": 1, "user_id": "alice@example.com", "city": "Paris, France", "note": "she said \"hi\""},
+        {"amplitude_id": 2, "user_id": null, "city": "München", "note": "line one\nline two"},
+        {"amplitude_id": 3, "user_id": "bob", "city": null, "note": "crlf\r\ninside"},
+        {"amplitude_id": -4, "user_id": "日本😀", "city": null, "note": "\""},
+        {"amplitude_id": 5, "user_id": "trailing", "city": ",", "note": "a,\"b\",c"},
+    ])
+}
+
+#[test]
+fn quoted_fields_survive_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write(dir.path(), "edge.csv", EDGE_CSV);
+    let out = dir.path().join("edge.parquet");
+    let stdout = ok(&convert(&[s(&input), s(&out)]));
+    assert!(stdout.contains("5 rows"), "{stdout}");
+    let t = dump(s(&out));
+    assert_eq!(t["rows"], edge_rows());
+    assert_eq!(
+        t["schema"],
+        json!([
+            ["amplitude_id", "int64", false],
+            ["user_id", "string", true],
+            ["city", "string", true],
+            ["note", "string", true]
+        ])
+    );
+    assert_eq!(t["metadata"]["cohort_sync.rows"], "5");
+    // A second, independent reader agrees.
+    assert_eq!(dump_duckdb(s(&out))["rows"], edge_rows());
+}
+
+#[test]
+fn header_only_gives_an_empty_file_with_the_schema() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, body) in [
+        ("a.csv", &b"\"amplitude_id\",\"user_id\"\n"[..]),
+        ("b.csv", &b"\"amplitude_id\",\"user_id\""[..]),
+    ] {
+        let input = write(dir.path(), name, body);
+        let out = dir.path().join(format!("{name}.parquet"));
+        ok(&convert(&[s(&input), s(&out)]));
+        let t = dump(s(&out));
+        assert_eq!(t["num_rows"], 0);
+        assert_eq!(t["rows"], json!([]));
+        assert_eq!(t["schema"][1], json!(["user_id", "string", true]));
+        assert_eq!(t["metadata"]["cohort_sync.rows"], "0");
+    }
+}
+
+#[test]
+fn empty_body_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write(dir.path(), "empty.csv", b"");
+    let out = dir.path().join("empty.parquet");
+    let res = convert(&[s(&input), s(&out)]);
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        err.contains("empty.csv") && err.contains("no header"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn repeated_amplitude_id_becomes_amplitude_id_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = b"\"amplitude_id\",\"user_id\",\"plan\",\"amplitude_id\"\n\
+\"10\",\"u1\",\"pro\",\"10\"\n\"11\",\"u2\",\"\",\"\"\n";
+    let input = write(dir.path(), "dup.csv", body);
+    let out = dir.path().join("dup.parquet");
+    ok(&convert(&[s(&input), s(&out)]));
+    let t = dump(s(&out));
+    assert_eq!(t["schema"][3], json!(["amplitude_id_2", "int64", true]));
+    assert_eq!(
+        t["rows"],
+        json!([
+            {"amplitude_id": 10, "user_id": "u1", "plan": "pro", "amplitude_id_2": 10},
+            {"amplitude_id": 11, "user_id": "u2", "plan": null, "amplitude_id_2": null},
+        ])
+    );
+}
+
+#[test]
+fn gzip_is_detected_by_magic_bytes_including_multi_member() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Not named .gz: only the magic bytes tell.
+    let input = write(dir.path(), "edge.csv", &gzip(EDGE_CSV));
+    let out = dir.path().join("gz.parquet");
+    let stdout = ok(&convert(&[s(&input), s(&out)]));
+    assert!(stdout.contains("5 rows"), "{stdout}");
+    assert_eq!(dump(s(&out))["rows"], edge_rows());
+
+    // Two gzip members concatenated (what `cat a.gz b.gz` gives) are one body.
+    let split = EDGE_CSV
+        .iter()
+        .position(|&b| b == b'\n')
+        .expect("header line")
+        + 1;
+    let mut two = gzip(&EDGE_CSV[..split]);
+    two.extend(gzip(&EDGE_CSV[split..]));
+    let input = write(dir.path(), "two.csv.gz", &two);
+    let out = dir.path().join("two.parquet");
+    ok(&convert(&[s(&input), s(&out)]));
+    assert_eq!(dump(s(&out))["rows"], edge_rows());
+}
+
+#[test]
+fn truncated_gzip_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut body = String::from("\"amplitude_id\",\"user_id\"\n");
+    for i in 0..20_000 {
+        body.push_str(&format!("\"{i}\",\"user-{}\"\n", i * 7919 % 100_003));
+    }
+    let gz = gzip(body.as_bytes());
+    let input = write(dir.path(), "cut.csv.gz", &gz[..gz.len() * 2 / 3]);
+    let out = dir.path().join("cut.parquet");
+    let res = convert(&[s(&input), s(&out)]);
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        err.contains("cut.csv.gz") && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(!out.exists(), "no output after a truncated body");
+    assert_no_leftovers(dir.path(), "cut.parquet");
+}
+
+#[test]
+fn body_ending_inside_a_quoted_field_is_truncated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write(
+        dir.path(),
+        "q.csv",
+        b"\"amplitude_id\",\"user_id\"\n\"1\",\"a\"\n\"2\",\"unfinish",
+    );
+    let out = dir.path().join("q.parquet");
+    let res = convert(&[s(&input), s(&out)]);
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("truncated") && err.contains("quoted"), "{err}");
+    assert!(!out.exists());
+}
+
+const BAD_CSV: &[u8] = b"\"amplitude_id\",\"user_id\",\"p\"\n\
+\"1\",\"ok\",\"x\"\n\
+\"2\",\"too\",\"many\",\"fields\"\n\
+\"x3\",\"bad int\",\"\"\n\
+\"4\",\"multi\nline\",\"fine\"\n\
+\"5\",\"bad \xff utf8\",\"\"\n\
+\"\",\"no id\",\"\"\n\
+\"7\",\"ok too\",\"\"\n";
+
+#[test]
+fn bad_row_fails_naming_file_row_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write(dir.path(), "bad.csv", BAD_CSV);
+    let out = dir.path().join("bad.parquet");
+    let res = convert(&[s(&input), s(&out)]);
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        err.contains("bad.csv")
+            && err.contains("bad row 2 (line 3)")
+            && err.contains("expected 3 fields, found 4"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn bad_rows_skipped_are_counted_and_sampled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write(dir.path(), "bad.csv", BAD_CSV);
+    let out = dir.path().join("bad.parquet");
+    let res = convert(&[s(&input), s(&out), "--on-bad-row", "skip", "--json"]);
+    let stdout = ok(&res);
+    let report: Value = serde_json::from_str(stdout.trim()).expect("json");
+    assert_eq!(report["rows"], 3);
+    assert_eq!(report["skipped_rows"], 4);
+    let sample: Vec<(u64, u64, String)> = report["skipped_sample"]
+        .as_array()
+        .expect("sample")
+        .iter()
+        .map(|s| {
+            (
+                s["row"].as_u64().expect("row"),
+                s["line"].as_u64().expect("line"),
+                s["reason"].as_str().expect("reason").to_string(),
+            )
+        })
+        .collect();
+    let rows: Vec<(u64, u64)> = sample.iter().map(|(r, l, _)| (*r, *l)).collect();
+    // Row 4 spans lines 5-6, so row 5 starts on line 7.
+    assert_eq!(rows, [(2, 3), (3, 4), (5, 7), (6, 8)]);
+    assert!(sample[1].2.contains("\"x3\" is not an int64"), "{sample:?}");
+    assert!(sample[2].2.contains("not valid UTF-8"), "{sample:?}");
+    assert!(sample[3].2.contains("is empty"), "{sample:?}");
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("skipped row 3 (line 4)"), "{err}");
+    let t = dump(s(&out));
+    assert_eq!(
+        t["rows"],
+        json!([
+            {"amplitude_id": 1, "user_id": "ok", "p": "x"},
+            {"amplitude_id": 4, "user_id": "multi\nline", "p": "fine"},
+            {"amplitude_id": 7, "user_id": "ok too", "p": null},
+        ])
+    );
+}
+
+#[test]
+fn declared_column_types() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = b"\"amplitude_id\",\"user_id\",\"age\",\"score\",\"paid\",\"zip\"\n\
+\"1\",\"u1\",\"42\",\"1.5\",\"true\",\"01234\"\n\
+\"2\",\"u2\",\"\",\"-2e3\",\"FALSE\",\"\"\n\
+\"3\",\"u3\",\"-7\",\"\",\"\",\"9\"\n";
+    let input = write(dir.path(), "typed.csv", body);
+    let out = dir.path().join("typed.parquet");
+    ok(&convert(&[
+        s(&input),
+        s(&out),
+        "--column-type",
+        "age=int64",
+        "--column-type",
+        "score=float64",
+        "--column-type",
+        "paid=boolean",
+        "--column-type",
+        "zip=utf8",
+        "--column-type",
+        "amplitude_id=utf8",
+    ]));
+    let t = dump(s(&out));
+    assert_eq!(
+        t["schema"],
+        json!([
+            ["amplitude_id", "string", false],
+            ["user_id", "string", true],
+            ["age", "int64", true],
+            ["score", "double", true],
+            ["paid", "bool", true],
+            ["zip", "string", true]
+        ])
+    );
+    assert_eq!(
+        t["rows"],
+        json!([
+            {"amplitude_id": "1", "user_id": "u1", "age": 42, "score": 1.5, "paid": true, "zip": "01234"},
+            {"amplitude_id": "2", "user_id": "u2", "age": null, "score": -2000.0, "paid": false, "zip": null},
+            {"amplitude_id": "3", "user_id": "u3", "age": -7, "score": null, "paid": null, "zip": "9"},
+        ])
+    );
+    // A value that does not fit its declared type is a bad row.
+    let bad = write(
+        dir.path(),
+        "bad.csv",
+        b"\"amplitude_id\",\"age\"\n\"1\",\"4.5\"\n",
+    );
+    let res = convert(&[
+        s(&bad),
+        s(&dir.path().join("x.parquet")),
+        "--column-type",
+        "age=int64",
+    ]);
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        err.contains("bad row 1 (line 2)") && err.contains("\"4.5\" is not an int64"),
+        "{err}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write(dir.path(), "e.csv", EDGE_CSV);
+    let out = dir.path().join("e.parquet");
+    for extra in [
+        &["--column-type", "age"][..],
+        &["--column-type", "age=int"][..],
+        &["--compression", "brotli"][..],
+        &["--on-bad-row", "ignore"][..],
+    ] {
+        let mut args = vec![s(&input), s(&out)];
+        args.extend_from_slice(extra);
+        let res = convert(&args);
+        assert_eq!(
+            res.status.code(),
+            Some(2),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+    }
+    // A declared type for a column the header lacks is reported (exit 1, names it).
+    let res = convert(&[s(&input), s(&out), "--column-type", "nope=int64"]);
+    assert_eq!(res.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&res.stderr).contains("\"nope\""));
+    assert!(!out.exists());
+}
+
+#[test]
+fn compression_row_groups_and_footer_metadata() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut body = String::from("\"amplitude_id\",\"user_id\"\n");
+    for i in 0..10_000 {
+        body.push_str(&format!("\"{i}\",\"u{i}\"\n"));
+    }
+    let input = write(dir.path(), "many.csv", body.as_bytes());
+    for codec in ["zstd:7", "snappy", "lz4", "none"] {
+        let out = dir
+            .path()
+            .join(format!("{}.parquet", codec.replace(':', "")));
+        ok(&convert(&[
+            s(&input),
+            s(&out),
+            "--compression",
+            codec,
+            "--row-group-rows",
+            "1000",
+            "--batch-rows",
+            "700",
+            "--metadata",
+            "cohort_sync.cohort_id=abc123",
+            "--metadata",
+            "cohort_sync.cohort_name=My cohort",
+        ]));
+        let t = dump(s(&out));
+        assert_eq!(t["num_rows"], 10_000);
+        assert_eq!(t["row_groups"], 10);
+        assert_eq!(t["metadata"]["cohort_sync.rows"], "10000");
+        assert_eq!(t["metadata"]["cohort_sync.cohort_id"], "abc123");
+        assert_eq!(t["metadata"]["cohort_sync.cohort_name"], "My cohort");
+        let rows = t["rows"].as_array().expect("rows");
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(r["amplitude_id"], i as i64);
+            assert_eq!(r["user_id"], format!("u{i}"));
+        }
+    }
+}
+
+#[test]
+fn writes_to_s3_through_object_store() {
+    let bucket = common::create_bucket("convert");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write(dir.path(), "edge.csv.gz", &gzip(EDGE_CSV));
+    let url = format!("s3://{bucket}/exports/edge.parquet");
+    let stdout = ok(&convert(&[s(&input), &url]));
+    assert!(stdout.contains(&url), "{stdout}");
+    let t = dump(&url);
+    assert_eq!(t["rows"], edge_rows());
+    assert_eq!(t["metadata"]["cohort_sync.rows"], "5");
+
+    // A failed conversion leaves no object and no open multipart upload behind.
+    let bad = write(dir.path(), "bad.csv", BAD_CSV);
+    let res = convert(&[s(&bad), &format!("s3://{bucket}/exports/bad.parquet")]);
+    assert_eq!(res.status.code(), Some(1));
+    let keys = common::run_python("s3_admin.py", &["list", &common::s3_endpoint(), &bucket]);
+    assert_eq!(
+        keys.trim(),
+        format!("exports/edge.parquet {}", t_size(&keys))
+    );
+    let parts = s3_parts(&bucket);
+    assert_eq!(parts["uploads"], 0, "the failed upload was aborted");
+}
+
+fn t_size(listing: &str) -> String {
+    listing
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn s3_parts(bucket: &str) -> Value {
+    let text = common::run_python(
+        "parquet_dump.py",
+        &["s3-parts", &common::s3_endpoint(), bucket],
+    );
+    serde_json::from_str(&text).expect("json")
+}
+
+/// A large, poorly compressible body: unique ids and pseudo-random property values.
+fn big_rows(from: u64, n: u64) -> String {
+    let mut s = String::with_capacity((n * 90) as usize);
+    let mut x: u64 = from.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in from..from + n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.push_str(&format!(
+            "\"{i}\",\"user-{x:016x}\",\"{:016x}{:016x}\",\"{}\"\n",
+            x.rotate_left(17),
+            x.rotate_left(41),
+            x % 1000
+        ));
+    }
+    s
+}
+
+fn mkfifo(path: &Path) {
+    let st = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(st.success());
+}
+
+/// Starts `convert FIFO OUT`, writes the header and `rows` rows into the FIFO (keeping
+/// it open), waits for `started` to hold, then SIGKILLs the process.
+fn kill_mid_upload(dir: &Path, out: &str, rows: u64, started: impl Fn() -> bool) {
+    let fifo = dir.join("in.csv");
+    mkfifo(&fifo);
+    let mut child = Command::new(bin())
+        .args([
+            "convert",
+            s(&fifo),
+            out,
+            "--compression",
+            "none",
+            "--row-group-rows",
+            "20000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn convert");
+    // Opening for writing waits for the child to open the FIFO for reading.
+    let mut w = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .expect("open fifo");
+    w.write_all(b"\"amplitude_id\",\"user_id\",\"blob\",\"n\"\n")
+        .expect("write header");
+    w.write_all(big_rows(0, rows).as_bytes())
+        .expect("write rows");
+    w.flush().expect("flush");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started() {
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "convert exited before it was killed"
+        );
+        assert!(Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("wait");
+    assert!(!status.success());
+    drop(w);
+}
+
+#[test]
+fn killed_mid_upload_to_s3_leaves_no_object() {
+    let bucket = common::create_bucket("killed");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("s3://{bucket}/out/cohort.parquet");
+    // ~18 MB of rows: several 5 MiB parts are uploaded before the body ends.
+    kill_mid_upload(dir.path(), &url, 200_000, || {
+        let p = s3_parts(&bucket);
+        p["uploads"] == 1 && p["parts"].as_u64().unwrap_or(0) >= 1
+    });
+    let keys = common::run_python("s3_admin.py", &["list", &common::s3_endpoint(), &bucket]);
+    assert_eq!(keys.trim(), "", "nothing published at the final key");
+    // The upload was really under way (its parts are still there, invisible).
+    assert_eq!(s3_parts(&bucket)["uploads"], 1);
+}
+
+#[test]
+fn killed_mid_write_to_a_local_file_leaves_no_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    let out = out_dir.join("cohort.parquet");
+    let staging = out_dir.join("cohort.parquet#1");
+    kill_mid_upload(dir.path(), s(&out), 200_000, || {
+        std::fs::metadata(&staging).is_ok_and(|m| m.len() > 5 * 1024 * 1024)
+    });
+    assert!(!out.exists(), "nothing published at the final path");
+    // What is left is object_store's staging file, never a partial file at the key.
+    let left: Vec<String> = std::fs::read_dir(&out_dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(left, ["cohort.parquet#1"]);
+}
+
+fn assert_no_leftovers(dir: &Path, name: &str) {
+    let left: Vec<String> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(name))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+mod library {
+    //! `convert_stream` called the way the runner calls it.
+    use super::*;
+    use bytes::Bytes;
+    use cohort_sync::export::{ConvertOptions, ExportError, convert_stream};
+    use object_store::ObjectStore;
+    use object_store::local::LocalFileSystem;
+    use object_store::path::Path as Key;
+
+    fn store(dir: &Path) -> Arc<dyn ObjectStore> {
+        Arc::new(LocalFileSystem::new_with_prefix(dir).expect("local store"))
+    }
+
+    fn chunks(body: &[u8], size: usize) -> Vec<Result<Bytes, std::io::Error>> {
+        body.chunks(size)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn tiny_chunks_give_the_same_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = futures::stream::iter(chunks(&gzip(EDGE_CSV), 1));
+        let mut opts = ConvertOptions::new("cohort abc (Edge)");
+        opts.metadata = vec![("cohort_sync.request_id".into(), "r-1".into())];
+        let key = Key::from("a/edge.parquet");
+        let stats = convert_stream(body, &opts, store(dir.path()), &key)
+            .await
+            .expect("convert");
+        assert_eq!(stats.rows, 5);
+        assert_eq!(stats.columns, ["amplitude_id", "user_id", "city", "note"]);
+        let file = dir.path().join("a/edge.parquet");
+        let bytes = std::fs::read(&file).expect("read");
+        assert_eq!(stats.bytes_written, bytes.len() as u64);
+        assert_eq!(stats.body_bytes, gzip(EDGE_CSV).len() as u64);
+        let digest = sha2::Sha256::digest(&bytes);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(stats.sha256, hex);
+        let t = dump(s(&file));
+        assert_eq!(t["rows"], edge_rows());
+        assert_eq!(t["metadata"]["cohort_sync.request_id"], "r-1");
+    }
+
+    #[tokio::test]
+    async fn a_failing_body_is_retryable_and_publishes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut items = chunks(big_rows(0, 50_000).as_bytes(), 64 * 1024);
+        items.insert(
+            0,
+            Ok(Bytes::from_static(
+                b"\"amplitude_id\",\"user_id\",\"blob\",\"n\"\n",
+            )),
+        );
+        items.push(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        )));
+        let body = futures::stream::iter(items);
+        let opts = ConvertOptions::new("cohort xyz");
+        let key = Key::from("b/out.parquet");
+        let err = convert_stream(body, &opts, store(dir.path()), &key)
+            .await
+            .expect_err("must fail");
+        assert!(matches!(err, ExportError::Download { .. }), "{err}");
+        assert!(err.is_retryable_download());
+        assert!(
+            err.to_string().contains("cohort xyz") && err.to_string().contains("reset"),
+            "{err}"
+        );
+        assert!(!dir.path().join("b/out.parquet").exists());
+        // The staging file was removed by the abort.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_no_leftovers(&dir.path().join("b"), "out.parquet");
+    }
+
+    #[tokio::test]
+    async fn bad_rows_and_truncation_are_classified() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = ConvertOptions::new("cohort q");
+        let body = futures::stream::iter(chunks(BAD_CSV, 7));
+        let err = convert_stream(body, &opts, store(dir.path()), &Key::from("c.parquet"))
+            .await
+            .expect_err("bad row");
+        assert_eq!(err.bad_row(), Some(2));
+        assert!(!err.is_retryable_download());
+        let body = futures::stream::iter(chunks(b"\"amplitude_id\"\n\"1\"\n\"2", 3));
+        let err = convert_stream(body, &opts, store(dir.path()), &Key::from("d.parquet"))
+            .await
+            .expect_err("truncated");
+        assert!(matches!(err, ExportError::Truncated { .. }), "{err}");
+        assert!(err.is_retryable_download());
+        assert!(!dir.path().join("c.parquet").exists());
+        assert!(!dir.path().join("d.parquet").exists());
+    }
+
+    use sha2::Digest;
+}
