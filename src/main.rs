@@ -30,6 +30,8 @@ enum Command {
     Usage(cli::remote::UsageArgs),
     /// Convert a cohort CSV (plain or gzip) to Parquet, locally or to s3://.
     Convert(cli::convert::ConvertArgs),
+    /// Check pipeline files; errors as `file:line:col: message` (exit 2).
+    Validate(cli::validate::ValidateArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Cohorts(args) => cli::block_on(cli::remote::cohorts(args)),
         Command::Usage(args) => cli::block_on(cli::remote::usage(args)),
         Command::Convert(args) => cli::block_on(cli::convert::convert(args)),
+        Command::Validate(args) => cli::validate::validate(args),
     };
     ExitCode::from(code)
 }

@@ -33,7 +33,9 @@ impl fmt::Debug for Credentials {
 }
 
 /// Amplitude data residency; each has its own REST host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Region {
     Us,

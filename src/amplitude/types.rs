@@ -196,7 +196,7 @@ pub enum MembershipIdType {
 
 /// Which Amplitude identifier a list of ids holds. The one place where it maps to the
 /// endpoint-specific id types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IdKind {
     UserId,

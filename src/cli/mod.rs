@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod remote;
+pub mod validate;
 
 use std::future::Future;
 

@@ -1,1 +1,76 @@
-//! Pipeline files: TOML `kind = "export" | "reverse"` with `${VAR}` interpolation, typed with serde, errors as `file:line:col: message`.
+//! Pipeline files: TOML, one pipeline per file, `kind = "export"` or `kind = "reverse"`, with
+//! `${VAR}` interpolation from the environment, typed with serde (unknown keys are errors)
+//! and checked; every error reads `file:line:col: message`.
+//!
+//! [`load`] reads a file, parses it keeping positions, interpolates `${VAR}` inside string
+//! values (so positions still point into the original text; `$${` is a literal `${`),
+//! deserializes it and checks what serde cannot. Credentials are not needed to load: they
+//! are resolved at run time by [`Connection::resolve`]. The JSON Schema of the format
+//! ([`schema_json`]) is generated from these types and committed as
+//! `schemas/pipeline.schema.json`.
+
+mod check;
+mod connection;
+mod download;
+mod error;
+mod export;
+mod interpolate;
+mod locate;
+mod pipeline;
+mod reverse;
+mod schema;
+mod values;
+
+use std::path::Path;
+
+pub use connection::{API_KEY_VAR, Connection, ResolvedConnection, SECRET_KEY_VAR};
+pub use download::{ColumnType, Download, OnBadRow};
+pub use error::ConfigError;
+pub use export::{
+    Compression, CompressionCodec, DEFAULT_ZSTD_LEVEL, ExportSpec, Output, Quota, Select,
+};
+pub use pipeline::{Kind, Pipeline, PipelineSpec, State};
+pub use reverse::{
+    Baseline, CreateCohort, MAX_CHUNK_SIZE, Reconcile, ReconcileMode, ReverseSpec, Source,
+    SourceFormat, Target,
+};
+pub use schema::{schema, schema_json};
+pub use values::{BaseUrl, DEFAULT_LAYOUT, FileUrl, Layout, NamePattern, Secret, StorageUrl};
+
+/// Reads, interpolates (from the process environment) and checks one pipeline file.
+pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+    load_with_env(path, &|name| std::env::var(name).ok())
+}
+
+/// [`load`] with an explicit lookup for `${VAR}`.
+pub fn load_with_env(
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Pipeline, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path, format!("cannot read the pipeline file: {e}")))?;
+    parse(path, &text, lookup)
+}
+
+/// Checks pipeline text as if read from `path` (which names the file in errors and gives
+/// the default pipeline name).
+pub fn parse(
+    path: &Path,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Pipeline, ConfigError> {
+    let toml_error =
+        |e: toml::de::Error| ConfigError::at(path, text, e.span(), e.message().trim_end());
+    let mut doc = toml::de::DeTable::parse(text).map_err(toml_error)?;
+    interpolate::interpolate_table(doc.get_mut(), text, lookup)
+        .map_err(|e| ConfigError::at(path, text, Some(e.span), e.message))?;
+    let located = doc.clone();
+    let raw: pipeline::PipelineFile =
+        serde::Deserialize::deserialize(toml::de::Deserializer::from(doc)).map_err(toml_error)?;
+    let loc = locate::Locator {
+        file: path,
+        text,
+        root: located.get_ref(),
+    };
+    check::build(&loc, raw)
+}

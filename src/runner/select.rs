@@ -1,5 +1,7 @@
 //! Chooses the cohorts an export pipeline covers from the list call (which costs no quota):
-//! by id, by name pattern, or all published; archived ones only when asked.
+//! by id, by name pattern, or all published. Listed ids are always exported, archived or
+//! not; archived cohorts matched only by a name pattern or `all_published` are set aside
+//! unless `include_archived`.
 
 use std::collections::HashSet;
 
@@ -30,8 +32,9 @@ pub enum SelectError {
     UnknownIds(Vec<String>),
 }
 
-/// Selects in the pipeline's order; each cohort at most once. Archived cohorts are
-/// returned with `archived_skipped` unless `include_archived`.
+/// Selects in the pipeline's order; each cohort at most once. Archived cohorts matched by a
+/// name pattern or `all_published` are returned with `archived_skipped` unless
+/// `include_archived`; a listed id is never skipped as archived.
 pub fn select(cohorts: &[Cohort], sel: &Selection) -> Result<Vec<Selected>, SelectError> {
     let missing: Vec<String> = sel
         .ids
@@ -44,28 +47,28 @@ pub fn select(cohorts: &[Cohort], sel: &Selection) -> Result<Vec<Selected>, Sele
     }
     let mut seen: HashSet<String> = HashSet::new();
     let mut out = Vec::new();
-    let mut push = |c: &Cohort, out: &mut Vec<Selected>| {
+    let mut push = |c: &Cohort, listed: bool, out: &mut Vec<Selected>| {
         if seen.insert(c.id.clone()) {
             out.push(Selected {
                 cohort: c.clone(),
                 listed_rank: out.len(),
-                archived_skipped: c.archived && !sel.include_archived,
+                archived_skipped: c.archived && !listed && !sel.include_archived,
             });
         }
     };
     for id in &sel.ids {
         if let Some(c) = cohorts.iter().find(|c| &c.id == id) {
-            push(c, &mut out);
+            push(c, true, &mut out);
         }
     }
     for pattern in &sel.names {
         for c in cohorts.iter().filter(|c| pattern.matches(&c.name)) {
-            push(c, &mut out);
+            push(c, false, &mut out);
         }
     }
     if sel.all_published {
         for c in cohorts.iter().filter(|c| c.published) {
-            push(c, &mut out);
+            push(c, false, &mut out);
         }
     }
     Ok(out)
@@ -123,12 +126,28 @@ mod tests {
     }
 
     #[test]
-    fn archived_included_when_asked() {
+    fn listed_ids_are_selected_even_when_archived() {
         let sel = Selection {
             ids: vec!["c".into()],
-            include_archived: true,
             ..Selection::default()
         };
         assert!(!select(&all(), &sel).expect("select")[0].archived_skipped);
+        let by_name = Selection {
+            names: vec![glob::Pattern::new("Churn*").expect("pattern")],
+            ..Selection::default()
+        };
+        assert!(select(&all(), &by_name).expect("select")[0].archived_skipped);
+    }
+
+    #[test]
+    fn archived_included_when_asked() {
+        let sel = Selection {
+            all_published: true,
+            include_archived: true,
+            ..Selection::default()
+        };
+        let got = select(&all(), &sel).expect("select");
+        let churned = got.iter().find(|s| s.cohort.id == "c").expect("c selected");
+        assert!(!churned.archived_skipped);
     }
 }

@@ -1,0 +1,332 @@
+//! Checks that need more than one value (or a range) and turn the file's top level into a
+//! [`Pipeline`]: kind-specific sections, exactly-one-of rules, positive numbers, limits.
+
+use super::download::Download;
+use super::error::ConfigError;
+use super::export::{CompressionCodec, ExportSpec, Output, Quota, Select};
+use super::locate::Locator;
+use super::pipeline::{Kind, Pipeline, PipelineFile, PipelineSpec};
+use super::reverse::{
+    Baseline, MAX_CHUNK_SIZE, Reconcile, ReconcileMode, ReverseSpec, Source, Target, TargetTable,
+};
+
+const EXPORT_ONLY: &[&str] = &["select", "output", "quota"];
+const REVERSE_ONLY: &[&str] = &["source", "target", "reconcile"];
+
+/// Checks `raw` and builds the pipeline.
+pub(crate) fn build(loc: &Locator<'_>, raw: PipelineFile) -> Result<Pipeline, ConfigError> {
+    let name = pipeline_name(loc, raw.name.as_deref())?;
+    let (own, other, other_kind) = match raw.kind {
+        Kind::Export => (EXPORT_ONLY, REVERSE_ONLY, "reverse"),
+        Kind::Reverse => (REVERSE_ONLY, EXPORT_ONLY, "export"),
+    };
+    let kind_name = if raw.kind == Kind::Export {
+        "export"
+    } else {
+        "reverse"
+    };
+    for section in other {
+        if loc.find(&[section]).is_some() {
+            return Err(loc.at_key(
+                &[section],
+                format!(
+                    "[{section}] belongs to {other_kind} pipelines; this file has kind = \"{kind_name}\" (allowed: {})",
+                    own.iter().map(|s| format!("[{s}]")).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    check_connection(loc, &raw)?;
+    check_download(loc, &raw.download)?;
+    let spec = match raw.kind {
+        Kind::Export => PipelineSpec::Export(export_spec(loc, raw.select, raw.output, raw.quota)?),
+        Kind::Reverse => {
+            let app_id = raw.connection.app_id;
+            PipelineSpec::Reverse(reverse_spec(
+                loc,
+                raw.source,
+                raw.target,
+                raw.reconcile,
+                app_id,
+            )?)
+        }
+    };
+    let mut connection = raw.connection;
+    connection.file = loc.file.to_path_buf();
+    Ok(Pipeline {
+        file: loc.file.to_path_buf(),
+        name,
+        connection,
+        state: raw.state,
+        download: raw.download,
+        spec,
+    })
+}
+
+/// `name`, else the file stem; either must be usable as a state folder.
+fn pipeline_name(loc: &Locator<'_>, name: Option<&str>) -> Result<String, ConfigError> {
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let rule = "letters, digits, '-', '_' and '.'";
+    match name {
+        Some(n) if valid(n) => Ok(n.to_string()),
+        Some(n) => Err(loc.at_value(
+            &["name"],
+            format!("pipeline name {n:?} may only use {rule}"),
+        )),
+        None => {
+            let stem = loc.file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            if valid(stem) {
+                Ok(stem.to_string())
+            } else {
+                Err(ConfigError::new(
+                    loc.file,
+                    format!(
+                        "the file name {stem:?} is not a valid pipeline name ({rule}); set `name = \"...\"`"
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+fn at_least_one(loc: &Locator<'_>, path: &[&str], value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(loc.at_value(path, format!("{} must be at least 1", path.join("."))));
+    }
+    Ok(())
+}
+
+fn check_connection(loc: &Locator<'_>, raw: &PipelineFile) -> Result<(), ConfigError> {
+    let c = &raw.connection;
+    if c.region.is_some() && c.base_url.is_some() {
+        return Err(loc.at_key(
+            &["connection", "base_url"],
+            "set either connection.region or connection.base_url, not both",
+        ));
+    }
+    at_least_one(
+        loc,
+        &["connection", "connect_timeout_secs"],
+        c.connect_timeout_secs,
+    )?;
+    at_least_one(
+        loc,
+        &["connection", "read_timeout_secs"],
+        c.read_timeout_secs,
+    )?;
+    if c.app_id == Some(0) {
+        return Err(loc.at_value(
+            &["connection", "app_id"],
+            "connection.app_id must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+fn check_download(loc: &Locator<'_>, d: &Download) -> Result<(), ConfigError> {
+    at_least_one(loc, &["download", "poll_initial_secs"], d.poll_initial_secs)?;
+    at_least_one(loc, &["download", "max_wait_secs"], d.max_wait_secs)?;
+    at_least_one(loc, &["download", "batch_rows"], d.batch_rows as u64)?;
+    if d.poll_max_secs < d.poll_initial_secs {
+        return Err(loc.at_value(
+            &["download", "poll_max_secs"],
+            format!(
+                "download.poll_max_secs ({}) must not be below download.poll_initial_secs ({})",
+                d.poll_max_secs, d.poll_initial_secs
+            ),
+        ));
+    }
+    if let Some(i) = d.prop_keys.iter().position(|k| k.trim().is_empty()) {
+        return Err(loc.at_value(
+            &["download", "prop_keys"],
+            format!("download.prop_keys[{i}] is empty"),
+        ));
+    }
+    Ok(())
+}
+
+fn export_spec(
+    loc: &Locator<'_>,
+    select: Option<Select>,
+    output: Option<Output>,
+    quota: Option<Quota>,
+) -> Result<ExportSpec, ConfigError> {
+    let Some(select) = select else {
+        return Err(loc.at_value(
+            &["kind"],
+            "an export pipeline needs a [select] section (ids, names or all_published)",
+        ));
+    };
+    if select.is_empty() {
+        return Err(loc.at_key(
+            &["select"],
+            "[select] selects nothing: set ids, names or all_published = true",
+        ));
+    }
+    if let Some(i) = select.ids.iter().position(|id| id.trim().is_empty()) {
+        return Err(loc.at_value(&["select", "ids"], format!("select.ids[{i}] is empty")));
+    }
+    let Some(output) = output else {
+        return Err(loc.at_value(
+            &["kind"],
+            "an export pipeline needs an [output] section with url",
+        ));
+    };
+    at_least_one(
+        loc,
+        &["output", "row_group_rows"],
+        output.row_group_rows as u64,
+    )?;
+    if let Some(level) = output.compression_level {
+        if output.compression != CompressionCodec::Zstd {
+            return Err(loc.at_key(
+                &["output", "compression_level"],
+                "output.compression_level applies to compression = \"zstd\" only",
+            ));
+        }
+        if !(1..=22).contains(&level) {
+            return Err(loc.at_value(
+                &["output", "compression_level"],
+                format!("output.compression_level must be 1..=22 (zstd), not {level}"),
+            ));
+        }
+    }
+    let quota = quota.unwrap_or_default();
+    if !(1..=5).contains(&quota.max_parallel) {
+        return Err(loc.at_value(
+            &["quota", "max_parallel"],
+            format!(
+                "quota.max_parallel must be 1..=5 (Amplitude allows 5 concurrent requests), not {}",
+                quota.max_parallel
+            ),
+        ));
+    }
+    Ok(ExportSpec {
+        select,
+        output,
+        quota,
+    })
+}
+
+fn reverse_spec(
+    loc: &Locator<'_>,
+    source: Option<Source>,
+    target: Option<TargetTable>,
+    reconcile: Option<Reconcile>,
+    app_id: Option<u64>,
+) -> Result<ReverseSpec, ConfigError> {
+    let Some(source) = source else {
+        return Err(loc.at_value(
+            &["kind"],
+            "a reverse pipeline needs a [source] section with url",
+        ));
+    };
+    if source.resolved_format().is_none() {
+        return Err(loc.at_value(
+            &["source", "url"],
+            format!(
+                "cannot tell the format of {:?} from its extension (.csv, .csv.gz, .parquet); set source.format",
+                source.url.file_name()
+            ),
+        ));
+    }
+    if source.id_column.trim().is_empty() {
+        return Err(loc.at_value(&["source", "id_column"], "source.id_column is empty"));
+    }
+    let Some(target) = target else {
+        return Err(loc.at_value(
+            &["kind"],
+            "a reverse pipeline needs a [target] section (cohort_id or create)",
+        ));
+    };
+    let target = match (target.cohort_id, target.create) {
+        (Some(_), Some(_)) => {
+            return Err(loc.at_key(
+                &["target", "create"],
+                "set either target.cohort_id or target.create, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(loc.at_key(
+                &["target"],
+                "[target] needs cohort_id (an existing cohort) or create = { name, owner }",
+            ));
+        }
+        (Some(id), None) if id.trim().is_empty() => {
+            return Err(loc.at_value(&["target", "cohort_id"], "target.cohort_id is empty"));
+        }
+        (Some(cohort_id), None) => Target::Existing { cohort_id },
+        (None, Some(create)) => {
+            for (field, value) in [("name", &create.name), ("owner", &create.owner)] {
+                if value.trim().is_empty() {
+                    return Err(loc.at_value(
+                        &["target", "create", field],
+                        format!("target.create.{field} is empty"),
+                    ));
+                }
+            }
+            if app_id.is_none() {
+                return Err(loc.at_key(
+                    &["target", "create"],
+                    "creating a cohort needs connection.app_id",
+                ));
+            }
+            Target::Create(create)
+        }
+    };
+    let reconcile = reconcile.unwrap_or_default();
+    check_reconcile(loc, &reconcile, &target, app_id)?;
+    Ok(ReverseSpec {
+        source,
+        target,
+        reconcile,
+    })
+}
+
+fn check_reconcile(
+    loc: &Locator<'_>,
+    r: &Reconcile,
+    target: &Target,
+    app_id: Option<u64>,
+) -> Result<(), ConfigError> {
+    if r.chunk_size == 0 || r.chunk_size > MAX_CHUNK_SIZE {
+        return Err(loc.at_value(
+            &["reconcile", "chunk_size"],
+            format!("reconcile.chunk_size must be 1..={MAX_CHUNK_SIZE} (Amplitude's limit per request), not {}", r.chunk_size),
+        ));
+    }
+    if !(r.max_removal_pct.is_finite() && (0.0..=100.0).contains(&r.max_removal_pct)) {
+        return Err(loc.at_value(
+            &["reconcile", "max_removal_pct"],
+            format!(
+                "reconcile.max_removal_pct must be a percentage 0..=100, not {}",
+                r.max_removal_pct
+            ),
+        ));
+    }
+    if r.baseline == Baseline::Snapshot && r.snapshots.is_none() {
+        return Err(loc.at_value(
+            &["reconcile", "baseline"],
+            "baseline = \"snapshot\" needs reconcile.snapshots (the export output URL)",
+        ));
+    }
+    if r.mode == ReconcileMode::Replace && app_id.is_none() {
+        return Err(loc.at_value(
+            &["reconcile", "mode"],
+            "mode = \"replace\" uploads the cohort and needs connection.app_id",
+        ));
+    }
+    if r.mode == ReconcileMode::RemoveOnly && matches!(target, Target::Create(_)) {
+        return Err(loc.at_value(
+            &["reconcile", "mode"],
+            "mode = \"remove_only\" has nothing to remove from a cohort it creates",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,367 @@
+//! Checked string values of pipeline files. Each is deserialized from a string and rejects a
+//! bad one right there, so the error points at that value in the file.
+
+use std::fmt;
+
+use std::marker::PhantomData;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer};
+
+use crate::runner::layout::{self, LayoutValues, PLACEHOLDERS};
+
+/// A credential read from the file (usually through `${VAR}`). `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value, for building [`crate::amplitude::Credentials`].
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Secret {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.trim().is_empty() {
+            return Err("credential is empty (an empty environment variable?)".into());
+        }
+        Ok(Secret(s))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where a directory tree lives: a local path (relative to the current directory) or
+/// `s3://bucket[/prefix]` (`file:///abs/path` is accepted too). Opened by
+/// [`crate::storage::open`].
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(transparent)]
+pub struct StorageUrl(String);
+
+impl StorageUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is an `s3://` URL.
+    pub fn is_s3(&self) -> bool {
+        self.0.starts_with("s3://")
+    }
+
+    /// A default location given as a relative local path.
+    pub(crate) fn local_default(path: &str) -> Self {
+        StorageUrl(path.to_string())
+    }
+}
+
+impl fmt::Display for StorageUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for StorageUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        check_location(&s)?;
+        Ok(StorageUrl(s))
+    }
+}
+
+/// One file: a local path or `s3://bucket/key` (`file:///abs/file` too).
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(transparent)]
+pub struct FileUrl(String);
+
+impl FileUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is an `s3://` URL.
+    pub fn is_s3(&self) -> bool {
+        self.0.starts_with("s3://")
+    }
+
+    /// The last path level (the file name), used to tell the format by extension.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for FileUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for FileUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        check_location(&s)?;
+        let rest = s
+            .strip_prefix("s3://")
+            .map(|r| r.split_once('/').map_or("", |(_, k)| k));
+        if rest.is_some_and(str::is_empty) || s.ends_with('/') {
+            return Err(format!(
+                "{s:?} names a directory; give a file (s3://bucket/key or a path)"
+            ));
+        }
+        Ok(FileUrl(s))
+    }
+}
+
+/// Accepts a local path, `file:///...` or `s3://bucket[/...]`.
+fn check_location(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() {
+        return Err("empty location: give a local path or s3://bucket/prefix".into());
+    }
+    if let Some(rest) = s.strip_prefix("s3://") {
+        let bucket = rest.split('/').next().unwrap_or("");
+        if bucket.is_empty() {
+            return Err(format!("{s:?} has no bucket: write s3://bucket/prefix"));
+        }
+        let ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !ok {
+            return Err(format!(
+                "invalid S3 bucket name {bucket:?} (3 to 63 characters: lowercase letters, digits, '-', '.')"
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(path) = s.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "{s:?}: a file:// URL needs an absolute path (file:///dir)"
+            ));
+        }
+        return Ok(());
+    }
+    if let Some((scheme, _)) = s.split_once("://") {
+        return Err(format!(
+            "unsupported URL scheme {scheme:?} in {s:?}: use a local path or s3://bucket/prefix"
+        ));
+    }
+    Ok(())
+}
+
+/// The Amplitude API root: `http://` or `https://` with a host (the emulator, a proxy).
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(transparent)]
+pub struct BaseUrl(String);
+
+impl BaseUrl {
+    /// The URL without a trailing `/`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for BaseUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("http://")
+            .or_else(|| s.strip_prefix("https://"))
+            .ok_or_else(|| format!("base_url {s:?} must start with http:// or https://"))?;
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if host.is_empty() || host.contains('@') || rest.contains(char::is_whitespace) {
+            return Err(format!(
+                "base_url {s:?} needs a host (like http://127.0.0.1:8080) and no user info"
+            ));
+        }
+        Ok(BaseUrl(s.trim_end_matches('/').to_string()))
+    }
+}
+
+/// An object key template (see [`crate::runner::layout`]): placeholders from
+/// [`PLACEHOLDERS`], must contain `{cohort_id}` so that cohorts never share a key.
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(transparent)]
+pub struct Layout(String);
+
+impl Layout {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Renders the layout for one cohort file.
+    pub fn render(&self, values: &LayoutValues<'_>) -> Result<String, String> {
+        layout::render(&self.0, values)
+    }
+}
+
+/// Where export snapshots go unless the file says otherwise.
+pub const DEFAULT_LAYOUT: &str = "cohort_id={cohort_id}/snapshot_date={date}/part-0.parquet";
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout(DEFAULT_LAYOUT.to_string())
+    }
+}
+
+impl TryFrom<String> for Layout {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.starts_with('/') {
+            return Err(format!("layout {s:?} must be relative (no leading '/')"));
+        }
+        let sample = LayoutValues {
+            cohort_id: "c",
+            cohort_name: "n",
+            date: "2000-01-01",
+            request_id: "r",
+            run_id: "u",
+        };
+        layout::render(&s, &sample)?;
+        if !s.contains("{cohort_id}") {
+            return Err(format!(
+                "layout {s:?} must contain {{cohort_id}} so that cohorts never overwrite each other (placeholders: {})",
+                PLACEHOLDERS.join(", ")
+            ));
+        }
+        Ok(Layout(s))
+    }
+}
+
+/// A glob pattern on cohort names (`*`, `?`, `[abc]`; case-sensitive).
+#[derive(Clone, JsonSchema)]
+#[schemars(transparent)]
+pub struct NamePattern(#[schemars(with = "String")] glob::Pattern);
+
+impl NamePattern {
+    pub fn pattern(&self) -> &glob::Pattern {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NamePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0.as_str())
+    }
+}
+
+impl TryFrom<String> for NamePattern {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        glob::Pattern::new(&s).map(NamePattern).map_err(|e| {
+            format!(
+                "invalid name pattern {s:?}: {} at character {}",
+                e.msg,
+                e.pos + 1
+            )
+        })
+    }
+}
+
+/// Deserializes a checked string through a visitor, so that a rejected value is reported
+/// at its own position (also inside arrays).
+struct CheckedVisitor<T>(PhantomData<T>);
+
+impl<T: TryFrom<String, Error = String>> serde::de::Visitor<'_> for CheckedVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        T::try_from(v.to_string()).map_err(E::custom)
+    }
+}
+
+macro_rules! checked_string {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_str(CheckedVisitor(PhantomData))
+            }
+        }
+    )*};
+}
+
+checked_string!(Secret, StorageUrl, FileUrl, BaseUrl, Layout, NamePattern);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage(s: &str) -> Result<StorageUrl, String> {
+        StorageUrl::try_from(s.to_string())
+    }
+
+    #[test]
+    fn storage_urls() {
+        for ok in [
+            "out/cohorts",
+            "/abs",
+            "s3://bucket",
+            "s3://my-bucket/a/b",
+            "file:///tmp/x",
+        ] {
+            assert!(storage(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "ftp://host/x",
+            "s3://",
+            "s3:///x",
+            "s3://B/x",
+            "file://rel",
+            "gs://b/x",
+        ] {
+            assert!(storage(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_urls_need_a_file() {
+        assert!(FileUrl::try_from("s3://bucket/crm/vip.csv".to_string()).is_ok());
+        assert!(FileUrl::try_from("s3://bucket".to_string()).is_err());
+        assert!(FileUrl::try_from("s3://bucket/".to_string()).is_err());
+        assert!(FileUrl::try_from("crm/".to_string()).is_err());
+        let f = FileUrl::try_from("crm/vip.csv.gz".to_string()).expect("url");
+        assert_eq!(f.file_name(), "vip.csv.gz");
+    }
+
+    #[test]
+    fn base_urls() {
+        let b = BaseUrl::try_from("http://127.0.0.1:8080/".to_string()).expect("url");
+        assert_eq!(b.as_str(), "http://127.0.0.1:8080");
+        for bad in ["127.0.0.1:8080", "ftp://x", "http://", "https://u:p@host"] {
+            assert!(BaseUrl::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn layouts() {
+        assert!(Layout::try_from(DEFAULT_LAYOUT.to_string()).is_ok());
+        assert!(Layout::try_from("{cohort_id}/{run_id}.parquet".to_string()).is_ok());
+        for bad in [
+            "{date}.parquet",
+            "{cohort_id}/{cohort}.parquet",
+            "/{cohort_id}",
+            "{cohort_id}//x",
+            "{cohort_id",
+        ] {
+            assert!(Layout::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let s = Secret::try_from("hunter2".to_string()).expect("secret");
+        assert_eq!(format!("{s:?}"), "<redacted>");
+        assert!(Secret::try_from(" ".to_string()).is_err());
+    }
+}
