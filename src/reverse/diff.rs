@@ -1,0 +1,243 @@
+//! The set difference both ways between a source list and a baseline, partition by
+//! partition: a small open-addressing table per partition holds the baseline, the source
+//! probes it, and what is left unmatched on either side is to add or to remove.
+//! Duplicates on either side are counted and dropped.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+
+use super::idset::{IdCollector, IdList, Partition, TooManyIds};
+
+/// What the diff found, besides the two lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DiffCounts {
+    /// Distinct ids in the source.
+    pub source_distinct: u64,
+    /// Source ids seen again after their first occurrence.
+    pub source_duplicates: u64,
+    pub baseline_distinct: u64,
+    pub baseline_duplicates: u64,
+    /// In both: nothing to do.
+    pub unchanged: u64,
+}
+
+impl DiffCounts {
+    fn merge(&mut self, o: &DiffCounts) {
+        self.source_distinct += o.source_distinct;
+        self.source_duplicates += o.source_duplicates;
+        self.baseline_distinct += o.baseline_distinct;
+        self.baseline_duplicates += o.baseline_duplicates;
+        self.unchanged += o.unchanged;
+    }
+}
+
+/// Ids in the source and not in the baseline (`add`), in the baseline and not in the
+/// source (`remove`). Order: by partition, then order of arrival.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub add: IdList,
+    pub remove: IdList,
+    pub counts: DiffCounts,
+}
+
+/// Diffs `source` against `baseline` on up to `threads` threads.
+pub fn diff(
+    source: &IdCollector,
+    baseline: &IdCollector,
+    threads: usize,
+) -> Result<Diff, TooManyIds> {
+    let parts = source.partitions().len();
+    let next = AtomicUsize::new(0);
+    let threads = threads.clamp(1, parts.max(1));
+    let worker = || -> Result<Vec<(usize, Diff)>, TooManyIds> {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= parts {
+                return Ok(done);
+            }
+            let d = diff_partition(&source.partitions()[i], &baseline.partitions()[i])?;
+            done.push((i, d));
+        }
+    };
+    let mut results: Vec<(usize, Diff)> = if threads == 1 {
+        worker()?
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads).map(|_| s.spawn(worker)).collect();
+            let mut all = Vec::with_capacity(parts);
+            for h in handles {
+                match h.join() {
+                    Ok(r) => all.extend(r?),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            Ok::<_, TooManyIds>(all)
+        })?
+    };
+    results.sort_by_key(|(i, _)| *i);
+    let mut out = Diff::default();
+    for (_, d) in &results {
+        out.add.extend_from(&d.add);
+        out.remove.extend_from(&d.remove);
+        out.counts.merge(&d.counts);
+    }
+    Ok(out)
+}
+
+const EMPTY: u64 = 0;
+const BASELINE_DUPLICATE: u8 = 2;
+const SEEN: u8 = 1;
+
+/// Table slot: high 32 bits the id's hash, low 32 bits its entry number + 1 (0 = empty).
+/// Entries `0..nb` are baseline ids, `nb..nb+ns` source ids.
+fn slot(hash: u32, entry: u32) -> u64 {
+    ((hash as u64) << 32) | (entry as u64 + 1)
+}
+
+fn diff_partition(src: &Partition, base: &Partition) -> Result<Diff, TooManyIds> {
+    let nb = base.len();
+    let ns = src.len();
+    if nb + ns >= u32::MAX as usize {
+        return Err(TooManyIds);
+    }
+    let cap = ((nb + ns) * 2).max(16).next_power_of_two();
+    let mask = cap - 1;
+    let mut table = vec![EMPTY; cap];
+    let mut state = vec![0u8; nb];
+    let mut counts = DiffCounts::default();
+
+    // Where `id` (with `hash`) sits, or the empty slot where it would go.
+    let find = |table: &[u64], hash: u32, id: &[u8]| -> (usize, Option<usize>) {
+        let mut i = hash as usize & mask;
+        loop {
+            let s = table[i];
+            if s == EMPTY {
+                return (i, None);
+            }
+            if (s >> 32) as u32 == hash {
+                let e = (s as u32 - 1) as usize;
+                let other = if e < nb { base.get(e) } else { src.get(e - nb) };
+                if other == id {
+                    return (i, Some(e));
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    };
+
+    for (b, st) in state.iter_mut().enumerate() {
+        let h = base.hash(b);
+        match find(&table, h, base.get(b)) {
+            (_, Some(_)) => {
+                *st = BASELINE_DUPLICATE;
+                counts.baseline_duplicates += 1;
+            }
+            (at, None) => {
+                table[at] = slot(h, b as u32);
+                counts.baseline_distinct += 1;
+            }
+        }
+    }
+
+    let mut add = IdList::new();
+    for s in 0..ns {
+        let h = src.hash(s);
+        let id = src.get(s);
+        match find(&table, h, id) {
+            (_, Some(e)) if e < nb && state[e] != SEEN => {
+                state[e] = SEEN;
+                counts.unchanged += 1;
+                counts.source_distinct += 1;
+            }
+            (_, Some(_)) => counts.source_duplicates += 1,
+            (at, None) => {
+                table[at] = slot(h, (nb + s) as u32);
+                counts.source_distinct += 1;
+                add.push(id);
+            }
+        }
+    }
+    drop(table);
+
+    let mut remove = IdList::new();
+    for (b, st) in state.iter().enumerate() {
+        if *st == 0 {
+            remove.push(base.get(b));
+        }
+    }
+    Ok(Diff {
+        add,
+        remove,
+        counts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn collect(ids: &[String]) -> IdCollector {
+        let mut c = IdCollector::new();
+        for id in ids {
+            c.push(id.as_bytes()).expect("push");
+        }
+        c
+    }
+
+    fn sorted(l: &IdList) -> Vec<String> {
+        let mut v: Vec<String> = l.iter_str().map(str::to_string).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn matches_set_difference_with_duplicates_on_both_sides() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let source: Vec<String> = (0..20_000)
+            .map(|_| format!("u{}", rng.u32(0..15_000)))
+            .collect();
+        let baseline: Vec<String> = (0..12_000)
+            .map(|_| format!("u{}", rng.u32(5_000..25_000)))
+            .collect();
+        let s: BTreeSet<&String> = source.iter().collect();
+        let b: BTreeSet<&String> = baseline.iter().collect();
+        let want_add: Vec<String> = s.difference(&b).map(|x| x.to_string()).collect();
+        let want_remove: Vec<String> = b.difference(&s).map(|x| x.to_string()).collect();
+        for threads in [1, 2, 3] {
+            let d = diff(&collect(&source), &collect(&baseline), threads).expect("diff");
+            assert_eq!(sorted(&d.add), want_add);
+            assert_eq!(sorted(&d.remove), want_remove);
+            assert_eq!(d.counts.source_distinct, s.len() as u64);
+            assert_eq!(d.counts.source_duplicates, (source.len() - s.len()) as u64);
+            assert_eq!(d.counts.baseline_distinct, b.len() as u64);
+            assert_eq!(
+                d.counts.baseline_duplicates,
+                (baseline.len() - b.len()) as u64
+            );
+            assert_eq!(d.counts.unchanged, s.intersection(&b).count() as u64);
+        }
+    }
+
+    #[test]
+    fn output_order_is_reproducible() {
+        let source: Vec<String> = (0..5000).map(|i| format!("a{i}")).collect();
+        let one = diff(&collect(&source), &IdCollector::new(), 1).expect("diff");
+        let two = diff(&collect(&source), &IdCollector::new(), 2).expect("diff");
+        assert_eq!(one, two);
+        assert_eq!(one.add.len(), 5000);
+        assert!(one.remove.is_empty());
+    }
+
+    #[test]
+    fn empty_sides() {
+        let d = diff(&IdCollector::new(), &IdCollector::new(), 2).expect("diff");
+        assert!(d.add.is_empty() && d.remove.is_empty());
+        let base: Vec<String> = vec!["x".into(), "x".into()];
+        let d = diff(&IdCollector::new(), &collect(&base), 2).expect("diff");
+        assert_eq!(sorted(&d.remove), vec!["x".to_string()]);
+        assert_eq!(d.counts.baseline_duplicates, 1);
+    }
+}

@@ -1,0 +1,100 @@
+//! The diff on two local files, without any pipeline around it: what the benchmark runs
+//! (`examples/diff_bench.rs`) and a quick way to inspect a CRM list against a cohort file.
+//! Both files are read at the same time, one thread each, then diffed on `threads` threads.
+
+use std::path::Path;
+
+use super::bytes::FileUrl;
+use super::diff::{Diff, diff};
+use super::source::{ColumnSpec, Format, ReadError, ReadStats, collect_csv};
+use crate::reverse::idset::IdCollector;
+
+/// The diff of two local lists and what reading each one found.
+#[derive(Debug)]
+pub struct LocalDiff {
+    pub diff: Diff,
+    pub source: ReadStats,
+    pub baseline: ReadStats,
+}
+
+fn read_local(path: &Path, spec: &ColumnSpec) -> Result<(IdCollector, ReadStats), ReadError> {
+    let label = path.display().to_string();
+    let name = FileUrl::Local(path.to_path_buf()).file_name();
+    if name.ends_with(".parquet") || name.ends_with(".pq") {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| ReadError::Io {
+                file: label.clone(),
+                source,
+            })?;
+        let file = FileUrl::Local(path.to_path_buf());
+        return rt.block_on(super::source::read_ids(&file, Format::Parquet, spec));
+    }
+    let f = std::fs::File::open(path).map_err(|source| ReadError::Io {
+        file: label.clone(),
+        source,
+    })?;
+    collect_csv(f, spec, &label)
+}
+
+/// Reads `source` and `baseline` (CSV, gzip CSV or Parquet by extension) and diffs them.
+pub fn diff_local_files(
+    source: &Path,
+    source_spec: &ColumnSpec,
+    baseline: &Path,
+    baseline_spec: &ColumnSpec,
+    threads: usize,
+) -> Result<LocalDiff, ReadError> {
+    let (s, b) = std::thread::scope(|scope| {
+        let b = scope.spawn(|| read_local(baseline, baseline_spec));
+        let s = read_local(source, source_spec);
+        let b = match b.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        (s, b)
+    });
+    let (s_ids, s_stats) = s?;
+    let (b_ids, b_stats) = b?;
+    let d = diff(&s_ids, &b_ids, threads).map_err(|e| ReadError::TooMany {
+        file: source.display().to_string(),
+        source: e,
+    })?;
+    Ok(LocalDiff {
+        diff: d,
+        source: s_stats,
+        baseline: b_stats,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amplitude::types::IdKind;
+
+    #[test]
+    fn diffs_two_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = dir.path().join("crm.csv");
+        let b = dir.path().join("cohort.csv");
+        std::fs::write(&s, "email,user_id\nx,a\ny,b\nz,b\nw,\n").expect("write");
+        std::fs::write(
+            &b,
+            "\"amplitude_id\",\"user_id\"\n\"1\",\"b\"\n\"2\",\"c\"\n",
+        )
+        .expect("write");
+        let d = diff_local_files(
+            &s,
+            &ColumnSpec::new("user_id", IdKind::UserId),
+            &b,
+            &ColumnSpec::new("user_id", IdKind::UserId),
+            2,
+        )
+        .expect("diff");
+        assert_eq!(d.diff.add.sample(10), vec!["a".to_string()]);
+        assert_eq!(d.diff.remove.sample(10), vec!["c".to_string()]);
+        assert_eq!(d.source, ReadStats { rows: 4, blank: 1 });
+        assert_eq!(d.diff.counts.source_duplicates, 1);
+    }
+}
