@@ -37,12 +37,15 @@ pub struct Connection {
     /// Amplitude app (project) id. Keys the per-app rate limits (default: the api key);
     /// required to create or replace a cohort by upload.
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub app_id: Option<u64>,
     /// Seconds allowed to establish a connection (≥ 1).
     #[serde(default = "default_connect_timeout")]
+    #[schemars(range(min = 1))]
     pub connect_timeout_secs: u64,
     /// Longest silence in seconds while reading a response (≥ 1).
     #[serde(default = "default_read_timeout")]
+    #[schemars(range(min = 1))]
     pub read_timeout_secs: u64,
     /// The pipeline file, named in resolution errors (set by [`super::load`]).
     #[serde(skip)]

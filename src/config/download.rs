@@ -7,6 +7,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::export::{BadRowPolicy, ColumnType, DEFAULT_BATCH_ROWS};
 use crate::runner::poll::PollSettings;
 
 /// Download settings.
@@ -21,21 +22,25 @@ pub struct Download {
     pub prop_keys: Vec<String>,
     /// First wait between job status polls, seconds (≥ 1); doubles each poll.
     #[serde(default = "default_poll_initial")]
+    #[schemars(range(min = 1))]
     pub poll_initial_secs: u64,
     /// Longest wait between polls, seconds (≥ `poll_initial_secs`).
     #[serde(default = "default_poll_max")]
+    #[schemars(range(min = 1))]
     pub poll_max_secs: u64,
     /// Give up waiting for a job after this many seconds (≥ 1); the request id is kept and
     /// a later run downloads it without spending quota.
     #[serde(default = "default_max_wait")]
+    #[schemars(range(min = 1))]
     pub max_wait_secs: u64,
     /// What to do with a malformed CSV row: `fail` the cohort or `skip` (and count) it.
     #[serde(default)]
-    pub on_bad_row: OnBadRow,
+    pub on_bad_row: BadRowPolicy,
     /// Rows per Arrow record batch (≥ 1).
     #[serde(default = "default_batch_rows")]
+    #[schemars(range(min = 1))]
     pub batch_rows: usize,
-    /// Column name → type; columns not listed are `utf8`.
+    /// Column name → type; columns not listed are `utf8` (`amplitude_id`: `int64`).
     #[serde(default)]
     pub column_types: BTreeMap<String, ColumnType>,
 }
@@ -53,7 +58,7 @@ fn default_max_wait() -> u64 {
 }
 
 fn default_batch_rows() -> usize {
-    65_536
+    DEFAULT_BATCH_ROWS
 }
 
 impl Default for Download {
@@ -64,7 +69,7 @@ impl Default for Download {
             poll_initial_secs: default_poll_initial(),
             poll_max_secs: default_poll_max(),
             max_wait_secs: default_max_wait(),
-            on_bad_row: OnBadRow::default(),
+            on_bad_row: BadRowPolicy::default(),
             batch_rows: default_batch_rows(),
             column_types: BTreeMap::new(),
         }
@@ -83,40 +88,6 @@ impl Download {
             initial: Duration::from_secs(self.poll_initial_secs),
             max_interval: Duration::from_secs(self.poll_max_secs),
             max_wait: Duration::from_secs(self.max_wait_secs),
-        }
-    }
-}
-
-/// What to do with a CSV row that cannot be parsed or typed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OnBadRow {
-    /// Fail the cohort (nothing is published).
-    #[default]
-    Fail,
-    /// Skip the row and count it in the run report.
-    Skip,
-}
-
-/// Arrow type of a cohort file column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ColumnType {
-    Int64,
-    Float64,
-    Boolean,
-    Utf8,
-}
-
-impl ColumnType {
-    /// The Arrow data type.
-    pub fn arrow_type(self) -> arrow::datatypes::DataType {
-        use arrow::datatypes::DataType;
-        match self {
-            ColumnType::Int64 => DataType::Int64,
-            ColumnType::Float64 => DataType::Float64,
-            ColumnType::Boolean => DataType::Boolean,
-            ColumnType::Utf8 => DataType::Utf8,
         }
     }
 }

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::values::{Layout, NamePattern, StorageUrl};
+use crate::export::{Compression, DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL};
 use crate::runner::plan::Priority;
 use crate::runner::select::Selection;
 
@@ -69,21 +70,20 @@ pub struct Output {
     pub compression: CompressionCodec,
     /// zstd level 1..=22 (zstd only; default 3).
     #[serde(default)]
+    #[schemars(range(min = 1, max = 22))]
     pub compression_level: Option<i32>,
     /// Rows per Parquet row group (≥ 1).
     #[serde(default = "default_row_group_rows")]
+    #[schemars(range(min = 1))]
     pub row_group_rows: usize,
 }
 
 fn default_row_group_rows() -> usize {
-    1_048_576
+    DEFAULT_ROW_GROUP_ROWS
 }
 
-/// Default zstd level.
-pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
-
 impl Output {
-    /// The codec with its level.
+    /// The codec with its level, as the export writer takes it.
     pub fn compression(&self) -> Compression {
         match self.compression {
             CompressionCodec::Zstd => {
@@ -107,17 +107,6 @@ pub enum CompressionCodec {
     None,
 }
 
-/// Parquet compression as the export writer uses it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// zstd at this level (1..=22).
-    Zstd(i32),
-    Snappy,
-    /// LZ4 (raw block format in Parquet).
-    Lz4,
-    None,
-}
-
 /// How the monthly download budget is spent.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -134,6 +123,7 @@ pub struct Quota {
     pub priority: Priority,
     /// Cohorts downloaded at the same time (1..=5: Amplitude allows 5 concurrent requests).
     #[serde(default = "default_max_parallel")]
+    #[schemars(range(min = 1, max = 5))]
     pub max_parallel: usize,
 }
 

@@ -14,6 +14,7 @@ mod connection;
 mod download;
 mod error;
 mod export;
+mod export_types;
 mod interpolate;
 mod locate;
 mod pipeline;
@@ -24,11 +25,9 @@ mod values;
 use std::path::Path;
 
 pub use connection::{API_KEY_VAR, Connection, ResolvedConnection, SECRET_KEY_VAR};
-pub use download::{ColumnType, Download, OnBadRow};
+pub use download::Download;
 pub use error::ConfigError;
-pub use export::{
-    Compression, CompressionCodec, DEFAULT_ZSTD_LEVEL, ExportSpec, Output, Quota, Select,
-};
+pub use export::{CompressionCodec, ExportSpec, Output, Quota, Select};
 pub use pipeline::{Kind, Pipeline, PipelineSpec, State};
 pub use reverse::{
     Baseline, CreateCohort, MAX_CHUNK_SIZE, Reconcile, ReconcileMode, ReverseSpec, Source,

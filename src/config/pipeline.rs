@@ -11,6 +11,7 @@ use super::download::Download;
 use super::export::{ExportSpec, Output, Quota, Select};
 use super::reverse::{Reconcile, ReverseSpec, Source, Target, TargetTable};
 use super::values::StorageUrl;
+use crate::export::Compression;
 
 /// A checked pipeline file, ready to run.
 #[derive(Debug, Clone)]
@@ -55,12 +56,17 @@ impl Pipeline {
                 if e.select.all_published {
                     what.push("all published".to_string());
                 }
+                let codec = match e.output.compression() {
+                    Compression::Zstd(level) => format!("zstd level {level}"),
+                    Compression::Snappy => "snappy".into(),
+                    Compression::Lz4 => "lz4".into(),
+                    Compression::None => "uncompressed".into(),
+                };
                 format!(
-                    "export pipeline {:?}: {} → {} ({:?})",
+                    "export pipeline {:?}: {} → {}, {codec}",
                     self.name,
                     what.join(" + "),
                     e.output.url,
-                    e.output.compression()
                 )
             }
             PipelineSpec::Reverse(r) => {
@@ -69,8 +75,11 @@ impl Pipeline {
                     Target::Create(c) => format!("new cohort {:?}", c.name),
                 };
                 format!(
-                    "reverse pipeline {:?}: {} → {target} ({:?}, baseline {:?})",
-                    self.name, r.source.url, r.reconcile.mode, r.reconcile.baseline
+                    "reverse pipeline {:?}: {} → {target}, mode {}, baseline {}",
+                    self.name,
+                    r.source.url,
+                    r.reconcile.mode.as_str(),
+                    r.reconcile.baseline.as_str()
                 )
             }
         }
@@ -120,7 +129,25 @@ impl Default for State {
 /// errors in the other kind of file.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "cohort-sync pipeline")]
+#[schemars(
+    title = "cohort-sync pipeline",
+    extend("allOf" = [
+        {
+            "if": {"properties": {"kind": {"const": "export"}}},
+            "then": {
+                "required": ["select", "output"],
+                "properties": {"source": false, "target": false, "reconcile": false}
+            }
+        },
+        {
+            "if": {"properties": {"kind": {"const": "reverse"}}},
+            "then": {
+                "required": ["source", "target"],
+                "properties": {"select": false, "output": false, "quota": false}
+            }
+        }
+    ])
+)]
 pub(crate) struct PipelineFile {
     /// `export` or `reverse`.
     pub kind: Kind,

@@ -94,6 +94,7 @@ pub enum Target {
 /// [`super::load`]).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{"required": ["cohort_id"]}, {"required": ["create"]}]))]
 pub(crate) struct TargetTable {
     /// An existing cohort's id.
     #[serde(default)]
@@ -139,6 +140,7 @@ pub struct Reconcile {
     /// Refuse a plan removing more than this percentage (0..=100) of the cohort unless
     /// `--force`.
     #[serde(default = "default_max_removal_pct")]
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub max_removal_pct: f64,
     /// Allow an empty source (which would empty the cohort in `mirror` / `replace`).
     #[serde(default)]
@@ -148,6 +150,7 @@ pub struct Reconcile {
     pub skip_invalid_ids: bool,
     /// Ids per membership / upload request (1..=100000).
     #[serde(default = "default_chunk_size")]
+    #[schemars(range(min = 1, max = 100_000))]
     pub chunk_size: usize,
     /// Where `plan` / `run --dry-run` write the full add/remove id lists (local path or
     /// `s3://`).
@@ -207,6 +210,18 @@ pub enum ReconcileMode {
     Replace,
 }
 
+impl ReconcileMode {
+    /// The name used in pipeline files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReconcileMode::Mirror => "mirror",
+            ReconcileMode::AddOnly => "add_only",
+            ReconcileMode::RemoveOnly => "remove_only",
+            ReconcileMode::Replace => "replace",
+        }
+    }
+}
+
 /// Where the cohort's current membership comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -219,4 +234,15 @@ pub enum Baseline {
     Download,
     /// Always the newest snapshot (needs `snapshots`); fails when there is none.
     Snapshot,
+}
+
+impl Baseline {
+    /// The name used in pipeline files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Baseline::Auto => "auto",
+            Baseline::Download => "download",
+            Baseline::Snapshot => "snapshot",
+        }
+    }
 }
