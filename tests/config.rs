@@ -10,10 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use cohort_sync::amplitude::types::IdKind;
-use cohort_sync::config::{
-    self, Baseline, ConfigError, Kind, PipelineSpec, ReconcileMode, SourceFormat, Target,
-};
+use cohort_sync::config::{self, Baseline, ConfigError, Kind, PipelineSpec, ReconcileMode, Target};
 use cohort_sync::export::{BadRowPolicy, ColumnType, Compression};
+use cohort_sync::reverse::source::Format;
 use cohort_sync::runner::plan::Priority;
 
 fn examples_dir() -> PathBuf {
@@ -507,7 +506,7 @@ fn reverse_examples_map_to_targets_and_guards() {
             cohort_id: "abc123".into()
         }
     );
-    assert_eq!(r.source.resolved_format(), Some(SourceFormat::Csv));
+    assert_eq!(r.source.resolved_format(), Some(Format::Csv));
     assert_eq!(r.source.id_kind, IdKind::UserId);
     assert_eq!(r.reconcile.mode, ReconcileMode::Mirror);
     assert_eq!(r.reconcile.baseline, Baseline::Auto);
@@ -537,7 +536,7 @@ fn reverse_examples_map_to_targets_and_guards() {
         ),
         ("Beta testers (CRM)", "ops@example.com", true)
     );
-    assert_eq!(r.source.resolved_format(), Some(SourceFormat::Parquet));
+    assert_eq!(r.source.resolved_format(), Some(Format::Parquet));
     assert_eq!(r.source.id_kind, IdKind::AmplitudeId);
     // Defaults of [reconcile] fields the file leaves out.
     assert_eq!(r.reconcile.max_removals, 10_000);

@@ -21,7 +21,7 @@ pub const SECRET_KEY_VAR: &str = "AMPLITUDE_SECRET_KEY";
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Connection {
-    /// Data residency: `us` (https://amplitude.com) or `eu`. Default `us`. Exclusive with
+    /// Data residency: `us` (`https://amplitude.com`) or `eu`. Default `us`. Exclusive with
     /// `base_url`.
     #[serde(default)]
     pub region: Option<Region>,

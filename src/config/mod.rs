@@ -3,12 +3,44 @@
 //! and checked; every error reads `file:line:col: message`.
 //!
 //! [`load`] reads a file, parses it keeping positions, interpolates `${VAR}` inside string
-//! values (so positions still point into the original text; `$${` is a literal `${`),
-//! deserializes it and checks what serde cannot. Credentials are not needed to load: they
-//! are resolved at run time by [`Connection::resolve`]. The JSON Schema of the format
-//! ([`schema_json`]) is generated from these types and committed as
-//! `schemas/pipeline.schema.json`.
-
+//! values (so positions still point into the original text; `$${` is a literal `${`, a `$`
+//! not followed by `{` stays as is; keys, numbers and booleans are never interpolated; an
+//! unset variable is an error naming it), deserializes it and checks what serde cannot.
+//! Credentials are not needed to load: they are resolved at run time by
+//! [`Connection::resolve`]. The JSON Schema of the format ([`schema_json`]) is generated from
+//! these types and committed as `schemas/pipeline.schema.json`; `pipelines/examples/` shows
+//! every section.
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `kind` | required | `export` or `reverse` |
+//! | `name` | file stem | namespaces the state; letters, digits, `-_.` |
+//! | `connection.region` / `.base_url` | `us` | `us`, `eu`, or an `http(s)://` root; not both |
+//! | `connection.api_key` / `.secret_key` | env `AMPLITUDE_API_KEY` / `AMPLITUDE_SECRET_KEY` | read at run time |
+//! | `connection.app_id` | none | rate-limit key; required for `target.create` and `mode = "replace"` |
+//! | `connection.connect_timeout_secs` / `.read_timeout_secs` | 30 / 120 | ≥ 1 |
+//! | `state.url` | `.cohort-sync/state` | local path or `s3://bucket/prefix` |
+//! | `download.props` / `.prop_keys` | false / [] | user properties; non-empty keys imply props |
+//! | `download.poll_initial_secs` / `.poll_max_secs` / `.max_wait_secs` | 2 / 60 / 3600 | job polling |
+//! | `download.on_bad_row` | `fail` | `fail` or `skip` |
+//! | `download.batch_rows` | export default | rows per Arrow batch |
+//! | `download.column_types` | {} | column → `int64` `float64` `boolean` `utf8` |
+//! | `select.ids` / `.names` / `.all_published` | (one required) | export only; listed ids are exported even when archived |
+//! | `select.include_archived` | false | archived name / published matches too |
+//! | `output.url` | required | export only; local path or `s3://bucket/prefix` |
+//! | `output.layout` | [`DEFAULT_LAYOUT`] | must contain `{cohort_id}` |
+//! | `output.compression` / `.compression_level` | `zstd` / 3 | `zstd` `snappy` `lz4` `none`; level 1..=22, zstd only |
+//! | `output.row_group_rows` | export default | rows per Parquet row group |
+//! | `quota.reserve` / `.skip_unchanged` | 0 / true | export only |
+//! | `quota.priority` / `.max_parallel` | `stale_first` / 4 | `stale_first` `listed` `smallest_first`; 1..=5 |
+//! | `source.url` | required | reverse only; `.csv`, `.csv.gz`, `.parquet`, local or `s3://bucket/key` |
+//! | `source.format` / `.id_column` / `.id_kind` | `auto` / `user_id` / `user_id` | `csv` `parquet`; `user_id` `amplitude_id` |
+//! | `target.cohort_id` or `target.create = { name, owner, published }` | exactly one | reverse only |
+//! | `reconcile.mode` / `.baseline` | `mirror` / `auto` | `add_only` `remove_only` `replace`; `download` `snapshot` |
+//! | `reconcile.snapshots` / `.snapshot_layout` | none / [`DEFAULT_LAYOUT`] | export output to reuse as baseline |
+//! | `reconcile.max_removals` / `.max_removal_pct` | 10000 / 10.0 | guards, overridden by `--force` |
+//! | `reconcile.allow_empty_source` / `.skip_invalid_ids` | false / true | |
+//! | `reconcile.chunk_size` / `.lists_dir` | 100000 / `plans` | 1..=100000; where plan lists go |
 mod check;
 mod connection;
 mod download;
@@ -34,7 +66,7 @@ pub use reverse::{
     SourceFormat, Target,
 };
 pub use schema::{schema, schema_json};
-pub use values::{BaseUrl, DEFAULT_LAYOUT, FileUrl, Layout, NamePattern, Secret, StorageUrl};
+pub use values::{BaseUrl, DEFAULT_LAYOUT, Layout, NamePattern, Secret, SourceUrl, StorageUrl};
 
 /// Reads, interpolates (from the process environment) and checks one pipeline file.
 pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {

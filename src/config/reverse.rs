@@ -4,8 +4,9 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::values::{FileUrl, Layout, StorageUrl};
+use super::values::{Layout, SourceUrl, StorageUrl};
 use crate::amplitude::types::IdKind;
+use crate::reverse::source::Format;
 
 /// Amplitude's limit of ids per upload or membership request.
 pub const MAX_CHUNK_SIZE: usize = 100_000;
@@ -23,7 +24,7 @@ pub struct ReverseSpec {
 #[serde(deny_unknown_fields)]
 pub struct Source {
     /// `.csv`, `.csv.gz` or `.parquet` file: a local path or `s3://bucket/key`.
-    pub url: FileUrl,
+    pub url: SourceUrl,
     /// `auto`: by extension (gzip told by its magic bytes); or `csv` / `parquet`.
     #[serde(default)]
     pub format: SourceFormat,
@@ -45,17 +46,19 @@ fn default_id_kind() -> IdKind {
 
 impl Source {
     /// The format to read: `format` unless `auto`, else told by the file's extension
-    /// (`.csv`, `.csv.gz`, `.tsv`/`.txt` are not recognised). `None` when `auto` cannot
-    /// tell (rejected by [`super::load`]).
-    pub fn resolved_format(&self) -> Option<SourceFormat> {
+    /// (`.csv`, `.csv.gz`, `.parquet`, case-insensitive). `None` when `auto` cannot tell
+    /// (rejected by [`super::load`]).
+    pub fn resolved_format(&self) -> Option<Format> {
         match self.format {
             SourceFormat::Auto => SourceFormat::from_name(self.url.file_name()),
-            f => Some(f),
+            SourceFormat::Csv => Some(Format::Csv),
+            SourceFormat::Parquet => Some(Format::Parquet),
         }
     }
 }
 
-/// Source file format.
+/// Source file format as written in the file (`auto` resolves to a
+/// [`crate::reverse::source::Format`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceFormat {
@@ -69,12 +72,12 @@ pub enum SourceFormat {
 
 impl SourceFormat {
     /// The format a file name's extension stands for.
-    pub fn from_name(name: &str) -> Option<SourceFormat> {
+    pub fn from_name(name: &str) -> Option<Format> {
         let lower = name.to_ascii_lowercase();
         if lower.ends_with(".csv") || lower.ends_with(".csv.gz") {
-            Some(SourceFormat::Csv)
+            Some(Format::Csv)
         } else if lower.ends_with(".parquet") {
-            Some(SourceFormat::Parquet)
+            Some(Format::Parquet)
         } else {
             None
         }

@@ -78,9 +78,9 @@ impl TryFrom<String> for StorageUrl {
 /// One file: a local path or `s3://bucket/key` (`file:///abs/file` too).
 #[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
 #[schemars(transparent)]
-pub struct FileUrl(String);
+pub struct SourceUrl(String);
 
-impl FileUrl {
+impl SourceUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -96,13 +96,13 @@ impl FileUrl {
     }
 }
 
-impl fmt::Display for FileUrl {
+impl fmt::Display for SourceUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl TryFrom<String> for FileUrl {
+impl TryFrom<String> for SourceUrl {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         check_location(&s)?;
@@ -114,7 +114,7 @@ impl TryFrom<String> for FileUrl {
                 "{s:?} names a directory; give a file (s3://bucket/key or a path)"
             ));
         }
-        Ok(FileUrl(s))
+        Ok(SourceUrl(s))
     }
 }
 
@@ -290,7 +290,7 @@ macro_rules! checked_string {
     )*};
 }
 
-checked_string!(Secret, StorageUrl, FileUrl, BaseUrl, Layout, NamePattern);
+checked_string!(Secret, StorageUrl, SourceUrl, BaseUrl, Layout, NamePattern);
 
 #[cfg(test)]
 mod tests {
@@ -326,11 +326,11 @@ mod tests {
 
     #[test]
     fn file_urls_need_a_file() {
-        assert!(FileUrl::try_from("s3://bucket/crm/vip.csv".to_string()).is_ok());
-        assert!(FileUrl::try_from("s3://bucket".to_string()).is_err());
-        assert!(FileUrl::try_from("s3://bucket/".to_string()).is_err());
-        assert!(FileUrl::try_from("crm/".to_string()).is_err());
-        let f = FileUrl::try_from("crm/vip.csv.gz".to_string()).expect("url");
+        assert!(SourceUrl::try_from("s3://bucket/crm/vip.csv".to_string()).is_ok());
+        assert!(SourceUrl::try_from("s3://bucket".to_string()).is_err());
+        assert!(SourceUrl::try_from("s3://bucket/".to_string()).is_err());
+        assert!(SourceUrl::try_from("crm/".to_string()).is_err());
+        let f = SourceUrl::try_from("crm/vip.csv.gz".to_string()).expect("url");
         assert_eq!(f.file_name(), "vip.csv.gz");
     }
 
