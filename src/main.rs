@@ -24,6 +24,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Execute pipelines: export cohorts to Parquet, reconcile CRM lists into cohorts.
+    Run(cli::run::RunArgs),
+    /// Show what `run` would do (downloads, quota, reverse changes) without spending quota.
+    Plan(cli::run::PlanArgs),
     /// List the project's cohorts (costs no quota).
     Cohorts(cli::remote::CohortsArgs),
     /// Show this month's cohort download usage (costs no quota).
@@ -48,6 +52,8 @@ fn main() -> ExitCode {
     };
     cli::init_logging(&cli.log);
     let code = match cli.command {
+        Command::Run(args) => cli::block_on(cli::run::run(args)),
+        Command::Plan(args) => cli::block_on(cli::run::plan(args)),
         Command::Cohorts(args) => cli::block_on(cli::remote::cohorts(args)),
         Command::Usage(args) => cli::block_on(cli::remote::usage(args)),
         Command::Convert(args) => cli::block_on(cli::convert::convert(args)),

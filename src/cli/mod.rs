@@ -3,6 +3,8 @@
 pub mod convert;
 pub mod remote;
 pub mod validate;
+pub mod run;
+pub mod summary;
 
 use std::future::Future;
 

@@ -3,6 +3,7 @@
 //! what was done, and reports every request it spent.
 
 pub mod context;
+pub mod export;
 pub mod layout;
 pub mod plan;
 pub mod poll;
