@@ -2,9 +2,9 @@
 
 pub mod convert;
 pub mod remote;
-pub mod validate;
 pub mod run;
 pub mod summary;
+pub mod validate;
 
 use std::future::Future;
 
@@ -15,6 +15,7 @@ pub fn init_logging(filter: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use cohort_sync::config::{self, Pipeline, PipelineSpec};
 use cohort_sync::exit;
+use cohort_sync::export::{ConvertOptions, ParquetOptions};
 use cohort_sync::quota::time_scale_from_env;
 use cohort_sync::runner::context::{RunContext, RunMode};
 use cohort_sync::runner::export::{ExportSettings, execute as execute_export, request_validity};
@@ -55,7 +56,13 @@ pub async fn run(args: RunArgs) -> u8 {
 }
 
 pub async fn plan(args: PlanArgs) -> u8 {
-    execute(&args.files, RunMode::Plan, args.force, args.report.as_deref()).await
+    execute(
+        &args.files,
+        RunMode::Plan,
+        args.force,
+        args.report.as_deref(),
+    )
+    .await
 }
 
 /// A pipeline ready to execute.
@@ -89,7 +96,7 @@ async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Opt
         async move {
             match p {
                 Prepared::Export(settings) => execute_export(settings, ctx).await,
-                Prepared::Reverse(pipeline) => cohort_sync::reverse::execute(pipeline, ctx).await,
+                Prepared::Reverse(pipeline) => reverse_unavailable(pipeline),
             }
         }
     });
@@ -112,6 +119,18 @@ async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Opt
         return exit::FAILED.max(exit_code);
     }
     exit_code
+}
+
+/// Reverse pipelines load and validate, but their executor has not landed yet.
+fn reverse_unavailable(pipeline: &Pipeline) -> PipelineReport {
+    let mut r = PipelineReport::new(
+        &pipeline.file.display().to_string(),
+        &pipeline.name,
+        "reverse",
+    );
+    r.error = Some("reverse pipelines cannot run in this build yet".into());
+    r.exit_code = exit::FAILED;
+    r
 }
 
 /// Loads and checks every file; all errors are collected so the user sees them at once.
@@ -148,22 +167,36 @@ fn prepare(file: &Path) -> Result<Prepared, String> {
                 plan: PlanOptions {
                     skip_unchanged: spec.quota.skip_unchanged,
                     force: false,
-                    props: download.props || !download.prop_keys.is_empty(),
+                    props: download.wants_props(),
                     prop_keys: download.prop_keys.clone(),
                     reserve: spec.quota.reserve,
-                    priority: spec.quota.priority(),
+                    priority: spec.quota.priority,
                     request_validity: request_validity(time_scale),
                 },
                 poll: download.poll_settings(),
                 max_parallel: spec.quota.max_parallel,
-                output_url: spec.output.url.clone(),
-                layout: spec.output.layout.clone(),
-                state_url: pipeline.state.url.clone(),
-                convert: download.convert_options(&spec.output),
+                output_url: spec.output.url.as_str().to_string(),
+                layout: spec.output.layout.as_str().to_string(),
+                state_url: pipeline.state.url.as_str().to_string(),
+                convert: convert_options(download, &spec.output),
             };
             Ok(Prepared::Export(Box::new(settings)))
         }
     }
+}
+
+/// The parser and Parquet settings of an export pipeline (the source name, gzip hint and
+/// footer metadata are set per cohort by the runner).
+fn convert_options(download: &config::Download, output: &config::Output) -> ConvertOptions {
+    let mut opts = ConvertOptions::new("");
+    opts.column_types = download.column_types.clone();
+    opts.on_bad_row = download.on_bad_row;
+    opts.batch_rows = download.batch_rows;
+    opts.parquet = ParquetOptions {
+        compression: output.compression(),
+        row_group_rows: output.row_group_rows,
+    };
+    opts
 }
 
 /// Writes the report next to its final name, then renames: never a half-written report.

@@ -114,9 +114,7 @@ async fn execute_into(
         remaining: usage.remaining(),
         reserve: settings.plan.reserve,
     });
-    let limits = ctx
-        .limits
-        .for_app(&settings.app_key, &ctx.limit_settings());
+    let limits = ctx.limits.for_app(&settings.app_key, &ctx.limit_settings());
     let mut plan_opts = settings.plan.clone();
     plan_opts.force = plan_opts.force || ctx.force;
     let plan = plan_export(selected, &state, usage, &limits, &plan_opts, Utc::now())
@@ -149,9 +147,9 @@ async fn execute_into(
         order.push(item.selected.cohort.id.clone());
         match &item.action {
             Action::Skip { outcome, detail } => {
-                report.cohorts.push(
-                    cohort_report(item, *outcome).with_detail(detail.clone()),
-                );
+                report
+                    .cohorts
+                    .push(cohort_report(item, *outcome).with_detail(detail.clone()));
             }
             Action::Deferred { detail } => {
                 report
@@ -188,9 +186,11 @@ async fn execute_into(
         .enumerate()
         .map(|(i, id)| (id.as_str(), i))
         .collect();
-    report
-        .cohorts
-        .sort_by_key(|c| rank.get(c.cohort_id.as_str()).copied().unwrap_or(usize::MAX));
+    report.cohorts.sort_by_key(|c| {
+        rank.get(c.cohort_id.as_str())
+            .copied()
+            .unwrap_or(usize::MAX)
+    });
     report.requests.sort_by_key(|r| r.at);
     report.quota_spent = report.requests.len() as u32;
 
@@ -207,7 +207,14 @@ async fn execute_into(
         exit::OK
     };
     files.sort_by(|a, b| a.cohort_id.cmp(&b.cohort_id));
-    match publish_manifest(&job.output, ctx, settings, &files, report.exit_code == exit::OK).await
+    match publish_manifest(
+        &job.output,
+        ctx,
+        settings,
+        &files,
+        report.exit_code == exit::OK,
+    )
+    .await
     {
         Ok(described) => report.manifest = Some(described),
         Err(e) => {
@@ -499,7 +506,7 @@ impl CohortJob {
                 stats
                     .skipped_sample
                     .first()
-                    .map(|s| s.to_string())
+                    .map(|s| format!("row {} (line {}): {}", s.row, s.line, s.reason))
                     .unwrap_or_default()
             ));
         }
@@ -642,10 +649,7 @@ mod tests {
     #[test]
     fn request_validity_scales() {
         assert_eq!(request_validity(1.0), chrono::Duration::days(7));
-        assert_eq!(
-            request_validity(0.01).num_seconds(),
-            7 * 86_400 / 100
-        );
+        assert_eq!(request_validity(0.01).num_seconds(), 7 * 86_400 / 100);
     }
 
     #[test]

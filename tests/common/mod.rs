@@ -53,4 +53,3 @@ pub fn create_bucket(prefix: &str) -> String {
     assert!(out.contains("created"), "{out}");
     name
 }
-pub mod runner;
