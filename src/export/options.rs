@@ -29,11 +29,8 @@ impl GzipHint {
 }
 
 /// The Arrow/Parquet type of a column. Without a declaration, `amplitude_id` columns are
-/// `Int64` and every other column is `Utf8`. Pipeline files name them in snake_case.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
+/// `Int64` and every other column is `Utf8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnType {
     Int64,
     Float64,
@@ -69,19 +66,7 @@ impl fmt::Display for ColumnType {
 }
 
 /// What to do with a malformed row (wrong field count, unparsable value, invalid UTF-8).
-/// Pipeline files say `on_bad_row = "fail" | "skip"`.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Deserialize,
-    serde::Serialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BadRowPolicy {
     /// Stop: the conversion fails naming the source, row and line; nothing is published.
     #[default]
