@@ -287,35 +287,48 @@ impl AmplitudeClient {
 
     /// `POST /api/3/cohorts/upload`: creates a cohort, or replaces one with
     /// `existing_cohort_id`. At most 100,000 ids per call.
+    /// Only a 429 is retried: a 5xx or a lost connection may have created the cohort.
     pub async fn upload(&self, body: &UploadRequest) -> Result<UploadResponse, ApiError> {
-        let rb = self
-            .authed(Method::POST, "/api/3/cohorts/upload")
-            .json(body);
-        let resp = self.send("upload", rb).await?;
         let what = match &body.existing_cohort_id {
             Some(id) => format!("cohort {id}"),
             None => "upload target".to_string(),
         };
-        expect_json(
-            resp,
-            "upload",
-            &what,
-            &[StatusCode::OK, StatusCode::CREATED],
-        )
-        .await
+        self.retry
+            .run("upload", rate_limited_only, || async {
+                let _permit = self.call_permit().await;
+                let rb = self
+                    .authed(Method::POST, "/api/3/cohorts/upload")
+                    .json(body);
+                let resp = self.send("upload", rb).await?;
+                expect_json(
+                    resp,
+                    "upload",
+                    &what,
+                    &[StatusCode::OK, StatusCode::CREATED],
+                )
+                .await
+            })
+            .await
     }
 
     /// `POST /api/3/cohorts/membership`: adds / removes ids. At most 100,000 ids per call.
+    /// A 429 (rate limit, or the cohort busy with another membership call) is retried
+    /// after backoff; nothing else is, so the caller's journal decides about the rest.
     pub async fn update_membership(
         &self,
         body: &MembershipRequest,
     ) -> Result<MembershipResponse, ApiError> {
-        let rb = self
-            .authed(Method::POST, "/api/3/cohorts/membership")
-            .json(body);
-        let resp = self.send("membership", rb).await?;
         let what = format!("cohort {}", body.cohort_id);
-        expect_json(resp, "membership", &what, &[StatusCode::OK]).await
+        self.retry
+            .run("membership", rate_limited_only, || async {
+                let _permit = self.call_permit().await;
+                let rb = self
+                    .authed(Method::POST, "/api/3/cohorts/membership")
+                    .json(body);
+                let resp = self.send("membership", rb).await?;
+                expect_json(resp, "membership", &what, &[StatusCode::OK]).await
+            })
+            .await
     }
 
     fn authed(&self, method: Method, path: &str) -> RequestBuilder {

@@ -15,7 +15,7 @@ use crate::storage;
 
 /// A file named by a URL: `s3://bucket/key`, `file:///abs/path`, or a local path.
 #[derive(Debug, Clone)]
-pub enum FileUrl {
+pub enum FileRef {
     Local(PathBuf),
     Store {
         store: Arc<dyn ObjectStore>,
@@ -24,9 +24,9 @@ pub enum FileUrl {
     },
 }
 
-impl FileUrl {
+impl FileRef {
     /// Resolves `url`; relative local paths are taken relative to `base_dir`.
-    pub fn parse(url: &str, base_dir: &FsPath) -> Result<FileUrl, String> {
+    pub fn parse(url: &str, base_dir: &FsPath) -> Result<FileRef, String> {
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, key) = rest
                 .split_once('/')
@@ -34,7 +34,7 @@ impl FileUrl {
                 .ok_or_else(|| format!("{url}: an s3:// source needs a key after the bucket"))?;
             let loc =
                 storage::open(&format!("s3://{bucket}"), base_dir).map_err(|e| e.to_string())?;
-            return Ok(FileUrl::Store {
+            return Ok(FileRef::Store {
                 store: loc.store,
                 key: Path::from_iter(key.split('/').filter(|s| !s.is_empty())),
                 url: url.to_string(),
@@ -46,7 +46,7 @@ impl FileUrl {
             ));
         }
         let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
-        Ok(FileUrl::Local(if path.is_relative() {
+        Ok(FileRef::Local(if path.is_relative() {
             base_dir.join(path)
         } else {
             path
@@ -56,26 +56,26 @@ impl FileUrl {
     /// How the file is named in messages.
     pub fn label(&self) -> String {
         match self {
-            FileUrl::Local(p) => p.display().to_string(),
-            FileUrl::Store { url, .. } => url.clone(),
+            FileRef::Local(p) => p.display().to_string(),
+            FileRef::Store { url, .. } => url.clone(),
         }
     }
 
     /// The lowercase file name (for telling formats apart by extension).
     pub fn file_name(&self) -> String {
         match self {
-            FileUrl::Local(p) => p
+            FileRef::Local(p) => p
                 .file_name()
                 .map(|n| n.to_string_lossy().to_lowercase())
                 .unwrap_or_default(),
-            FileUrl::Store { key, .. } => key.filename().unwrap_or_default().to_lowercase(),
+            FileRef::Store { key, .. } => key.filename().unwrap_or_default().to_lowercase(),
         }
     }
 
     /// The first `n` bytes (fewer when the file is shorter).
     pub async fn head_bytes(&self, n: usize) -> std::io::Result<Vec<u8>> {
         match self {
-            FileUrl::Local(p) => {
+            FileRef::Local(p) => {
                 let mut f = tokio::fs::File::open(p).await?;
                 let mut buf = vec![0u8; n];
                 let mut got = 0;
@@ -89,7 +89,7 @@ impl FileUrl {
                 buf.truncate(got);
                 Ok(buf)
             }
-            FileUrl::Store { store, key, .. } => {
+            FileRef::Store { store, key, .. } => {
                 let size = store.head(key).await.map_err(std::io::Error::other)?.size;
                 let end = (n as u64).min(size);
                 if end == 0 {
@@ -107,8 +107,8 @@ impl FileUrl {
     /// A blocking reader of the raw bytes (read it on a blocking thread).
     pub async fn reader(&self) -> std::io::Result<Box<dyn Read + Send>> {
         match self {
-            FileUrl::Local(p) => Ok(Box::new(std::fs::File::open(p)?)),
-            FileUrl::Store { store, key, .. } => {
+            FileRef::Local(p) => Ok(Box::new(std::fs::File::open(p)?)),
+            FileRef::Store { store, key, .. } => {
                 let got = store.get(key).await.map_err(not_found_as_io)?;
                 Ok(Box::new(stream_reader(got.into_stream())))
             }
@@ -196,16 +196,16 @@ mod tests {
     fn urls_resolve() {
         let base = FsPath::new("/base");
         assert!(
-            matches!(FileUrl::parse("crm/list.csv", base), Ok(FileUrl::Local(p)) if p == FsPath::new("/base/crm/list.csv"))
+            matches!(FileRef::parse("crm/list.csv", base), Ok(FileRef::Local(p)) if p == FsPath::new("/base/crm/list.csv"))
         );
         assert!(
-            matches!(FileUrl::parse("file:///x/y.csv", base), Ok(FileUrl::Local(p)) if p == FsPath::new("/x/y.csv"))
+            matches!(FileRef::parse("file:///x/y.csv", base), Ok(FileRef::Local(p)) if p == FsPath::new("/x/y.csv"))
         );
-        let s3 = FileUrl::parse("s3://bucket/a/b/list.CSV.gz", base).expect("s3");
+        let s3 = FileRef::parse("s3://bucket/a/b/list.CSV.gz", base).expect("s3");
         assert_eq!(s3.file_name(), "list.csv.gz");
         assert_eq!(s3.label(), "s3://bucket/a/b/list.CSV.gz");
-        assert!(FileUrl::parse("s3://bucket", base).is_err());
-        assert!(FileUrl::parse("gs://b/x", base).is_err());
+        assert!(FileRef::parse("s3://bucket", base).is_err());
+        assert!(FileRef::parse("gs://b/x", base).is_err());
     }
 
     #[test]

@@ -4,9 +4,10 @@
 
 use std::path::Path;
 
-use super::bytes::FileUrl;
+use super::bytes::FileRef;
 use super::diff::{Diff, diff};
-use super::source::{ColumnSpec, Format, ReadError, ReadStats, collect_csv};
+use super::source::{ColumnSpec, ReadError, ReadStats, collect_csv};
+use crate::config::SourceFormat;
 use crate::reverse::idset::IdCollector;
 
 /// The diff of two local lists and what reading each one found.
@@ -19,7 +20,7 @@ pub struct LocalDiff {
 
 fn read_local(path: &Path, spec: &ColumnSpec) -> Result<(IdCollector, ReadStats), ReadError> {
     let label = path.display().to_string();
-    let name = FileUrl::Local(path.to_path_buf()).file_name();
+    let name = FileRef::Local(path.to_path_buf()).file_name();
     if name.ends_with(".parquet") || name.ends_with(".pq") {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -28,8 +29,8 @@ fn read_local(path: &Path, spec: &ColumnSpec) -> Result<(IdCollector, ReadStats)
                 file: label.clone(),
                 source,
             })?;
-        let file = FileUrl::Local(path.to_path_buf());
-        return rt.block_on(super::source::read_ids(&file, Format::Parquet, spec));
+        let file = FileRef::Local(path.to_path_buf());
+        return rt.block_on(super::source::read_ids(&file, SourceFormat::Parquet, spec));
     }
     let f = std::fs::File::open(path).map_err(|source| ReadError::Io {
         file: label.clone(),

@@ -19,7 +19,7 @@ use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuil
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
-use super::bytes::FileUrl;
+use super::bytes::FileRef;
 
 /// Random access to an object for the Parquet reader.
 pub struct StoreFileReader {
@@ -91,20 +91,20 @@ impl AsyncFileReader for StoreFileReader {
 }
 
 /// Opens `file` for the Parquet reader.
-pub async fn open(file: &FileUrl) -> Result<Box<dyn AsyncFileReader>, String> {
+pub async fn open(file: &FileRef) -> Result<Box<dyn AsyncFileReader>, String> {
     match file {
-        FileUrl::Local(p) => {
+        FileRef::Local(p) => {
             let f = tokio::fs::File::open(p).await.map_err(|e| e.to_string())?;
             Ok(Box::new(f))
         }
-        FileUrl::Store { store, key, .. } => {
+        FileRef::Store { store, key, .. } => {
             Ok(Box::new(StoreFileReader::new(store.clone(), key.clone())))
         }
     }
 }
 
 /// The footer's key-value metadata.
-pub async fn footer_metadata(file: &FileUrl) -> Result<HashMap<String, String>, String> {
+pub async fn footer_metadata(file: &FileRef) -> Result<HashMap<String, String>, String> {
     let mut reader = open(file).await?;
     let meta = reader.get_metadata(None).await.map_err(|e| e.to_string())?;
     Ok(meta
@@ -130,7 +130,7 @@ pub enum ColumnError<E> {
 /// Calls `sink(row, value)` for every row of `column` (rows counted from 1; `None` for
 /// nulls). String columns are read as they are, other types are cast to text.
 pub async fn read_column<E>(
-    file: &FileUrl,
+    file: &FileRef,
     column: &str,
     mut sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
 ) -> Result<(), ColumnError<E>> {

@@ -7,20 +7,13 @@ use std::io::Read;
 
 use serde::Serialize;
 
-use super::bytes::{FileUrl, maybe_gunzip};
+use super::bytes::{FileRef, maybe_gunzip};
 use super::csv_scan::{CsvColumnScanner, CsvError};
 use super::idset::{IdCollector, TooManyIds};
 use super::normalize::{Invalid, normalize};
 use super::parquet_ids::{self, ColumnError};
 use crate::amplitude::types::IdKind;
-
-/// The two list formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    Csv,
-    Parquet,
-}
+use crate::config::SourceFormat;
 
 /// Which column to read and what it holds.
 #[derive(Debug, Clone)]
@@ -193,35 +186,38 @@ fn collect_csv_into(
     Ok(c.stats)
 }
 
-/// Tells CSV from Parquet: by extension, else by the `PAR1` magic.
-pub async fn detect_format(file: &FileUrl) -> Result<Format, ReadError> {
-    let name = file.file_name();
-    if name.ends_with(".parquet") || name.ends_with(".pq") {
-        return Ok(Format::Parquet);
+/// The format to read `file` as: `format` unless `auto`; else by extension (see
+/// [`SourceFormat::from_name`]); else Parquet when the bytes start with `PAR1`, CSV otherwise.
+pub async fn resolve_format(
+    file: &FileRef,
+    format: SourceFormat,
+) -> Result<SourceFormat, ReadError> {
+    if format != SourceFormat::Auto {
+        return Ok(format);
     }
-    if name.ends_with(".csv") || name.ends_with(".csv.gz") || name.ends_with(".txt") {
-        return Ok(Format::Csv);
+    if let Some(f) = SourceFormat::from_name(&file.file_name()) {
+        return Ok(f);
     }
     let head = file.head_bytes(4).await.map_err(|source| ReadError::Io {
         file: file.label(),
         source,
     })?;
     Ok(if head == b"PAR1" {
-        Format::Parquet
+        SourceFormat::Parquet
     } else {
-        Format::Csv
+        SourceFormat::Csv
     })
 }
 
-/// Reads the ids of `file`.
+/// Reads the ids of `file` (`format` `auto` is resolved first).
 pub async fn read_ids(
-    file: &FileUrl,
-    format: Format,
+    file: &FileRef,
+    format: SourceFormat,
     spec: &ColumnSpec,
 ) -> Result<(IdCollector, ReadStats), ReadError> {
     let label = file.label();
-    match format {
-        Format::Csv => {
+    match resolve_format(file, format).await? {
+        SourceFormat::Csv | SourceFormat::Auto => {
             let reader = file.reader().await.map_err(|source| ReadError::Io {
                 file: label.clone(),
                 source,
@@ -234,7 +230,7 @@ pub async fn read_ids(
                     message: format!("reader task failed: {e}"),
                 })?
         }
-        Format::Parquet => {
+        SourceFormat::Parquet => {
             let mut out = IdCollector::new();
             let mut c = Collect {
                 out: &mut out,

@@ -35,6 +35,9 @@ pub enum RequestReason {
     Forced,
     /// The earlier request was too old (over 7 days) or for other columns.
     EarlierRequestUnusable,
+    /// A reverse pipeline needed the cohort's current membership and no export snapshot
+    /// was fresh enough.
+    ReverseBaseline,
 }
 
 /// One request that spent (or, in a plan, would spend) one of the month's downloads.

@@ -12,4 +12,4 @@ mod store;
 
 pub use lease::{Lease, LeaseOutcome};
 pub use records::{CohortRecord, REQUEST_VALIDITY_DAYS, RequestRecord};
-pub use store::{StateError, StateStore};
+pub use store::{Conditional, StateError, StateStore};

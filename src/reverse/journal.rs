@@ -1,0 +1,331 @@
+//! The apply journal: a reverse plan written to the state store before anything is sent —
+//! the chunk list (operation and ids of every call) — and each chunk's state updated before
+//! and after its call. A run that crashed is resumed from the journal: the chunks not yet
+//! applied are sent, applied ones never again, and the plan is not recomputed against a
+//! baseline that the partial apply made stale. A finished journal is closed (its chunk
+//! documents deleted, the head kept as the record of the last apply).
+//!
+//! Keys: `{pipeline}/journals/{target}.json` (the head) and
+//! `{pipeline}/journal-chunks/{target}.{run_id}.{index}.json` (the ids of one chunk).
+//! On S3 the head is replaced with compare-and-swap, so two runners cannot both drive it.
+
+use chrono::{DateTime, Utc};
+use object_store::UpdateVersion;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+
+use crate::amplitude::types::IdKind;
+use crate::state::{StateError, StateStore};
+
+/// What one call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkOp {
+    /// `POST /api/3/cohorts/upload`: creates the cohort, or replaces its members
+    /// (`existing_cohort_id`).
+    Upload,
+    /// `POST /api/3/cohorts/membership` with `ADD`.
+    Add,
+    /// `POST /api/3/cohorts/membership` with `REMOVE`.
+    Remove,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkState {
+    Pending,
+    /// Written just before the call: if a run finds this, the call's outcome is unknown.
+    Sending,
+    Applied,
+    /// The call failed with an answer (kept so the next run sends it again).
+    Failed,
+}
+
+/// One call of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkEntry {
+    pub index: usize,
+    pub op: ChunkOp,
+    pub ids: usize,
+    pub state: ChunkState,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<DateTime<Utc>>,
+    /// Run that applied it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_by: Option<String>,
+    /// Ids Amplitude skipped or reported invalid.
+    #[serde(default)]
+    pub skipped: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Name, owner and visibility sent with an upload (of a new cohort, or over an existing one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadMeta {
+    pub name: String,
+    pub owner: String,
+    pub published: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalStatus {
+    Open,
+    Closed,
+}
+
+/// The journal's head document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalDoc {
+    pub version: u32,
+    /// The target key (cohort id, or `new-<name>` for a cohort to create).
+    pub target: String,
+    /// The cohort the calls go to; set by the creating upload when there was none.
+    pub cohort_id: Option<String>,
+    /// Set when the plan has an upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadMeta>,
+    pub id_kind: IdKind,
+    pub planned_by: String,
+    pub planned_at: DateTime<Utc>,
+    /// How the plan was made (baseline used, counts), for the report of a resumed run.
+    #[serde(default)]
+    pub plan_summary: String,
+    pub status: JournalStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<DateTime<Utc>>,
+    pub chunks: Vec<ChunkEntry>,
+}
+
+impl JournalDoc {
+    pub fn remaining(&self) -> usize {
+        self.chunks
+            .iter()
+            .filter(|c| c.state != ChunkState::Applied)
+            .count()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ChunkIds {
+    ids: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(
+        "the apply journal {key} was changed by another run while this one was applying; stopping (is another cohort-sync run working on this pipeline?)"
+    )]
+    Conflict { key: String },
+    #[error(
+        "the apply journal {key} lists chunk {index}, but its ids are missing from the state store ({doc}); delete the journal to plan afresh"
+    )]
+    MissingChunk {
+        key: String,
+        index: usize,
+        doc: String,
+    },
+}
+
+/// An open journal being applied.
+#[derive(Debug)]
+pub struct Journal {
+    state: StateStore,
+    key: Path,
+    pub doc: JournalDoc,
+    version: Option<UpdateVersion>,
+}
+
+impl Journal {
+    pub fn head_key(state: &StateStore, target: &str) -> Path {
+        state.doc_key("journals", target)
+    }
+
+    fn chunk_key(state: &StateStore, doc: &JournalDoc, index: usize) -> Path {
+        state.doc_key(
+            "journal-chunks",
+            &format!("{}.{}.{index:05}", doc.target, doc.planned_by),
+        )
+    }
+
+    /// The journal of `target`, open or closed; `None` when there never was one.
+    pub async fn load(state: &StateStore, target: &str) -> Result<Option<Journal>, JournalError> {
+        let key = Self::head_key(state, target);
+        Ok(state
+            .read::<JournalDoc>(&key)
+            .await?
+            .map(|(doc, version)| Journal {
+                state: state.clone(),
+                key,
+                doc,
+                version: Some(version),
+            }))
+    }
+
+    /// Records a new plan: every chunk's ids first, then the head (so a crash in between
+    /// leaves no journal). `previous` is the closed journal it replaces, if any.
+    pub async fn create(
+        state: &StateStore,
+        doc: JournalDoc,
+        chunks: &[Vec<String>],
+        previous: Option<Journal>,
+    ) -> Result<Journal, JournalError> {
+        for (i, ids) in chunks.iter().enumerate() {
+            let key = Self::chunk_key(state, &doc, i);
+            state.write(&key, &ChunkIds { ids: ids.clone() }).await?;
+        }
+        let key = Self::head_key(state, &doc.target);
+        let mut journal = Journal {
+            state: state.clone(),
+            key,
+            doc,
+            version: None,
+        };
+        match previous {
+            Some(prev) => {
+                journal.version = prev.version;
+                journal.save().await?;
+            }
+            None if state.supports_compare_and_swap() => {
+                match state.create(&journal.key, &journal.doc).await? {
+                    crate::state::Conditional::Written(v) => journal.version = Some(v),
+                    crate::state::Conditional::Conflict => {
+                        return Err(JournalError::Conflict {
+                            key: journal.describe(),
+                        });
+                    }
+                }
+            }
+            None => journal.save().await?,
+        }
+        Ok(journal)
+    }
+
+    /// Where the head lives (for messages).
+    pub fn describe(&self) -> String {
+        self.state.location().describe(&self.key)
+    }
+
+    /// The ids of chunk `index`.
+    pub async fn chunk_ids(&self, index: usize) -> Result<Vec<String>, JournalError> {
+        let key = Self::chunk_key(&self.state, &self.doc, index);
+        match self.state.read::<ChunkIds>(&key).await? {
+            Some((c, _)) => Ok(c.ids),
+            None => Err(JournalError::MissingChunk {
+                key: self.describe(),
+                index,
+                doc: self.state.location().describe(&key),
+            }),
+        }
+    }
+
+    /// Writes the head (compare-and-swap where the store supports it).
+    pub async fn save(&mut self) -> Result<(), JournalError> {
+        match (&self.version, self.state.supports_compare_and_swap()) {
+            (Some(v), true) => match self.state.replace(&self.key, &self.doc, v.clone()).await? {
+                crate::state::Conditional::Written(v) => self.version = Some(v),
+                crate::state::Conditional::Conflict => {
+                    return Err(JournalError::Conflict {
+                        key: self.describe(),
+                    });
+                }
+            },
+            _ => self.state.write(&self.key, &self.doc).await?,
+        }
+        Ok(())
+    }
+
+    /// Marks the journal done and deletes the chunk documents.
+    pub async fn close(&mut self) -> Result<(), JournalError> {
+        self.doc.status = JournalStatus::Closed;
+        self.doc.closed_at = Some(Utc::now());
+        self.save().await?;
+        for i in 0..self.doc.chunks.len() {
+            let key = Self::chunk_key(&self.state, &self.doc, i);
+            self.state.delete(&key).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage;
+
+    fn doc(target: &str, run: &str, n: usize) -> JournalDoc {
+        JournalDoc {
+            version: 1,
+            target: target.into(),
+            cohort_id: Some(target.into()),
+            upload: None,
+            id_kind: IdKind::UserId,
+            planned_by: run.into(),
+            planned_at: Utc::now(),
+            plan_summary: String::new(),
+            status: JournalStatus::Open,
+            closed_at: None,
+            chunks: (0..n)
+                .map(|i| ChunkEntry {
+                    index: i,
+                    op: ChunkOp::Add,
+                    ids: 2,
+                    state: ChunkState::Pending,
+                    attempts: 0,
+                    sent_at: None,
+                    applied_at: None,
+                    applied_by: None,
+                    skipped: 0,
+                    error: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plan_survives_a_restart_and_closes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateStore::new(storage::open("s", dir.path()).expect("open"), "p");
+        assert!(Journal::load(&state, "c1").await.expect("load").is_none());
+        let chunks = vec![
+            vec!["a".to_string(), "b".into()],
+            vec!["c".into(), "d".into()],
+        ];
+        let mut j = Journal::create(&state, doc("c1", "run1", 2), &chunks, None)
+            .await
+            .expect("create");
+        j.doc.chunks[0].state = ChunkState::Applied;
+        j.save().await.expect("save");
+        drop(j);
+
+        let j = Journal::load(&state, "c1")
+            .await
+            .expect("load")
+            .expect("present");
+        assert_eq!(j.doc.status, JournalStatus::Open);
+        assert_eq!(j.doc.remaining(), 1);
+        assert_eq!(j.chunk_ids(1).await.expect("ids"), vec!["c", "d"]);
+        let mut j = j;
+        j.close().await.expect("close");
+        let j = Journal::load(&state, "c1")
+            .await
+            .expect("load")
+            .expect("kept");
+        assert_eq!(j.doc.status, JournalStatus::Closed);
+        assert!(matches!(
+            j.chunk_ids(0).await,
+            Err(JournalError::MissingChunk { index: 0, .. })
+        ));
+        let next = Journal::create(&state, doc("c1", "run2", 1), &[vec!["x".into()]], Some(j))
+            .await
+            .expect("a new plan replaces a closed journal");
+        assert_eq!(next.chunk_ids(0).await.expect("ids"), vec!["x"]);
+    }
+}

@@ -1,0 +1,294 @@
+//! The reverse part of the run report (`PipelineReport.reverse`): what was read, which
+//! baseline was used and why, the counts with samples, where the full lists went, the
+//! guard's decision, every call and what Amplitude skipped — plus the human summary.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::apply::CallReport;
+use super::baseline::{BaselineReport, BaselineUsed};
+use super::guard::{Decision, GuardReport};
+use super::journal::ChunkOp;
+use crate::amplitude::types::IdKind;
+use crate::config::ReconcileMode;
+
+/// Ids shown per sample.
+pub const SAMPLE: usize = 10;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TargetReport {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cohort_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Members per the list call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    /// The cohort does not exist yet: the plan creates it by upload.
+    pub to_create: bool,
+    /// This run created it.
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceReport {
+    pub url: String,
+    pub rows: u64,
+    /// Empty or missing ids (never sent).
+    pub blank: u64,
+    /// Distinct ids.
+    pub ids: u64,
+    /// Repeated ids (sent once).
+    pub duplicates: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Counts {
+    pub add: u64,
+    pub remove: u64,
+    pub unchanged: u64,
+    /// Ids the plan uploads (create / replace).
+    pub upload: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Samples {
+    pub add: Vec<String>,
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalReport {
+    pub location: String,
+    pub planned_by: String,
+    /// This run continued a plan an earlier run did not finish.
+    pub resumed: bool,
+    pub chunks: usize,
+    pub applied_before: usize,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SkippedReport {
+    pub count: u64,
+    pub sample: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReverseReport {
+    /// `plan`, `dry_run` or `run`.
+    pub mode: String,
+    /// `mirror`, `add_only`, `remove_only` or `replace`.
+    pub reconcile: String,
+    pub id_kind: IdKind,
+    pub target: TargetReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineReport>,
+    /// `None` when unknown (a plan without a free baseline).
+    pub counts: Option<Counts>,
+    pub samples: Samples,
+    /// `add` / `remove` / `skipped` → where the full list was written.
+    pub lists: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalReport>,
+    pub calls: Vec<CallReport>,
+    /// Calls this run sent.
+    pub calls_sent: usize,
+    /// Ids Amplitude skipped or reported invalid.
+    pub skipped_ids: SkippedReport,
+    pub invalid_ids_sample: Vec<String>,
+    /// `planned`, `applied`, `in_sync`, `refused`, `resume_pending`, `failed`, `quota`.
+    pub outcome: String,
+    pub summary: String,
+}
+
+impl ReverseReport {
+    pub fn new(mode: &str, reconcile: ReconcileMode, id_kind: IdKind) -> Self {
+        ReverseReport {
+            mode: mode.to_string(),
+            reconcile: super::guard::mode_name(reconcile).to_string(),
+            id_kind,
+            target: TargetReport::default(),
+            source: None,
+            baseline: None,
+            counts: None,
+            samples: Samples::default(),
+            lists: BTreeMap::new(),
+            guard: None,
+            journal: None,
+            calls: Vec::new(),
+            calls_sent: 0,
+            skipped_ids: SkippedReport::default(),
+            invalid_ids_sample: Vec::new(),
+            outcome: "failed".into(),
+            summary: String::new(),
+        }
+    }
+
+    /// The human summary (also logged).
+    pub fn render(&self, error: Option<&str>) -> String {
+        let mut out = Vec::new();
+        let target = match (&self.target.cohort_id, &self.target.name) {
+            (Some(id), Some(name)) => format!("cohort {id} ({name})"),
+            (Some(id), None) => format!("cohort {id}"),
+            (None, Some(name)) => format!("new cohort {name:?}"),
+            (None, None) => "the cohort".to_string(),
+        };
+        if let Some(s) = &self.source {
+            out.push(format!(
+                "source {}: {} rows, {} distinct ids ({} blank, {} duplicate)",
+                s.url,
+                num(s.rows),
+                num(s.ids),
+                num(s.blank),
+                num(s.duplicates)
+            ));
+        }
+        if let Some(b) = &self.baseline {
+            let what = match b.used {
+                BaselineUsed::Snapshot => {
+                    format!("snapshot ({} members)", num(b.rows - b.members_without_id))
+                }
+                BaselineUsed::Download => format!(
+                    "download of request {} ({} members)",
+                    b.request_id.as_deref().unwrap_or("?"),
+                    num(b.rows - b.members_without_id)
+                ),
+                BaselineUsed::None => "none".to_string(),
+            };
+            out.push(format!("baseline: {what} — {}", b.reason));
+            if b.members_without_id > 0 {
+                out.push(format!(
+                    "  {} members have no {} and cannot be matched",
+                    num(b.members_without_id),
+                    match self.id_kind {
+                        IdKind::UserId => "user_id",
+                        IdKind::AmplitudeId => "amplitude_id",
+                    }
+                ));
+            }
+        }
+        match &self.counts {
+            Some(c) if c.upload > 0 => out.push(format!(
+                "{}: upload {} ids ({} in the first call, the rest by ADD){}",
+                target,
+                num(c.upload),
+                num(c.upload.min(self.first_upload_size() as u64)),
+                if c.remove > 0 || c.add > 0 {
+                    format!(
+                        " — vs the current members: +{} / -{}",
+                        num(c.add),
+                        num(c.remove)
+                    )
+                } else {
+                    String::new()
+                }
+            )),
+            Some(c) => out.push(format!(
+                "{}: {} to add, {} to remove, {} unchanged ({})",
+                target,
+                num(c.add),
+                num(c.remove),
+                num(c.unchanged),
+                self.reconcile
+            )),
+            None => out.push(format!(
+                "{target}: add/remove counts unknown without a baseline"
+            )),
+        }
+        if !self.samples.add.is_empty() {
+            out.push(format!("  add e.g.: {}", self.samples.add.join(", ")));
+        }
+        if !self.samples.remove.is_empty() {
+            out.push(format!("  remove e.g.: {}", self.samples.remove.join(", ")));
+        }
+        for (what, at) in &self.lists {
+            out.push(format!("  full {what} list: {at}"));
+        }
+        if let Some(g) = &self.guard {
+            match g.decision {
+                Decision::Pass => {}
+                Decision::Refused => out.push(format!("guard: REFUSED — {}", g.reasons.join("; "))),
+                Decision::Forced => out.push(format!(
+                    "guard: over the limits, applied because of --force — {}",
+                    g.reasons.join("; ")
+                )),
+            }
+        }
+        if let Some(j) = &self.journal
+            && j.resumed
+        {
+            out.push(format!(
+                "resumed the plan of run {} ({} of {} calls were applied before; journal {})",
+                j.planned_by, j.applied_before, j.chunks, j.location
+            ));
+        }
+        if !self.calls.is_empty() {
+            let count = |op: ChunkOp| {
+                self.calls
+                    .iter()
+                    .filter(|c| c.op == op && c.status == "applied")
+                    .count()
+            };
+            out.push(format!(
+                "sent {} calls: {} upload, {} ADD, {} REMOVE",
+                self.calls_sent,
+                count(ChunkOp::Upload),
+                count(ChunkOp::Add),
+                count(ChunkOp::Remove)
+            ));
+        }
+        if self.skipped_ids.count > 0 {
+            out.push(format!(
+                "Amplitude skipped {} ids, e.g. {}",
+                num(self.skipped_ids.count),
+                self.skipped_ids.sample.join(", ")
+            ));
+        }
+        if let Some(e) = error {
+            out.push(format!("error: {e}"));
+        } else {
+            out.push(format!("outcome: {}", self.outcome));
+        }
+        out.join("\n")
+    }
+
+    fn first_upload_size(&self) -> usize {
+        self.calls
+            .iter()
+            .find(|c| c.op == ChunkOp::Upload)
+            .map_or(crate::config::MAX_CHUNK_SIZE, |c| c.ids)
+    }
+}
+
+/// `1234567` → `1,234,567`.
+pub fn num(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_grouped() {
+        assert_eq!(num(0), "0");
+        assert_eq!(num(999), "999");
+        assert_eq!(num(1000), "1,000");
+        assert_eq!(num(250_000), "250,000");
+        assert_eq!(num(1_234_567), "1,234,567");
+    }
+}
