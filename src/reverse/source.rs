@@ -15,6 +15,14 @@ use super::parquet_ids::{self, ColumnError};
 use crate::amplitude::types::IdKind;
 use crate::config::SourceFormat;
 
+/// The two list formats (what `format = "auto"` resolves to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    Csv,
+    Parquet,
+}
+
 /// Which column to read and what it holds.
 #[derive(Debug, Clone)]
 pub struct ColumnSpec {
@@ -188,12 +196,11 @@ fn collect_csv_into(
 
 /// The format to read `file` as: `format` unless `auto`; else by extension (see
 /// [`SourceFormat::from_name`]); else Parquet when the bytes start with `PAR1`, CSV otherwise.
-pub async fn resolve_format(
-    file: &FileRef,
-    format: SourceFormat,
-) -> Result<SourceFormat, ReadError> {
-    if format != SourceFormat::Auto {
-        return Ok(format);
+pub async fn resolve_format(file: &FileRef, format: SourceFormat) -> Result<Format, ReadError> {
+    match format {
+        SourceFormat::Csv => return Ok(Format::Csv),
+        SourceFormat::Parquet => return Ok(Format::Parquet),
+        SourceFormat::Auto => {}
     }
     if let Some(f) = SourceFormat::from_name(&file.file_name()) {
         return Ok(f);
@@ -203,9 +210,9 @@ pub async fn resolve_format(
         source,
     })?;
     Ok(if head == b"PAR1" {
-        SourceFormat::Parquet
+        Format::Parquet
     } else {
-        SourceFormat::Csv
+        Format::Csv
     })
 }
 
@@ -217,7 +224,7 @@ pub async fn read_ids(
 ) -> Result<(IdCollector, ReadStats), ReadError> {
     let label = file.label();
     match resolve_format(file, format).await? {
-        SourceFormat::Csv | SourceFormat::Auto => {
+        Format::Csv => {
             let reader = file.reader().await.map_err(|source| ReadError::Io {
                 file: label.clone(),
                 source,
@@ -230,7 +237,7 @@ pub async fn read_ids(
                     message: format!("reader task failed: {e}"),
                 })?
         }
-        SourceFormat::Parquet => {
+        Format::Parquet => {
             let mut out = IdCollector::new();
             let mut c = Collect {
                 out: &mut out,

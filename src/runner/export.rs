@@ -307,6 +307,7 @@ fn reason_text(reason: RequestReason) -> &'static str {
         RequestReason::EarlierRequestUnusable => {
             "the earlier request is older than 7 days or for other columns"
         }
+        RequestReason::ReverseBaseline => "reverse baseline: no fresh snapshot",
     }
 }
 
