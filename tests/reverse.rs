@@ -1,0 +1,195 @@
+//! Reverse pipelines against real parts: source files written by other tools (pyarrow,
+//! gzip, moto's S3 on loopback) and the in-process Amplitude emulator. Assertions are on
+//! what the emulator saw and holds (its request log and members), not on our counters.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+
+use cohort_sync::amplitude::types::IdKind;
+use cohort_sync::config::SourceFormat;
+use cohort_sync::reverse::bytes::FileRef;
+use cohort_sync::reverse::diff::diff;
+use cohort_sync::reverse::idset::IdCollector;
+use cohort_sync::reverse::source::{ColumnSpec, ReadError, ReadStats, read_ids};
+
+/// Reads `url` and returns its distinct ids sorted, with the read stats and duplicates.
+async fn read_sorted(
+    url: &str,
+    column: &str,
+    kind: IdKind,
+    base: &Path,
+) -> (Vec<String>, ReadStats, u64) {
+    let file = FileRef::parse(url, base).expect("url");
+    let (ids, stats) = read_ids(&file, SourceFormat::Auto, &ColumnSpec::new(column, kind))
+        .await
+        .unwrap_or_else(|e| panic!("reading {url}: {e}"));
+    let d = diff(&ids, &IdCollector::new(), 2).expect("diff");
+    let mut v: Vec<String> = d.add.iter_str().map(str::to_string).collect();
+    v.sort();
+    (v, stats, d.counts.source_duplicates)
+}
+
+/// A CRM export with what real ones have: quoted fields holding commas, quotes and
+/// newlines, CRLF line ends, surrounding spaces, blank ids and duplicates.
+const CRM_CSV: &str = "email,\"user_id\",note\r\n\
+a@x.com,alice,\"likes, commas\"\r\n\
+b@x.com,\" bob \",\"says \"\"hi\"\"\"\r\n\
+c@x.com,,no id\r\n\
+d@x.com,\"carol\",\"two\nlines\"\r\n\
+e@x.com,alice,duplicate\r\n\
+f@x.com,   ,blank\r\n\
+g@x.com,\"zoë\",unicode\r\n";
+
+fn crm_expected() -> Vec<String> {
+    let mut v: Vec<String> = ["alice", "bob", "carol", "zoë"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(bytes).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+fn write_parquet(path: &Path, spec: serde_json::Value) {
+    let out = common::run_python(
+        "reverse_files.py",
+        &[
+            "parquet",
+            path.to_str().expect("utf-8 path"),
+            &spec.to_string(),
+        ],
+    );
+    assert!(out.contains("wrote"), "{out}");
+}
+
+fn parquet_spec() -> serde_json::Value {
+    serde_json::json!({
+        "columns": {
+            "user_id": {"type": "string", "values": ["alice", " bob ", null, "carol", "alice", "  ", "zoë"]},
+            "amplitude_id": {"type": "int64", "values": [7, 8, null, 9, 7, 10, 11]},
+        }
+    })
+}
+
+#[tokio::test]
+async fn csv_sources_plain_gzip_and_quoted_on_local_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("crm.csv"), CRM_CSV).expect("write");
+    std::fs::write(dir.path().join("crm.csv.gz"), gzip(CRM_CSV.as_bytes())).expect("write");
+    // Gzip is told by its bytes, not by the name.
+    std::fs::write(dir.path().join("crm-gz.csv"), gzip(CRM_CSV.as_bytes())).expect("write");
+    for name in ["crm.csv", "crm.csv.gz", "crm-gz.csv"] {
+        let (ids, stats, dups) = read_sorted(name, "user_id", IdKind::UserId, dir.path()).await;
+        assert_eq!(ids, crm_expected(), "{name}");
+        assert_eq!(stats, ReadStats { rows: 7, blank: 2 }, "{name}");
+        assert_eq!(dups, 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn parquet_source_written_by_pyarrow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("crm.parquet");
+    write_parquet(&path, parquet_spec());
+    let (ids, stats, dups) =
+        read_sorted("crm.parquet", "user_id", IdKind::UserId, dir.path()).await;
+    assert_eq!(ids, crm_expected());
+    assert_eq!(stats, ReadStats { rows: 7, blank: 2 });
+    assert_eq!(dups, 1);
+    // An integer column of Amplitude ids.
+    let (ids, stats, dups) = read_sorted(
+        "crm.parquet",
+        "amplitude_id",
+        IdKind::AmplitudeId,
+        dir.path(),
+    )
+    .await;
+    assert_eq!(ids, vec!["10", "11", "7", "8", "9"]);
+    assert_eq!(stats, ReadStats { rows: 7, blank: 1 });
+    assert_eq!(dups, 1);
+}
+
+#[tokio::test]
+async fn sources_on_s3() {
+    let endpoint = common::s3_endpoint();
+    let bucket = common::create_bucket("crm");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = [
+        ("crm.csv", CRM_CSV.as_bytes().to_vec()),
+        ("crm.csv.gz", gzip(CRM_CSV.as_bytes())),
+    ];
+    for (name, bytes) in &files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        common::run_python(
+            "reverse_files.py",
+            &[
+                "put",
+                &endpoint,
+                &bucket,
+                &format!("lists/{name}"),
+                path.to_str().expect("path"),
+            ],
+        );
+    }
+    let pq = dir.path().join("crm.parquet");
+    write_parquet(&pq, parquet_spec());
+    common::run_python(
+        "reverse_files.py",
+        &[
+            "put",
+            &endpoint,
+            &bucket,
+            "lists/crm.parquet",
+            pq.to_str().expect("path"),
+        ],
+    );
+    for name in ["crm.csv", "crm.csv.gz", "crm.parquet"] {
+        let url = format!("s3://{bucket}/lists/{name}");
+        let (ids, stats, dups) = read_sorted(&url, "user_id", IdKind::UserId, dir.path()).await;
+        assert_eq!(ids, crm_expected(), "{url}");
+        assert_eq!(stats, ReadStats { rows: 7, blank: 2 }, "{url}");
+        assert_eq!(dups, 1, "{url}");
+    }
+    let missing =
+        FileRef::parse(&format!("s3://{bucket}/lists/none.csv"), dir.path()).expect("url");
+    let err = read_ids(
+        &missing,
+        SourceFormat::Auto,
+        &ColumnSpec::new("user_id", IdKind::UserId),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("none.csv"), "{err}");
+}
+
+#[tokio::test]
+async fn a_non_integer_amplitude_id_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("ids.csv"),
+        "amplitude_id\n123\n\"456\"\n12x\n",
+    )
+    .expect("write");
+    let file = FileRef::parse("ids.csv", dir.path()).expect("url");
+    let err = read_ids(
+        &file,
+        SourceFormat::Auto,
+        &ColumnSpec::new("amplitude_id", IdKind::AmplitudeId),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ReadError::NotAnInteger { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("ids.csv") && text.contains("line 4") && text.contains("\"12x\""),
+        "{text}"
+    );
+}
