@@ -96,7 +96,7 @@ async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Opt
         async move {
             match p {
                 Prepared::Export(settings) => execute_export(settings, ctx).await,
-                Prepared::Reverse(pipeline) => reverse_unavailable(pipeline),
+                Prepared::Reverse(pipeline) => cohort_sync::reverse::execute(pipeline, ctx).await,
             }
         }
     });
@@ -119,18 +119,6 @@ async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Opt
         return exit::FAILED.max(exit_code);
     }
     exit_code
-}
-
-/// Reverse pipelines load and validate, but their executor has not landed yet.
-fn reverse_unavailable(pipeline: &Pipeline) -> PipelineReport {
-    let mut r = PipelineReport::new(
-        &pipeline.file.display().to_string(),
-        &pipeline.name,
-        "reverse",
-    );
-    r.error = Some("reverse pipelines cannot run in this build yet".into());
-    r.exit_code = exit::FAILED;
-    r
 }
 
 /// Loads and checks every file; all errors are collected so the user sees them at once.
