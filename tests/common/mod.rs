@@ -2,6 +2,8 @@
 //! S3-compatible server that `make test` (scripts/test.sh) starts on loopback.
 #![allow(dead_code)]
 
+pub mod emulator;
+
 use std::path::PathBuf;
 use std::process::Command;
 

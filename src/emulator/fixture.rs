@@ -1,0 +1,1 @@
+//! Fixture files (TOML) for `cohort-sync emulate --fixture FILE`.
