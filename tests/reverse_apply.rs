@@ -1,0 +1,705 @@
+//! Reverse pipelines end to end against the in-process Amplitude emulator (and the
+//! `cohort-sync` binary for the crash test): assertions are on what the emulator saw and
+//! holds — its request log and the cohort's members — not on our own counters.
+
+mod common;
+
+use std::path::Path;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cohort_sync::config;
+use cohort_sync::emulator::universe::{amplitude_id, member_numbers, user_id};
+use cohort_sync::emulator::{CohortSpec, EmulatorConfig, FaultKind, LoggedRequest};
+use cohort_sync::reverse;
+use cohort_sync::runner::context::{RunContext, RunMode};
+use cohort_sync::runner::report::PipelineReport;
+use common::emulator as emu;
+
+const APP: u64 = 100_001;
+const MEMBERSHIP: &str = "/api/3/cohorts/membership";
+const UPLOAD: &str = "/api/3/cohorts/upload";
+
+fn emulator_config(cohorts: Vec<CohortSpec>) -> EmulatorConfig {
+    emu::fast_config(vec![emu::app(APP, cohorts)])
+}
+
+/// A reverse pipeline file for the emulator; `reconcile` is extra TOML for `[reconcile]`,
+/// `target` the `[target]` body.
+fn pipeline_file(
+    dir: &Path,
+    name: &str,
+    base_url: &str,
+    source: &str,
+    kind: &str,
+    target: &str,
+    reconcile: &str,
+) -> std::path::PathBuf {
+    let column = kind;
+    let text = format!(
+        r#"kind = "reverse"
+name = "{name}"
+
+[connection]
+base_url = "{base_url}"
+api_key = "key-{APP}"
+secret_key = "secret-{APP}"
+app_id = {APP}
+
+[download]
+poll_initial_secs = 1
+
+[state]
+url = "state"
+
+[source]
+url = "{source}"
+id_column = "{column}"
+id_kind = "{kind}"
+
+[target]
+{target}
+
+[reconcile]
+lists_dir = "lists"
+{reconcile}
+"#
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write pipeline");
+    path
+}
+
+async fn execute(path: &Path, mode: RunMode, force: bool) -> PipelineReport {
+    let pipeline = config::load(path).unwrap_or_else(|e| panic!("{e}"));
+    let base = path.parent().expect("dir").to_path_buf();
+    let ctx = RunContext::new(mode, force, 0.01, base);
+    reverse::execute(&pipeline, &ctx).await
+}
+
+/// Writes one id per line under a header.
+fn write_ids(path: &Path, header: &str, ids: impl IntoIterator<Item = String>) {
+    let mut text = format!("{header}\n");
+    for id in ids {
+        text.push_str(&id);
+        text.push('\n');
+    }
+    std::fs::write(path, text).expect("write source");
+}
+
+/// `(operation, id_count)` of every answered membership / upload call in `log`.
+fn changes(log: &[LoggedRequest]) -> Vec<(String, u64)> {
+    log.iter()
+        .filter(|r| (r.path == MEMBERSHIP || r.path == UPLOAD) && r.status == 200)
+        .map(|r| {
+            (
+                r.operation.clone().unwrap_or_default(),
+                r.id_count.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn cohort_requests(log: &[LoggedRequest]) -> usize {
+    log.iter()
+        .filter(|r| r.path.starts_with("/api/5/cohorts/request/") && !r.path.ends_with("/file"))
+        .count()
+}
+
+async fn member_amplitude_ids(base: &str, cohort: &str) -> BTreeSet<String> {
+    emu::members(base, APP, cohort)
+        .await
+        .into_iter()
+        .map(|(a, _)| a.to_string())
+        .collect()
+}
+
+fn reverse_json(r: &PipelineReport) -> &serde_json::Value {
+    r.reverse.as_ref().expect("reverse report")
+}
+
+/// A 240,000-member cohort and a 250,000-id source that drops 10,000 members and adds
+/// 20,000 others: 30,000 differences.
+fn big_case(seed: u64) -> (CohortSpec, Vec<String>) {
+    let spec = CohortSpec {
+        id: "big".into(),
+        name: "Big cohort".into(),
+        size: 240_000,
+        seed,
+        ..CohortSpec::default()
+    };
+    let members: Vec<u64> = member_numbers(seed, "big", 240_000).collect();
+    let set: BTreeSet<u64> = members.iter().copied().collect();
+    let newcomers: Vec<u64> = member_numbers(seed + 1, "others", 60_000)
+        .filter(|n| !set.contains(n))
+        .take(20_000)
+        .collect();
+    assert_eq!(newcomers.len(), 20_000);
+    let source: Vec<String> = members[10_000..]
+        .iter()
+        .chain(&newcomers)
+        .map(|n| amplitude_id(*n).to_string())
+        .collect();
+    assert_eq!(source.len(), 250_000);
+    (spec, source)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_applies_exactly_the_chunked_diff_and_a_rerun_sends_nothing() {
+    let (spec, source) = big_case(11);
+    let e = emu::start_emulator(emulator_config(vec![spec])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ids(
+        &dir.path().join("crm.csv"),
+        "amplitude_id",
+        source.iter().cloned(),
+    );
+    let file = pipeline_file(
+        dir.path(),
+        "big-sync",
+        &e.base_url,
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "big""#,
+        "mode = \"mirror\"\nchunk_size = 8000\nmax_removals = 50000",
+    );
+
+    let r = execute(&file, RunMode::Apply, false).await;
+    assert_eq!(
+        r.exit_code,
+        0,
+        "{:?}\n{}",
+        r.error,
+        reverse_json(&r)["summary"]
+    );
+    let log = emu::requests(&e.base_url).await;
+    assert_eq!(cohort_requests(&log), 1, "one download for the baseline");
+    let want: Vec<(String, u64)> = [
+        ("ADD", 8000),
+        ("ADD", 8000),
+        ("ADD", 4000),
+        ("REMOVE", 8000),
+        ("REMOVE", 2000),
+    ]
+    .iter()
+    .map(|(o, n)| (o.to_string(), *n))
+    .collect();
+    assert_eq!(changes(&log), want);
+    let expected: BTreeSet<String> = source.iter().cloned().collect();
+    assert_eq!(member_amplitude_ids(&e.base_url, "big").await, expected);
+    let lists = &reverse_json(&r)["lists"];
+    let add = std::fs::read_to_string(lists["add"].as_str().expect("add list")).expect("read");
+    assert_eq!(add.lines().count(), 20_000);
+
+    // Nothing changed since: the rerun downloads the (recomputed) cohort and sends nothing.
+    let since = log.last().map_or(0, |l| l.seq);
+    let r = execute(&file, RunMode::Apply, false).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.error);
+    let log = emu::requests_since(&e.base_url, since).await;
+    assert!(changes(&log).is_empty(), "{:?}", changes(&log));
+    assert_eq!(member_amplitude_ids(&e.base_url, "big").await, expected);
+}
+
+/// Members with a user id, and how many have none.
+fn user_members(seed: u64, id: &str, size: u64) -> (Vec<String>, usize) {
+    let mut with = Vec::new();
+    let mut without = 0;
+    for n in member_numbers(seed, id, size) {
+        match user_id(n) {
+            Some(u) => with.push(u),
+            None => without += 1,
+        }
+    }
+    (with, without)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_stops_a_mirror_that_lost_60_percent_until_forced() {
+    let spec = emu::cohort("crm", 1000, 21);
+    let (users, without) = user_members(21, "crm", 1000);
+    assert!(without > 0, "the universe has members without user ids");
+    let e = emu::start_emulator(emulator_config(vec![spec])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keep: Vec<String> = users.iter().take(users.len() * 4 / 10).cloned().collect();
+    write_ids(&dir.path().join("crm.csv"), "user_id", keep.iter().cloned());
+    let file = pipeline_file(
+        dir.path(),
+        "guarded",
+        &e.base_url,
+        "crm.csv",
+        "user_id",
+        r#"cohort_id = "crm""#,
+        "mode = \"mirror\"",
+    );
+    let before = emu::members(&e.base_url, APP, "crm").await;
+
+    let r = execute(&file, RunMode::Apply, false).await;
+    assert_eq!(r.exit_code, 1);
+    let err = r.error.clone().unwrap_or_default();
+    assert!(
+        err.contains("removal guard") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(reverse_json(&r)["guard"]["decision"], "refused");
+    let log = emu::requests(&e.base_url).await;
+    assert!(
+        changes(&log).is_empty(),
+        "nothing may be sent: {:?}",
+        changes(&log)
+    );
+    assert_eq!(emu::members(&e.base_url, APP, "crm").await, before);
+
+    let since = log.last().map_or(0, |l| l.seq);
+    let r = execute(&file, RunMode::Apply, true).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.error);
+    assert_eq!(reverse_json(&r)["guard"]["decision"], "forced");
+    let log = emu::requests_since(&e.base_url, since).await;
+    let ops = changes(&log);
+    assert!(
+        !ops.is_empty() && ops.iter().all(|(op, _)| op == "REMOVE"),
+        "{ops:?}"
+    );
+    let after = emu::members(&e.base_url, APP, "crm").await;
+    let named: BTreeSet<String> = after.iter().filter_map(|(_, u)| u.clone()).collect();
+    assert_eq!(named, keep.iter().cloned().collect::<BTreeSet<_>>());
+    // Members without a user id cannot be named, so they stay.
+    assert_eq!(after.iter().filter(|(_, u)| u.is_none()).count(), without);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_amplitude_skips_are_in_the_report() {
+    let spec = emu::cohort("vip", 200, 31);
+    let (users, _) = user_members(31, "vip", 200);
+    let e = emu::start_emulator(emulator_config(vec![spec])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ghosts = ["ghost-1@nowhere.test", "not a user"];
+    let source = users
+        .iter()
+        .cloned()
+        .chain(ghosts.iter().map(|s| s.to_string()));
+    write_ids(&dir.path().join("crm.csv"), "user_id", source);
+    let file = pipeline_file(
+        dir.path(),
+        "skips",
+        &e.base_url,
+        "crm.csv",
+        "user_id",
+        r#"cohort_id = "vip""#,
+        "mode = \"add_only\"",
+    );
+    let r = execute(&file, RunMode::Apply, false).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.error);
+    let log = emu::requests(&e.base_url).await;
+    assert_eq!(changes(&log), vec![("ADD".to_string(), 2)]);
+    let rev = reverse_json(&r);
+    assert_eq!(rev["skipped_ids"]["count"], 2);
+    let sample: BTreeSet<String> = rev["skipped_ids"]["sample"]
+        .as_array()
+        .expect("sample")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(sample, ghosts.iter().map(|s| s.to_string()).collect());
+    let skipped = std::fs::read_to_string(rev["lists"]["skipped"].as_str().expect("skipped list"))
+        .expect("read");
+    assert_eq!(skipped.lines().count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_a_cohort_by_upload_then_add_and_reports_invalid_ids() {
+    let e = emu::start_emulator(emulator_config(vec![])).await;
+    let (users, _) = user_members(41, "fresh", 2600);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let invalid = "bad id";
+    let source: Vec<String> = users.iter().cloned().chain([invalid.to_string()]).collect();
+    write_ids(
+        &dir.path().join("crm.csv"),
+        "user_id",
+        source.iter().cloned(),
+    );
+    let file = pipeline_file(
+        dir.path(),
+        "create",
+        &e.base_url,
+        "crm.csv",
+        "user_id",
+        r#"create = { name = "CRM beta", owner = "ops@example.com", published = true }"#,
+        "chunk_size = 1000",
+    );
+    let r = execute(&file, RunMode::Apply, false).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.error);
+    let log = emu::requests(&e.base_url).await;
+    let ops = changes(&log);
+    assert_eq!(ops[0], ("UPLOAD".to_string(), 1000));
+    assert!(ops[1..].iter().all(|(op, _)| op == "ADD"), "{ops:?}");
+    assert_eq!(ops.iter().map(|(_, n)| n).sum::<u64>(), source.len() as u64);
+    let rev = reverse_json(&r);
+    let created = rev["target"]["cohort_id"]
+        .as_str()
+        .expect("created id")
+        .to_string();
+    assert_eq!(rev["target"]["created"], true);
+    assert!(
+        log.iter()
+            .filter(|l| l.path == MEMBERSHIP)
+            .all(|l| l.cohort_id.as_deref() == Some(&created))
+    );
+    let named: BTreeSet<String> = emu::members(&e.base_url, APP, &created)
+        .await
+        .into_iter()
+        .filter_map(|(_, u)| u)
+        .collect();
+    assert_eq!(named, users.iter().cloned().collect::<BTreeSet<_>>());
+    let reported: Vec<&str> = rev["invalid_ids_sample"]
+        .as_array()
+        .into_iter()
+        .chain(rev["skipped_ids"]["sample"].as_array())
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(reported.contains(&invalid), "{rev}");
+
+    // The next run reconciles the cohort it created instead of creating another.
+    let since = log.last().map_or(0, |l| l.seq);
+    let r = execute(&file, RunMode::Apply, false).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.error);
+    let log = emu::requests_since(&e.base_url, since).await;
+    assert!(!log.iter().any(|l| l.path == UPLOAD), "no second cohort");
+    assert!(
+        changes(&log).iter().all(|(op, n)| op == "ADD" && *n == 1),
+        "only the invalid id is retried: {:?}",
+        changes(&log)
+    );
+}
+
+fn write_parquet(path: &Path, spec: serde_json::Value) {
+    let out = common::run_python(
+        "reverse_files.py",
+        &[
+            "parquet",
+            path.to_str().expect("utf-8 path"),
+            &spec.to_string(),
+        ],
+    );
+    assert!(out.contains("wrote"), "{out}");
+}
+
+/// A Parquet snapshot of `members` as the export writes it (footer metadata included).
+fn write_snapshot(root: &Path, cohort: &str, last_computed: i64, members: &[u64]) {
+    let dir = root.join(format!("cohort_id={cohort}/snapshot_date=2024-01-01"));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let amp: Vec<i64> = members.iter().map(|n| amplitude_id(*n)).collect();
+    let users: Vec<Option<String>> = members.iter().map(|n| user_id(*n)).collect();
+    write_parquet(
+        &dir.join("part-0.parquet"),
+        serde_json::json!({
+            "columns": {
+                "amplitude_id": {"type": "int64", "values": amp},
+                "user_id": {"type": "string", "values": users},
+            },
+            "metadata": {
+                "cohort_sync.cohort_id": cohort,
+                "cohort_sync.last_computed": last_computed.to_string(),
+            }
+        }),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_snapshot_spends_no_quota_and_a_stale_one_downloads() {
+    let spec = emu::cohort("snap", 500, 51);
+    let last_computed = spec.last_computed_ms / 1000;
+    let members: Vec<u64> = member_numbers(51, "snap", 500).collect();
+    let e = emu::start_emulator(emulator_config(vec![spec])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_snapshot(&dir.path().join("exports"), "snap", last_computed, &members);
+    let source: Vec<String> = members[10..]
+        .iter()
+        .map(|n| amplitude_id(*n).to_string())
+        .collect();
+    write_ids(
+        &dir.path().join("crm.csv"),
+        "amplitude_id",
+        source.iter().cloned(),
+    );
+    let file = pipeline_file(
+        dir.path(),
+        "snapshots",
+        &e.base_url,
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "snap""#,
+        "mode = \"mirror\"\nbaseline = \"auto\"\nsnapshots = \"exports\"",
+    );
+    let (used_before, _) = emu::usage(&e.base_url, APP).await;
+
+    let r = execute(&file, RunMode::Apply, false).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.error);
+    assert_eq!(reverse_json(&r)["baseline"]["used"], "snapshot");
+    let log = emu::requests(&e.base_url).await;
+    assert_eq!(cohort_requests(&log), 0);
+    assert_eq!(emu::usage(&e.base_url, APP).await.0, used_before);
+    assert_eq!(changes(&log), vec![("REMOVE".to_string(), 10)]);
+    assert_eq!(
+        member_amplitude_ids(&e.base_url, "snap").await,
+        source.iter().cloned().collect()
+    );
+
+    // The apply recomputed the cohort: the snapshot is now older than lastComputed. A plan
+    // does not spend quota for it; a run downloads.
+    let since = log.last().map_or(0, |l| l.seq);
+    let r = execute(&file, RunMode::Plan, false).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.error);
+    assert_eq!(reverse_json(&r)["baseline"]["exact"], false);
+    let r = execute(&file, RunMode::Apply, false).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.error);
+    assert_eq!(reverse_json(&r)["baseline"]["used"], "download");
+    let log = emu::requests_since(&e.base_url, since).await;
+    assert_eq!(cohort_requests(&log), 1);
+    assert_eq!(emu::usage(&e.base_url, APP).await.0, used_before + 1);
+    assert!(changes(&log).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_and_dry_run_write_the_lists_and_send_nothing() {
+    let spec = emu::cohort("p", 300, 61);
+    let members: Vec<u64> = member_numbers(61, "p", 300).collect();
+    let e = emu::start_emulator(emulator_config(vec![spec])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source: Vec<String> = members[5..]
+        .iter()
+        .map(|n| amplitude_id(*n).to_string())
+        .collect();
+    write_ids(
+        &dir.path().join("crm.csv"),
+        "amplitude_id",
+        source.iter().cloned(),
+    );
+    let file = pipeline_file(
+        dir.path(),
+        "planned",
+        &e.base_url,
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "p""#,
+        "baseline = \"download\"",
+    );
+    // Plan: the baseline needs a download, which a plan never spends.
+    let r = execute(&file, RunMode::Plan, false).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.error);
+    let log = emu::requests(&e.base_url).await;
+    assert_eq!(cohort_requests(&log), 0);
+    assert!(reverse_json(&r)["counts"].is_null());
+    // A run that fails after spending leaves the request id for the next one: here, a
+    // dry run after a run reuses nothing (dry runs spend nothing either).
+    let r = execute(&file, RunMode::DryRun, false).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.error);
+    assert_eq!(cohort_requests(&emu::requests(&e.base_url).await), 0);
+    assert!(changes(&emu::requests(&e.base_url).await).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_cohort_is_retried_and_a_failed_chunk_resumes_without_repeats() {
+    let spec = emu::cohort("busy", 3000, 71);
+    let members: Vec<u64> = member_numbers(71, "busy", 3000).collect();
+    let extra: Vec<u64> = member_numbers(72, "x", 5000)
+        .filter(|n| !members.contains(n))
+        .take(2500)
+        .collect();
+    let e = emu::start_emulator(emulator_config(vec![spec])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source: Vec<String> = members
+        .iter()
+        .chain(&extra)
+        .map(|n| amplitude_id(*n).to_string())
+        .collect();
+    write_ids(
+        &dir.path().join("crm.csv"),
+        "amplitude_id",
+        source.iter().cloned(),
+    );
+    let file = pipeline_file(
+        dir.path(),
+        "busy",
+        &e.base_url,
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "busy""#,
+        "mode = \"add_only\"\nchunk_size = 500",
+    );
+    // Two 429s (cohort busy) are waited out; then the third chunk fails with a 500.
+    emu::fault(&e.base_url, FaultKind::RateLimit, MEMBERSHIP, 2).await;
+    let r = execute(&file, RunMode::Apply, false).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.error);
+    let log = emu::requests(&e.base_url).await;
+    let limited = log
+        .iter()
+        .filter(|l| l.path == MEMBERSHIP && l.status == 429)
+        .count();
+    assert_eq!(limited, 2);
+    assert_eq!(changes(&log).len(), 5, "{:?}", changes(&log));
+    assert_eq!(
+        member_amplitude_ids(&e.base_url, "busy").await,
+        source.iter().cloned().collect()
+    );
+
+    // A 5xx is not retried by the client: the run stops, the journal keeps the rest.
+    let more: Vec<String> = member_numbers(73, "y", 5000)
+        .filter(|n| !members.contains(n) && !extra.contains(n))
+        .take(1500)
+        .map(|n| amplitude_id(n).to_string())
+        .collect();
+    let all: Vec<String> = source.iter().chain(&more).cloned().collect();
+    write_ids(
+        &dir.path().join("crm.csv"),
+        "amplitude_id",
+        all.iter().cloned(),
+    );
+    let since = log.last().map_or(0, |l| l.seq);
+    let mut rule = cohort_sync::emulator::FaultRule::new(FaultKind::ServerError, MEMBERSHIP, 1);
+    rule.status = Some(503);
+    emu::add_fault(&e.base_url, &rule).await;
+    let r = execute(&file, RunMode::Apply, false).await;
+    assert_eq!(r.exit_code, 1, "{:?}", r.error);
+    let log = emu::requests_since(&e.base_url, since).await;
+    let sent: Vec<u16> = log
+        .iter()
+        .filter(|l| l.path == MEMBERSHIP)
+        .map(|l| l.status)
+        .collect();
+    assert_eq!(sent, vec![503], "a 5xx is not retried and stops the run");
+    let since = log.last().map_or(0, |l| l.seq);
+    let r = execute(&file, RunMode::Apply, false).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.error);
+    let log = emu::requests_since(&e.base_url, since).await;
+    assert_eq!(
+        cohort_requests(&log),
+        0,
+        "the journal is resumed, not re-planned"
+    );
+    assert_eq!(
+        changes(&log),
+        vec![("ADD".to_string(), 500); 3],
+        "the 1500 new ids in 3 chunks"
+    );
+    assert_eq!(
+        member_amplitude_ids(&e.base_url, "busy").await,
+        all.iter().cloned().collect()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_after_its_second_chunk_is_resumed_with_only_the_rest() {
+    let spec = emu::cohort("kill", 40_000, 81);
+    let members: Vec<u64> = member_numbers(81, "kill", 40_000).collect();
+    let set: BTreeSet<u64> = members.iter().copied().collect();
+    let newcomers: Vec<u64> = member_numbers(82, "new", 40_000)
+        .filter(|n| !set.contains(n))
+        .take(20_000)
+        .collect();
+    // Each membership call is held 2 s by the emulator: the kill lands while the third one
+    // is in flight, well after the second was answered and journaled.
+    let mut cfg = emulator_config(vec![spec]);
+    cfg.membership_processing = Duration::from_secs(200);
+    let e = emu::start_emulator(cfg).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source: Vec<String> = members[10_000..]
+        .iter()
+        .chain(&newcomers)
+        .map(|n| amplitude_id(*n).to_string())
+        .collect();
+    write_ids(
+        &dir.path().join("crm.csv"),
+        "amplitude_id",
+        source.iter().cloned(),
+    );
+    let file = pipeline_file(
+        dir.path(),
+        "killed",
+        &e.base_url,
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "kill""#,
+        "mode = \"mirror\"\nchunk_size = 5000\nmax_removals = 20000\nmax_removal_pct = 30",
+    );
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cohort-sync"))
+            .args([
+                "run",
+                file.to_str().expect("path"),
+                "--report",
+                "report.json",
+            ])
+            .current_dir(dir.path())
+            .env("COHORT_SYNC_TIME_SCALE", "0.01")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start cohort-sync")
+    };
+    let answered = |log: &[LoggedRequest]| {
+        log.iter()
+            .filter(|l| l.path == MEMBERSHIP && l.status == 200)
+            .count()
+    };
+
+    let mut child = run();
+    loop {
+        if answered(&emu::requests(&e.base_url).await) >= 2 {
+            break;
+        }
+        if let Some(status) = child.try_wait().expect("poll child") {
+            panic!("cohort-sync ended before its second chunk: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    // Let the emulator drop the call that was in flight.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let log = emu::requests(&e.base_url).await;
+    let first: Vec<(String, u64)> = changes(&log);
+    assert_eq!(
+        first,
+        vec![("ADD".to_string(), 5000), ("ADD".to_string(), 5000)],
+        "the killed run got two chunks applied"
+    );
+    let since = log.last().map_or(0, |l| l.seq);
+
+    let out = run().wait_with_output().expect("rerun");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = emu::requests_since(&e.base_url, since).await;
+    assert_eq!(
+        cohort_requests(&log),
+        0,
+        "the plan is resumed, not made again"
+    );
+    assert_eq!(
+        changes(&log),
+        vec![
+            ("ADD".to_string(), 5000),
+            ("ADD".to_string(), 5000),
+            ("REMOVE".to_string(), 5000),
+            ("REMOVE".to_string(), 5000),
+        ],
+        "only the four chunks the first run did not finish"
+    );
+    assert_eq!(
+        member_amplitude_ids(&e.base_url, "kill").await,
+        source.iter().cloned().collect()
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("report.json")).expect("report"),
+    )
+    .expect("report JSON");
+    assert_eq!(
+        report["pipelines"][0]["reverse"]["journal"]["resumed"],
+        true
+    );
+}
