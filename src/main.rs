@@ -36,6 +36,8 @@ enum Command {
     Convert(cli::convert::ConvertArgs),
     /// Check pipeline files; errors as `file:line:col: message` (exit 2).
     Validate(cli::validate::ValidateArgs),
+    /// Run the built-in Amplitude API emulator (first stdout line `listening on http://ADDR`).
+    Emulate(Box<cli::emulate::EmulateArgs>),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Usage(args) => cli::block_on(cli::remote::usage(args)),
         Command::Convert(args) => cli::block_on(cli::convert::convert(args)),
         Command::Validate(args) => cli::validate::validate(args),
+        Command::Emulate(args) => cli::block_on(cli::emulate::emulate(*args)),
     };
     ExitCode::from(code)
 }

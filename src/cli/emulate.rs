@@ -1,0 +1,153 @@
+//! `cohort-sync emulate`: runs the built-in Amplitude API emulator until SIGINT/SIGTERM.
+//! Prints `listening on http://ADDR` then `presigned links on http://ADDR` on stdout.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use cohort_sync::emulator::{self, EmulatorConfig, FaultRule, fixture};
+use cohort_sync::exit;
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Without --fixture the emulator serves one app: app_id 100001, api key `demo-key`, \
+secret `demo-secret`, with cohorts `small01` (100 members), `props01` (250 members, \
+properties plan, city, note) and `empty01` (no members).
+
+Flags override the fixture's settings. Every duration is in Amplitude time and is \
+multiplied by --time-scale (0.01 turns the 10-minute request window into 6 s).
+Inspection API (no auth) on the API listener: /_emulator/requests, \
+/_emulator/apps/{app}/usage, /_emulator/apps/{app}/cohorts[/{id}[/members]], /_emulator/faults.")]
+pub struct EmulateArgs {
+    /// Address to listen on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    host: IpAddr,
+    /// API port (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Port of the presigned-link ("S3") listener (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    presign_port: u16,
+    /// TOML fixture with settings, apps and cohorts (see the emulator's docs).
+    #[arg(long, value_name = "FILE")]
+    fixture: Option<PathBuf>,
+    /// Multiplies every window, duration and Retry-After.
+    #[arg(long, value_name = "F")]
+    time_scale: Option<f64>,
+    /// How long a cohort job stays JOB INPROGRESS.
+    #[arg(long, value_name = "S")]
+    job_seconds: Option<f64>,
+    /// Cohorts with more members are served as a 302 to a presigned link.
+    #[arg(long, value_name = "ROWS")]
+    redirect_threshold: Option<u64>,
+    /// Lifetime of a presigned link.
+    #[arg(long, value_name = "S")]
+    link_ttl_secs: Option<f64>,
+    /// Serve files gzip-compressed (Content-Encoding on the body path, raw on presigned links).
+    #[arg(long)]
+    gzip: bool,
+    /// Monthly download limit of every app.
+    #[arg(long, value_name = "N")]
+    monthly_limit: Option<u32>,
+    /// Downloads already spent this month by every app.
+    #[arg(long, value_name = "N")]
+    usage_used: Option<u32>,
+    /// Arm a fault: KIND:PATH:COUNT, KIND one of server_error, rate_limit, reset, truncate,
+    /// slow_job, expired_link (repeatable).
+    #[arg(long = "fault", value_name = "KIND:PATH:COUNT", value_parser = FaultRule::parse_flag)]
+    faults: Vec<FaultRule>,
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("--{flag} must be a non-negative number of seconds"))
+}
+
+fn build_config(args: EmulateArgs) -> Result<EmulatorConfig, String> {
+    let mut config = match &args.fixture {
+        Some(path) => fixture::load(path).map_err(|e| e.to_string())?,
+        None => EmulatorConfig::default(),
+    };
+    config.bind = SocketAddr::new(args.host, args.port);
+    config.presign_bind = SocketAddr::new(args.host, args.presign_port);
+    if let Some(s) = args.time_scale {
+        config.time_scale = s;
+    }
+    if let Some(s) = args.job_seconds {
+        config.job_duration = seconds("job-seconds", s)?;
+    }
+    if let Some(r) = args.redirect_threshold {
+        config.redirect_threshold_rows = r;
+    }
+    if let Some(s) = args.link_ttl_secs {
+        config.link_ttl = seconds("link-ttl-secs", s)?;
+    }
+    config.gzip |= args.gzip;
+    if let Some(m) = args.monthly_limit {
+        config.monthly_limit = m;
+    }
+    if let Some(u) = args.usage_used {
+        for app in &mut config.apps {
+            app.usage_used = u;
+        }
+    }
+    config.faults.extend(args.faults);
+    Ok(config)
+}
+
+pub async fn emulate(args: EmulateArgs) -> u8 {
+    let config = match build_config(args) {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("{message}");
+            return exit::USAGE;
+        }
+    };
+    let running = match emulator::start(config).await {
+        Ok(r) => r,
+        Err(e @ emulator::EmulatorError::Config(_)) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let printed = writeln!(out, "listening on {}", running.base_url)
+        .and_then(|_| writeln!(out, "presigned links on {}", running.presign_base_url))
+        .and_then(|_| out.flush());
+    drop(out);
+    if let Err(e) = printed {
+        eprintln!("error: cannot write to stdout: {e}");
+        return exit::FAILED;
+    }
+    wait_for_stop_signal().await;
+    running.shutdown().await;
+    exit::OK
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
