@@ -33,6 +33,27 @@ struct ColumnBuilder {
     nulls: NullBufferBuilder,
     required: bool,
     name: String,
+    /// Buffers of an earlier batch given back by the encoder, reused for the next one.
+    spare: Spare,
+}
+
+#[derive(Default)]
+struct Spare {
+    words: Option<Vec<i64>>,
+    floats: Option<Vec<f64>>,
+    offsets: Option<Vec<i32>>,
+    bytes: Option<Vec<u8>>,
+}
+
+/// A spare vector emptied, or a new one with the given capacity.
+fn reuse<T>(spare: &mut Option<Vec<T>>, capacity: usize) -> Vec<T> {
+    match spare.take() {
+        Some(mut v) => {
+            v.clear();
+            v
+        }
+        None => Vec::with_capacity(capacity),
+    }
 }
 
 impl ColumnBuilder {
@@ -55,6 +76,30 @@ impl ColumnBuilder {
             nulls: NullBufferBuilder::new(rows),
             required: spec.required,
             name: spec.name.clone(),
+            spare: Spare::default(),
+        }
+    }
+
+    /// Takes back the buffers of an array this builder produced, when nothing else holds
+    /// them any more (so the next batch reuses memory instead of faulting in new pages).
+    fn recycle(&mut self, array: ArrayRef) {
+        let any = array.as_any();
+        if let Some(a) = any.downcast_ref::<StringArray>() {
+            let a = a.clone();
+            drop(array);
+            let (offsets, values, _) = a.into_parts();
+            self.spare.offsets = offsets.into_inner().into_inner().into_vec().ok();
+            self.spare.bytes = values.into_vec().ok();
+        } else if let Some(a) = any.downcast_ref::<Int64Array>() {
+            let a = a.clone();
+            drop(array);
+            let (_, values, _) = a.into_parts();
+            self.spare.words = values.into_inner().into_vec().ok();
+        } else if let Some(a) = any.downcast_ref::<Float64Array>() {
+            let a = a.clone();
+            drop(array);
+            let (_, values, _) = a.into_parts();
+            self.spare.floats = values.into_inner().into_vec().ok();
         }
     }
 
@@ -159,21 +204,22 @@ impl ColumnBuilder {
         let nulls = self.nulls.finish();
         Ok(match &mut self.values {
             Values::Int64(v) => {
-                let cap = v.capacity();
-                let v = std::mem::replace(v, Vec::with_capacity(cap));
+                let next = reuse(&mut self.spare.words, v.capacity());
+                let v = std::mem::replace(v, next);
                 Arc::new(Int64Array::try_new(ScalarBuffer::from(v), nulls)?)
             }
             Values::Float64(v) => {
-                let cap = v.capacity();
-                let v = std::mem::replace(v, Vec::with_capacity(cap));
+                let next = reuse(&mut self.spare.floats, v.capacity());
+                let v = std::mem::replace(v, next);
                 Arc::new(Float64Array::try_new(ScalarBuffer::from(v), nulls)?)
             }
             Values::Boolean(b) => Arc::new(BooleanArray::new(b.finish(), nulls)),
             Values::Utf8 { offsets, bytes } => {
-                let mut fresh = Vec::with_capacity(offsets.capacity());
+                let mut fresh = reuse(&mut self.spare.offsets, offsets.capacity());
                 fresh.push(0);
                 let offs = std::mem::replace(offsets, fresh);
-                let data = std::mem::replace(bytes, Vec::with_capacity(bytes.capacity()));
+                let next = reuse(&mut self.spare.bytes, bytes.capacity());
+                let data = std::mem::replace(bytes, next);
                 let offs = OffsetBuffer::new(ScalarBuffer::from(offs));
                 string_array(offs, Buffer::from_vec(data), nulls)?
             }
@@ -339,15 +385,29 @@ impl BatchBuilder {
         self.rows
     }
 
-    /// Whether the batch reached its row or byte budget.
+    /// Whether the batch reached its row or byte budget (bytes are looked at every 256
+    /// rows).
     pub fn is_full(&self) -> bool {
         self.rows >= self.max_rows
-            || self
-                .columns
-                .iter()
-                .map(ColumnBuilder::value_bytes)
-                .sum::<usize>()
-                >= self.max_bytes
+            || (self.rows.is_multiple_of(256)
+                && self
+                    .columns
+                    .iter()
+                    .map(ColumnBuilder::value_bytes)
+                    .sum::<usize>()
+                    >= self.max_bytes)
+    }
+
+    /// Gives back a batch this builder produced once it is no longer needed: its buffers
+    /// are reused by the next batch.
+    pub fn recycle(&mut self, batch: RecordBatch) {
+        if batch.num_columns() != self.columns.len() {
+            return;
+        }
+        let (_, arrays, _) = batch.into_parts();
+        for (c, a) in self.columns.iter_mut().zip(arrays) {
+            c.recycle(a);
+        }
     }
 
     /// Takes the rows so far as a record batch.

@@ -43,6 +43,8 @@ pub struct ConvertStats {
 const BATCH_QUEUE: usize = 2;
 /// Byte pieces in flight between the encoder and the uploader.
 const PART_QUEUE: usize = 4;
+/// Encoded batches handed back to the parser for their buffers.
+const RECYCLE_QUEUE: usize = 2;
 
 /// Streams `body` (CSV, gzip or plain) into a Parquet file at `key` of `store`. The file
 /// appears at `key` only when complete: any error aborts the upload.
@@ -65,14 +67,16 @@ where
     })?;
     let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
     let (part_tx, part_rx) = mpsc::channel(PART_QUEUE);
+    let (recycle_tx, recycle_rx) = mpsc::channel(RECYCLE_QUEUE);
 
     let parse_opts = opts.clone();
     let parser = tokio::spawn(async move {
         let decoded = decode(body, parse_opts.gzip, &parse_opts.source_name).await?;
-        parse_body(decoded, &parse_opts, batch_tx).await
+        parse_body(decoded, &parse_opts, batch_tx, recycle_rx).await
     });
     let metadata = opts.metadata.clone();
-    let encoder = tokio::task::spawn_blocking(move || encode(batch_rx, part_tx, props, metadata));
+    let encoder =
+        tokio::task::spawn_blocking(move || encode(batch_rx, part_tx, recycle_tx, props, metadata));
     let uploaded = upload(store, key, part_rx).await;
 
     let parsed = parser.await;

@@ -5,6 +5,7 @@
 use std::io::{self, Write};
 
 use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
@@ -67,6 +68,7 @@ pub fn writer_properties(opts: &ParquetOptions) -> Result<WriterProperties, Stri
 pub fn encode(
     mut rx: mpsc::Receiver<ParsedMsg>,
     tx: mpsc::Sender<PartMsg>,
+    recycle: mpsc::Sender<RecordBatch>,
     props: WriterProperties,
     metadata: Vec<(String, String)>,
 ) -> Result<EncodeSummary, EncodeError> {
@@ -88,6 +90,8 @@ pub fn encode(
             Some(ParsedMsg::Batch(batch)) => {
                 rows += batch.num_rows() as u64;
                 writer.write(&batch).map_err(|e| parquet_error(&e))?;
+                // The parser reuses the buffers; if it has enough, they are freed.
+                let _ = recycle.try_send(batch);
             }
             Some(ParsedMsg::End) => break,
             Some(ParsedMsg::Schema(_)) | None => return Err(EncodeError::ParserStopped),

@@ -18,6 +18,8 @@ pub enum BadRowReason {
     },
     /// A required column (the first `amplitude_id`) is empty.
     Missing { column: String },
+    /// Not CSV, e.g. text after a closing quote (`column` is the 0-based field index).
+    Malformed { column: usize, message: String },
 }
 
 impl fmt::Display for BadRowReason {
@@ -35,6 +37,9 @@ impl fmt::Display for BadRowReason {
                 value,
             } => write!(f, "column {column:?}: {value:?} is not {expected}"),
             BadRowReason::Missing { column } => write!(f, "column {column:?} is empty"),
+            BadRowReason::Malformed { column, message } => {
+                write!(f, "field {}: {message}", column + 1)
+            }
         }
     }
 }

@@ -12,9 +12,12 @@ mod convert;
 mod decode;
 mod encode;
 mod error;
+mod input;
 mod options;
 mod reader;
+mod records;
 mod schema;
+mod stages;
 mod upload;
 
 pub use columns::{BatchBuilder, parse_i64};
@@ -27,3 +30,4 @@ pub use options::{
     DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL, GzipHint, ParquetOptions,
 };
 pub use schema::{AMPLITUDE_ID, ColumnSpec, Columns, columns_from_header};
+pub use stages::{encode_to_parquet, parse_to_batches};
