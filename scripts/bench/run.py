@@ -1,0 +1,295 @@
+"""Benchmark runner behind `make bench` (scripts/bench.sh).
+
+Discovers the cases `scripts/bench/case_*.py` (each exposes `run(ctx) -> str`, a Markdown
+section), runs them in name order and writes BENCHMARKS.md with machine information, each
+case's tables and the exact commands.
+
+usage: run.py --bin target/release/cohort-sync [--repeats N] [--cases convert,scaling]
+              [--work bench-work] [--out BENCHMARKS.md] [--quick]
+
+What a case gets in `ctx`:
+  ctx.bin (alias ctx.binary), ctx.root, ctx.work (alias ctx.work_dir: gitignored cache
+  for workloads), ctx.repeats, ctx.quick,
+  ctx.python (this interpreter: the bench virtualenv with the peers),
+  ctx.measure(cmd, env=None, cwd=None, check=True) -> Run
+                                                one child process: wall time and peak RSS
+                                                (os.wait4's ru_maxrss), CPU, exit code, output;
+                                                raises RuntimeError on a non-zero exit when
+                                                check; a Run also unpacks as (wall_s, rss_mib)
+  ctx.series(tools, repeats=None) -> {name: [Run]}
+                                                runs every tool `repeats` times, rotating the
+                                                order each round so no tool always goes first
+  ctx.table(results, reference) -> str          Markdown table: medians, min–max, ratio of the
+                                                reference tool to each other one
+  ctx.workload(name, generate) -> path          cached file under ctx.work, made by
+                                                generate(path) when missing
+  ctx.quote(cmd) -> str                         a command as one shell line
+"""
+import argparse
+import datetime
+import importlib.util
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Run:
+    wall_s: float
+    rss_mib: float
+    user_s: float
+    sys_s: float
+    rc: int
+    stdout: str
+    stderr: str
+
+    # Also usable as the pair (wall seconds, peak RSS MiB).
+    def __getitem__(self, i):
+        return (self.wall_s, self.rss_mib)[i]
+
+    def __iter__(self):
+        return iter((self.wall_s, self.rss_mib))
+
+
+@dataclass
+class Tool:
+    """One contender of a series: `cmd` is run as is; `before` (optional) runs untimed
+    before each run (e.g. removing the previous output)."""
+
+    name: str
+    cmd: list
+    env: dict = None
+    before: object = None
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class Ctx:
+    def __init__(self, args, root):
+        self.root = root
+        self.bin = os.path.abspath(args.bin)
+        self.work = os.path.abspath(args.work)
+        self.repeats = args.repeats
+        self.quick = args.quick
+        self.python = sys.executable
+        self.binary = self.bin
+        self.work_dir = self.work
+        os.makedirs(self.work, exist_ok=True)
+
+    def quote(self, cmd):
+        """One shell line, with paths inside the repository made relative to it."""
+        prefix = self.root.rstrip("/") + "/"
+        return " ".join(shlex.quote(str(c).replace(prefix, "")) for c in cmd)
+
+    def measure(self, cmd, env=None, cwd=None, check=True):
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        # Output goes to files (no pipe can fill up); the child is reaped with wait4 for
+        # its own rusage.
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            start = time.perf_counter()
+            proc = subprocess.Popen(
+                [str(c) for c in cmd], stdout=out, stderr=err, env=full_env, cwd=cwd or self.root
+            )
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - start
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            run = Run(
+                wall_s=wall,
+                rss_mib=usage.ru_maxrss / 1024.0,
+                user_s=usage.ru_utime,
+                sys_s=usage.ru_stime,
+                rc=proc.returncode,
+                stdout=out.read().decode(errors="replace"),
+                stderr=err.read().decode(errors="replace"),
+            )
+        if check and run.rc != 0:
+            raise RuntimeError(f"exit {run.rc}: {self.quote(cmd)}\n{run.stderr[-2000:]}")
+        return run
+
+    def series(self, tools, repeats=None):
+        repeats = repeats or self.repeats
+        results = {t.name: [] for t in tools}
+        for r in range(repeats):
+            order = tools[r % len(tools):] + tools[: r % len(tools)]
+            for t in order:
+                if t.before:
+                    t.before()
+                run = self.measure(t.cmd, env=t.env)
+                results[t.name].append(run)
+                print(
+                    f"  {t.name:<14} {run.wall_s:7.3f} s {run.rss_mib:8.1f} MiB",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        return results
+
+    @staticmethod
+    def stats(runs):
+        walls = [r.wall_s for r in runs]
+        rss = [r.rss_mib for r in runs]
+        cpu = [r.user_s + r.sys_s for r in runs]
+        return {
+            "wall": statistics.median(walls),
+            "wall_min": min(walls),
+            "wall_max": max(walls),
+            "rss": statistics.median(rss),
+            "rss_min": min(rss),
+            "rss_max": max(rss),
+            "cpu": statistics.median(cpu),
+        }
+
+    def table(self, results, reference, extra_columns=None):
+        """extra_columns: {header: {tool_name: text}}."""
+        extra_columns = extra_columns or {}
+        ref = self.stats(results[reference])
+        head = [
+            "tool",
+            "wall s (median)",
+            "wall min–max",
+            "CPU s (median)",
+            "peak RSS MiB (median)",
+            "RSS min–max",
+            f"{reference} time ÷ tool time",
+            f"{reference} RSS ÷ tool RSS",
+        ] + list(extra_columns)
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name, runs in results.items():
+            s = self.stats(runs)
+            row = [
+                f"**{name}**" if name == reference else name,
+                f"{s['wall']:.3f}",
+                f"{s['wall_min']:.3f}–{s['wall_max']:.3f}",
+                f"{s['cpu']:.2f}",
+                f"{s['rss']:.0f}",
+                f"{s['rss_min']:.0f}–{s['rss_max']:.0f}",
+                "—" if name == reference else f"{ref['wall'] / s['wall']:.2f}",
+                "—" if name == reference else f"{ref['rss'] / s['rss']:.2f}",
+            ] + [extra_columns[h].get(name, "") for h in extra_columns]
+            lines.append("| " + " | ".join(row) + " |")
+        return "\n".join(lines)
+
+    def workload(self, name, generate):
+        path = os.path.join(self.work, name)
+        if not os.path.exists(path):
+            tmp = path + ".tmp"
+            print(f"generating {name} ...", file=sys.stderr, flush=True)
+            generate(tmp)
+            os.replace(tmp, path)
+        return path
+
+
+def machine_info(root):
+    def sh(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=root).stdout.strip()
+        except OSError:
+            return "?"
+
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            mem = f"{int(f.readline().split()[1]) / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": mem,
+        "kernel": platform.release(),
+        "rustc": sh(["rustc", "--version"]),
+        "commit": sh(["git", "rev-parse", "--short", "HEAD"]),
+        "python": platform.python_version(),
+    }
+
+
+def discover(bench_dir, wanted):
+    cases = []
+    for fname in sorted(os.listdir(bench_dir)):
+        if not (fname.startswith("case_") and fname.endswith(".py")):
+            continue
+        name = fname[len("case_"):-3]
+        if wanted and name not in wanted:
+            continue
+        spec = importlib.util.spec_from_file_location(f"bench_case_{name}", os.path.join(bench_dir, fname))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if not hasattr(module, "run"):
+            raise SystemExit(f"{fname} has no run(ctx)")
+        cases.append((name, module))
+    return cases
+
+
+def main():
+    bench_dir = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(bench_dir))
+    p = argparse.ArgumentParser()
+    p.add_argument("--bin", default=os.path.join(root, "target/release/cohort-sync"))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--cases", default="")
+    p.add_argument("--work", default=os.path.join(root, "bench-work"))
+    p.add_argument("--out", default=os.path.join(root, "BENCHMARKS.md"))
+    p.add_argument("--quick", action="store_true", help="smaller workloads, for trying the harness")
+    args = p.parse_args()
+    wanted = {c for c in args.cases.split(",") if c}
+    ctx = Ctx(args, root)
+    sys.path.insert(0, bench_dir)
+    info = machine_info(root)
+    load_before = os.getloadavg()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    sections = []
+    for name, module in discover(bench_dir, wanted):
+        print(f"== case {name}", file=sys.stderr, flush=True)
+        sections.append(module.run(ctx).strip())
+    load_after = os.getloadavg()
+    header = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (scripts/bench.sh → scripts/bench/run.py); do not edit by hand.",
+        "Each case runs every tool several times, rotating the order each round; wall time is",
+        "measured around the child process and peak RSS is the child's `ru_maxrss` from",
+        "`os.wait4`. Medians are shown with the min–max range. Absolute times drift between",
+        "machines and with load: compare tools within one run.",
+        "",
+        f"- run: {started:%Y-%m-%d %H:%M} UTC, commit `{info['commit']}`, {ctx.repeats} repeats"
+        + (" (quick mode: small workloads)" if ctx.quick else ""),
+        f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory']} RAM, Linux {info['kernel']}",
+        f"- load average (1/5/15 min) before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f};"
+        f" after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}",
+        f"- {info['rustc']}; Python {info['python']} for the peers (versions pinned in scripts/bench/requirements.txt)",
+        f"- binary: `{os.path.relpath(ctx.bin, root)}` built with `cargo build --release`",
+        "",
+    ]
+    body = "\n".join(header) + "\n" + "\n\n".join(sections) + "\n"
+    if not wanted or not os.path.exists(args.out):
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(body)
+    else:
+        # Only some cases were run: write next to the full report instead of replacing it.
+        partial = args.out.replace(".md", ".partial.md")
+        with open(partial, "w", encoding="utf-8") as f:
+            f.write(body)
+        args.out = partial
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
