@@ -5,9 +5,12 @@ mod common;
 
 use std::time::Duration;
 
+use cohort_sync::amplitude::types::{
+    IdKind, Membership, MembershipOperation, MembershipRequest, UploadRequest,
+};
 use cohort_sync::amplitude::{AmplitudeClient, ApiError, FileDownload, JobState};
 use cohort_sync::emulator::universe::{amplitude_id, member_numbers, property_value, user_id};
-use cohort_sync::emulator::{CohortSpec, EmulatorConfig, Listener};
+use cohort_sync::emulator::{CohortSpec, EmulatorConfig, FaultKind, FaultRule, Listener};
 use common::emulator::*;
 use futures::StreamExt;
 
@@ -307,4 +310,757 @@ async fn admin_members_usage_and_log_filter() {
     assert_eq!(newer[0].path, "/api/3/cohorts");
     clear_requests(&emu.base_url).await;
     assert!(requests(&emu.base_url).await.is_empty());
+}
+
+fn config_with(f: impl FnOnce(&mut EmulatorConfig)) -> EmulatorConfig {
+    let mut cfg = base_config();
+    f(&mut cfg);
+    cfg
+}
+
+#[tokio::test]
+async fn unknown_cohort_and_request_ids_are_not_found() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    match client.request_cohort("nope", false, &[]).await {
+        Err(ApiError::NotFound { body: Some(b), .. }) => assert_eq!(b.http_code, Some(404)),
+        other => panic!("expected 404, got {other:?}"),
+    }
+    assert!(matches!(
+        client.request_status("missing").await,
+        Err(ApiError::NotFound { .. })
+    ));
+    assert!(matches!(
+        client.download_file("missing").await,
+        Err(ApiError::NotFound { .. })
+    ));
+    assert_eq!(usage(&emu.base_url, APP).await.0, 0, "a 404 spends nothing");
+}
+
+#[tokio::test]
+async fn file_before_completion_is_an_invalid_request() {
+    let emu = start_emulator(config_with(|c| c.job_duration = Duration::from_secs(3_600))).await;
+    let client = app_client(&emu, APP);
+    let req = client
+        .request_cohort("small1", false, &[])
+        .await
+        .expect("request");
+    assert_eq!(
+        client
+            .request_status(&req.request_id)
+            .await
+            .expect("status"),
+        JobState::InProgress
+    );
+    match client.download_file(&req.request_id).await {
+        Err(ApiError::InvalidRequest {
+            status: 400,
+            body: Some(b),
+        }) => {
+            assert_eq!(b.error_type.as_deref(), Some("job_in_progress"));
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn request_ids_expire() {
+    let emu = start_emulator(config_with(|c| c.request_ttl = Duration::from_secs(5))).await;
+    let client = app_client(&emu, APP);
+    let req = client
+        .request_cohort("small1", false, &[])
+        .await
+        .expect("request");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(matches!(
+        client.download_file(&req.request_id).await,
+        Err(ApiError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn monthly_quota_exhausted() {
+    let emu = start_emulator(base_config()).await;
+    set_usage(&emu.base_url, APP, 500).await;
+    let client = app_client(&emu, APP);
+    match client.request_cohort("small1", false, &[]).await {
+        Err(ApiError::QuotaExhausted { body: Some(b) }) => {
+            assert_eq!(b.http_code, Some(429));
+            assert!(b.message.unwrap_or_default().contains("Monthly quota"));
+        }
+        other => panic!("expected quota exhausted, got {other:?}"),
+    }
+    assert_eq!(usage(&emu.base_url, APP).await, (500, 500));
+}
+
+#[tokio::test]
+async fn four_requests_per_minute_then_429_with_retry_after() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    for _ in 0..4 {
+        client
+            .request_cohort("small1", false, &[])
+            .await
+            .expect("within the window");
+    }
+    let wait = match client.request_cohort("small1", false, &[]).await {
+        Err(ApiError::RateLimited {
+            retry_after: Some(d),
+            body: Some(b),
+        }) => {
+            assert_eq!(b.http_code, Some(429));
+            d
+        }
+        other => panic!("expected 429, got {other:?}"),
+    };
+    // Refused requests spend nothing; after Retry-After the window has room again.
+    assert_eq!(usage(&emu.base_url, APP).await.0, 4);
+    tokio::time::sleep(wait + Duration::from_millis(20)).await;
+    client
+        .request_cohort("small1", false, &[])
+        .await
+        .expect("after Retry-After");
+    let log = requests(&emu.base_url).await;
+    let statuses: Vec<u16> = log.iter().map(|e| e.status).collect();
+    assert_eq!(statuses, [202, 202, 202, 202, 429, 202]);
+}
+
+#[tokio::test]
+async fn long_window_limits_requests_too() {
+    let emu = start_emulator(config_with(|c| {
+        c.requests_per_short_window = 100;
+        c.requests_per_long_window = 3;
+    }))
+    .await;
+    let client = app_client(&emu, APP);
+    for _ in 0..3 {
+        client
+            .request_cohort("small1", false, &[])
+            .await
+            .expect("within the window");
+    }
+    assert!(matches!(
+        client.request_cohort("small1", false, &[]).await,
+        Err(ApiError::RateLimited {
+            retry_after: Some(_),
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn five_requests_in_flight_then_429() {
+    let emu = start_emulator(config_with(|c| {
+        c.apps[0].cohorts.push(cohort("huge", 500_000, 3));
+        c.redirect_threshold_rows = 1_000_000;
+    }))
+    .await;
+    let client = app_client(&emu, APP);
+    let mut request_ids = Vec::new();
+    for _ in 0..4 {
+        request_ids.push(
+            client
+                .request_cohort("huge", false, &[])
+                .await
+                .expect("request")
+                .request_id,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    request_ids.push(
+        client
+            .request_cohort("huge", false, &[])
+            .await
+            .expect("request")
+            .request_id,
+    );
+    for id in &request_ids {
+        wait_done(&client, id).await;
+    }
+    // Five bodies far larger than the socket buffers, none read: five requests in flight.
+    let mut open = Vec::new();
+    for id in &request_ids {
+        open.push(client.download_file(id).await.expect("download starts"));
+    }
+    match client.list_cohorts(false).await {
+        Err(ApiError::RateLimited {
+            retry_after: Some(_),
+            ..
+        }) => {}
+        other => panic!("expected 429 for the sixth request, got {other:?}"),
+    }
+    drop(open);
+    // Once the server has noticed the dropped downloads, calls go through again.
+    let mut listed = false;
+    for _ in 0..200 {
+        if client.list_cohorts(false).await.is_ok() {
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(listed, "slots were never released");
+}
+
+#[tokio::test]
+async fn server_error_and_rate_limit_faults_fire_count_times() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    fault(&emu.base_url, FaultKind::ServerError, "/api/3/cohorts", 1).await;
+    match client.list_cohorts(false).await {
+        Err(ApiError::Server { status: 500, .. }) => {}
+        other => panic!("expected 500, got {other:?}"),
+    }
+    client.list_cohorts(false).await.expect("fault disarmed");
+    add_fault(
+        &emu.base_url,
+        &FaultRule {
+            retry_after_secs: Some(200.0),
+            ..FaultRule::new(FaultKind::RateLimit, "usage", 2)
+        },
+    )
+    .await;
+    for _ in 0..2 {
+        match client.usage().await {
+            // 200 s of Amplitude time at a time scale of 0.01.
+            Err(ApiError::RateLimited {
+                retry_after: Some(d),
+                ..
+            }) => {
+                assert_eq!(d, Duration::from_secs(2))
+            }
+            other => panic!("expected 429, got {other:?}"),
+        }
+    }
+    client.usage().await.expect("fault disarmed");
+}
+
+#[tokio::test]
+async fn reset_mid_body_is_a_transport_error_and_file_can_be_asked_again() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    let req = client
+        .request_cohort("props1", true, &[])
+        .await
+        .expect("request");
+    wait_done(&client, &req.request_id).await;
+    fault(&emu.base_url, FaultKind::Reset, "/file", 1).await;
+    let d = client
+        .download_file(&req.request_id)
+        .await
+        .expect("head arrives");
+    assert_eq!(d.content_length, None);
+    match body_bytes(d).await {
+        Err(ApiError::Transport { .. }) => {}
+        other => panic!(
+            "expected a transport error, got {:?}",
+            other.map(|b| b.len())
+        ),
+    }
+    let (_, rows) = download_rows(&client, &req.request_id).await;
+    assert_eq!(
+        rows,
+        expected_rows(11, "props1", 300, Some(&["plan", "note"]))
+    );
+    assert_eq!(usage(&emu.base_url, APP).await.0, 1);
+}
+
+#[tokio::test]
+async fn truncated_body_promises_more_than_it_sends() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    let req = client
+        .request_cohort("small1", false, &[])
+        .await
+        .expect("request");
+    wait_done(&client, &req.request_id).await;
+    add_fault(
+        &emu.base_url,
+        &FaultRule {
+            after_bytes: Some(100),
+            ..FaultRule::new(FaultKind::Truncate, "/file", 1)
+        },
+    )
+    .await;
+    let d = client
+        .download_file(&req.request_id)
+        .await
+        .expect("head arrives");
+    let promised = d.content_length.expect("Content-Length");
+    assert!(promised > 100);
+    assert!(matches!(
+        body_bytes(d).await,
+        Err(ApiError::Transport { .. })
+    ));
+}
+
+#[tokio::test]
+async fn gzip_by_header_on_the_body_and_by_magic_bytes_on_presigned_links() {
+    let emu = start_emulator(config_with(|c| {
+        c.gzip = true;
+        c.redirect_threshold_rows = 1_000;
+    }))
+    .await;
+    let client = app_client(&emu, APP);
+    let small = client
+        .request_cohort("small1", false, &[])
+        .await
+        .expect("request");
+    let big = client
+        .request_cohort("big1", false, &[])
+        .await
+        .expect("request");
+    wait_done(&client, &small.request_id).await;
+    wait_done(&client, &big.request_id).await;
+
+    let d = client
+        .download_file(&small.request_id)
+        .await
+        .expect("download");
+    assert_eq!(d.content_encoding.as_deref(), Some("gzip"));
+    assert!(!d.redirected);
+    let bytes = body_bytes(d).await.expect("body");
+    assert!(bytes.starts_with(&[0x1f, 0x8b]));
+    assert_eq!(
+        parse_csv(&gunzip_if_needed(bytes)).await,
+        expected_rows(5, "small1", 120, None)
+    );
+
+    let d = client
+        .download_file(&big.request_id)
+        .await
+        .expect("download");
+    assert_eq!(
+        d.content_encoding, None,
+        "S3 objects carry no Content-Encoding"
+    );
+    assert!(d.redirected);
+    let bytes = body_bytes(d).await.expect("body");
+    assert!(bytes.starts_with(&[0x1f, 0x8b]));
+    assert_eq!(
+        parse_csv(&gunzip_if_needed(bytes)).await,
+        expected_rows(9, "big1", 1_500, None)
+    );
+}
+
+#[tokio::test]
+async fn expired_link_is_answered_by_asking_file_again() {
+    let emu = start_emulator(config_with(|c| c.redirect_threshold_rows = 1_000)).await;
+    let client = app_client(&emu, APP);
+    let req = client
+        .request_cohort("big1", false, &[])
+        .await
+        .expect("request");
+    wait_done(&client, &req.request_id).await;
+    fault(&emu.base_url, FaultKind::ExpiredLink, "/file", 1).await;
+    match client.download_file(&req.request_id).await {
+        Err(ApiError::LinkExpired { status: 403 }) => {}
+        other => panic!("expected an expired link, got {other:?}"),
+    }
+    let (redirected, rows) = download_rows(&client, &req.request_id).await;
+    assert!(redirected);
+    assert_eq!(rows, expected_rows(9, "big1", 1_500, None));
+    let presigned: Vec<u16> = requests(&emu.base_url)
+        .await
+        .iter()
+        .filter(|e| e.listener == Listener::Presign)
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(presigned, [403, 200]);
+}
+
+#[tokio::test]
+async fn links_expire_after_their_ttl() {
+    let emu = start_emulator(config_with(|c| {
+        c.redirect_threshold_rows = 1_000;
+        c.link_ttl = Duration::from_secs(1);
+    }))
+    .await;
+    let client = app_client(&emu, APP);
+    let req = client
+        .request_cohort("big1", false, &[])
+        .await
+        .expect("request");
+    wait_done(&client, &req.request_id).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let resp = http
+        .get(format!(
+            "{}/api/5/cohorts/request/{}/file",
+            emu.base_url, req.request_id
+        ))
+        .basic_auth(format!("key-{APP}"), Some(format!("secret-{APP}")))
+        .send()
+        .await
+        .expect("file");
+    let location = resp.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let late = http.get(&location).send().await.expect("presigned");
+    assert_eq!(late.status(), 403);
+    assert!(
+        late.text()
+            .await
+            .expect("xml")
+            .contains("Request has expired")
+    );
+}
+
+#[tokio::test]
+async fn slow_job_fault_keeps_the_job_in_progress() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    let req = client
+        .request_cohort("small1", false, &[])
+        .await
+        .expect("request");
+    wait_done(&client, &req.request_id).await;
+    fault(&emu.base_url, FaultKind::SlowJob, "request-status", 2).await;
+    for _ in 0..2 {
+        assert_eq!(
+            client
+                .request_status(&req.request_id)
+                .await
+                .expect("status"),
+            JobState::InProgress
+        );
+    }
+    assert_eq!(
+        client
+            .request_status(&req.request_id)
+            .await
+            .expect("status"),
+        JobState::Completed
+    );
+}
+
+fn membership(op: MembershipOperation, kind: IdKind, ids: Vec<String>) -> Membership {
+    Membership {
+        ids,
+        id_type: kind.membership_id_type(),
+        operation: op,
+    }
+}
+
+#[tokio::test]
+async fn membership_adds_and_removes_by_id_and_by_name() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    let before = client.list_cohorts(false).await.expect("list");
+    let old_computed = before.cohorts[0].last_computed.clone();
+    let current: Vec<u64> = member_numbers(5, "small1", 120).collect();
+    let newcomers: Vec<u64> = member_numbers(77, "elsewhere", 40)
+        .filter(|n| user_id(*n).is_some())
+        .take(3)
+        .collect();
+    let body = MembershipRequest {
+        cohort_id: "small1".into(),
+        count_group: None,
+        memberships: vec![
+            membership(
+                MembershipOperation::Add,
+                IdKind::AmplitudeId,
+                vec![
+                    amplitude_id(newcomers[0]).to_string(),
+                    "not-a-number".into(),
+                ],
+            ),
+            membership(
+                MembershipOperation::Add,
+                IdKind::UserId,
+                vec![
+                    user_id(newcomers[1]).expect("user id"),
+                    "nobody-at-all".into(),
+                ],
+            ),
+            membership(
+                MembershipOperation::Remove,
+                IdKind::AmplitudeId,
+                vec![
+                    amplitude_id(current[0]).to_string(),
+                    amplitude_id(current[1]).to_string(),
+                ],
+            ),
+        ],
+        skip_invalid_ids: Some(true),
+    };
+    let answer = client.update_membership(&body).await.expect("membership");
+    assert_eq!(answer.cohort_id.as_deref(), Some("small1"));
+    let skipped: Vec<Vec<String>> = answer
+        .memberships_result
+        .iter()
+        .map(|r| r.skipped_ids.clone())
+        .collect();
+    assert_eq!(
+        skipped,
+        vec![
+            vec!["not-a-number".to_string()],
+            vec!["nobody-at-all".to_string()],
+            vec![]
+        ]
+    );
+    assert_eq!(
+        answer.memberships_result[2].operation,
+        Some(MembershipOperation::Remove)
+    );
+
+    let mut want: Vec<u64> = current[2..].to_vec();
+    want.extend(&newcomers[..2]);
+    let mut want: Vec<(i64, Option<String>)> = want
+        .into_iter()
+        .map(|n| (amplitude_id(n), user_id(n)))
+        .collect();
+    want.sort();
+    assert_eq!(members(&emu.base_url, APP, "small1").await, want);
+
+    let after = client.list_cohorts(false).await.expect("list");
+    assert_eq!(after.cohorts[0].size, Some(120));
+    let secs = |t: &Option<cohort_sync::amplitude::types::Timestamp>| {
+        t.as_ref()
+            .and_then(|t| t.epoch_seconds())
+            .expect("lastComputed")
+    };
+    assert!(secs(&after.cohorts[0].last_computed) > secs(&old_computed));
+
+    let log = requests(&emu.base_url).await;
+    let entry = log
+        .iter()
+        .find(|e| e.path == "/api/3/cohorts/membership")
+        .expect("logged");
+    assert_eq!(entry.operation.as_deref(), Some("ADD,REMOVE"));
+    assert_eq!(entry.id_count, Some(6));
+    assert_eq!(entry.cohort_id.as_deref(), Some("small1"));
+}
+
+#[tokio::test]
+async fn membership_refuses_invalid_ids_when_asked_and_unknown_cohorts() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    let body = MembershipRequest {
+        cohort_id: "small1".into(),
+        count_group: None,
+        memberships: vec![membership(
+            MembershipOperation::Add,
+            IdKind::UserId,
+            vec!["ghost".into()],
+        )],
+        skip_invalid_ids: Some(false),
+    };
+    match client.update_membership(&body).await {
+        Err(ApiError::InvalidRequest {
+            status: 400,
+            body: Some(b),
+        }) => {
+            assert_eq!(b.error_type.as_deref(), Some("invalid_ids"));
+            assert_eq!(b.metadata.expect("metadata")["invalid_ids"][0], "ghost");
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
+    let unknown = MembershipRequest {
+        cohort_id: "nope".into(),
+        ..body
+    };
+    assert!(matches!(
+        client.update_membership(&unknown).await,
+        Err(ApiError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn more_than_100k_ids_is_an_invalid_request() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    let ids: Vec<String> = member_numbers(1, "x", 100_001)
+        .map(|n| amplitude_id(n).to_string())
+        .collect();
+    let body = MembershipRequest {
+        cohort_id: "small1".into(),
+        count_group: None,
+        memberships: vec![membership(
+            MembershipOperation::Add,
+            IdKind::AmplitudeId,
+            ids.clone(),
+        )],
+        skip_invalid_ids: None,
+    };
+    match client.update_membership(&body).await {
+        Err(ApiError::InvalidRequest {
+            status: 400,
+            body: Some(b),
+        }) => {
+            assert_eq!(b.http_code, Some(400));
+            assert_eq!(b.error_type.as_deref(), Some("too_many_ids"));
+            assert_eq!(b.metadata.expect("metadata")["limit"], 100_000);
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
+    let upload = UploadRequest {
+        name: "Too big".into(),
+        app_id: APP as i64,
+        id_type: IdKind::AmplitudeId.upload_id_type(),
+        cg: None,
+        ids,
+        owner: "o@example.com".into(),
+        published: true,
+        skip_save: None,
+        skip_invalid_ids: None,
+        existing_cohort_id: None,
+    };
+    assert!(matches!(
+        client.upload(&upload).await,
+        Err(ApiError::InvalidRequest { status: 400, .. })
+    ));
+}
+
+#[tokio::test]
+async fn upload_creates_and_replaces_cohorts() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    let wanted: Vec<u64> = member_numbers(31, "crm", 50)
+        .filter(|n| user_id(*n).is_some())
+        .collect();
+    let mut ids: Vec<String> = wanted
+        .iter()
+        .map(|n| user_id(*n).unwrap_or_default())
+        .collect();
+    ids.push("stranger@nowhere".into());
+    let create = UploadRequest {
+        name: "CRM list".into(),
+        app_id: APP as i64,
+        id_type: IdKind::UserId.upload_id_type(),
+        cg: None,
+        ids,
+        owner: "crm@example.com".into(),
+        published: false,
+        skip_save: None,
+        skip_invalid_ids: Some(true),
+        existing_cohort_id: None,
+    };
+    let made = client.upload(&create).await.expect("upload");
+    let meta = made.metadata.expect("metadata");
+    assert_eq!(meta.matched, Some(wanted.len() as i64));
+    assert_eq!(meta.totals, Some(wanted.len() as i64 + 1));
+    assert_eq!(meta.invalid_ids_sample, ["stranger@nowhere"]);
+    let list = client.list_cohorts(false).await.expect("list");
+    let new = list
+        .cohorts
+        .iter()
+        .find(|c| c.id == made.cohort_id)
+        .expect("listed");
+    assert_eq!(
+        (new.name.as_str(), new.size, new.published),
+        ("CRM list", Some(wanted.len() as i64), false)
+    );
+    assert_eq!(new.owners, ["crm@example.com"]);
+    let mut want: Vec<(i64, Option<String>)> = wanted
+        .iter()
+        .map(|n| (amplitude_id(*n), user_id(*n)))
+        .collect();
+    want.sort();
+    assert_eq!(members(&emu.base_url, APP, &made.cohort_id).await, want);
+
+    let replace = UploadRequest {
+        id_type: IdKind::AmplitudeId.upload_id_type(),
+        ids: vec![amplitude_id(7).to_string()],
+        existing_cohort_id: Some("small1".into()),
+        ..create.clone()
+    };
+    let replaced = client.upload(&replace).await.expect("replace");
+    assert_eq!(replaced.cohort_id, "small1");
+    assert_eq!(
+        members(&emu.base_url, APP, "small1").await,
+        vec![(amplitude_id(7), user_id(7))]
+    );
+
+    let strict = UploadRequest {
+        skip_invalid_ids: Some(false),
+        ..create
+    };
+    match client.upload(&strict).await {
+        Err(ApiError::InvalidRequest {
+            status: 400,
+            body: Some(b),
+        }) => {
+            assert_eq!(b.error_type.as_deref(), Some("invalid_ids"));
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
+    let log = requests(&emu.base_url).await;
+    let uploads: Vec<_> = log
+        .iter()
+        .filter(|e| e.path == "/api/3/cohorts/upload")
+        .collect();
+    assert_eq!(uploads.len(), 3);
+    assert_eq!(uploads[1].cohort_id.as_deref(), Some("small1"));
+    assert_eq!(
+        (uploads[0].operation.as_deref(), uploads[0].id_count),
+        (Some("UPLOAD"), Some(wanted.len() as u64 + 1))
+    );
+}
+
+#[tokio::test]
+async fn concurrent_calls_on_one_cohort_answer_429() {
+    // Each call holds the cohort for 100 s of Amplitude time (1 s here).
+    let emu = start_emulator(config_with(|c| {
+        c.membership_processing = Duration::from_secs(100)
+    }))
+    .await;
+    let client = app_client(&emu, APP);
+    let call = |n: u64| {
+        let client = client.clone();
+        async move {
+            let body = MembershipRequest {
+                cohort_id: "small1".into(),
+                count_group: None,
+                memberships: vec![membership(
+                    MembershipOperation::Add,
+                    IdKind::AmplitudeId,
+                    vec![amplitude_id(n).to_string()],
+                )],
+                skip_invalid_ids: None,
+            };
+            client.update_membership(&body).await
+        }
+    };
+    let (a, b) = tokio::join!(call(1), call(2));
+    let limited = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Err(ApiError::RateLimited { .. })))
+        .count();
+    let ok = [&a, &b].iter().filter(|r| r.is_ok()).count();
+    assert_eq!((ok, limited), (1, 1), "{a:?} {b:?}");
+}
+
+#[tokio::test]
+async fn admin_adds_and_changes_cohorts() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    add_cohort(&emu.base_url, APP, &cohort("added", 40, 8)).await;
+    let changed = patch_cohort(
+        &emu.base_url,
+        APP,
+        "added",
+        serde_json::json!({"archived": true, "last_computed_ms": 1_800_000_000_000i64, "name": "Renamed"}),
+    )
+    .await;
+    assert_eq!(changed["lastComputed"], 1_800_000_000);
+    let list = client.list_cohorts(false).await.expect("list");
+    let c = list
+        .cohorts
+        .iter()
+        .find(|c| c.id == "added")
+        .expect("listed");
+    assert!(c.archived);
+    assert_eq!((c.name.as_str(), c.size), ("Renamed", Some(40)));
+    let req = client
+        .request_cohort("added", false, &[])
+        .await
+        .expect("request");
+    wait_done(&client, &req.request_id).await;
+    let (_, rows) = download_rows(&client, &req.request_id).await;
+    assert_eq!(rows, expected_rows(8, "added", 40, None));
 }

@@ -13,6 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::json;
 
 use super::errors::{api_error, rate_limited};
@@ -20,6 +21,8 @@ use super::faults::{FaultKind, FaultRule};
 use super::state::Shared;
 
 const CUTS: [FaultKind; 2] = [FaultKind::Reset, FaultKind::Truncate];
+/// Time between the last bytes sent and the cut.
+const FLUSH_PAUSE: Duration = Duration::from_millis(50);
 
 pub async fn inject(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
@@ -88,12 +91,14 @@ async fn cut_body(resp: Response, rule: &FaultRule) -> Response {
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     let kind = rule.kind;
-    let chunks: Vec<io::Result<Bytes>> = vec![
-        Ok(head),
+    let head_part = futures::stream::once(async move { Ok::<Bytes, io::Error>(head) });
+    // The pause lets the server flush the head and the partial body before the cut.
+    let cut_part = futures::stream::once(async move {
+        tokio::time::sleep(FLUSH_PAUSE).await;
         Err(io::Error::new(
             io::ErrorKind::ConnectionReset,
             format!("injected {kind:?} fault"),
-        )),
-    ];
-    Response::from_parts(parts, Body::from_stream(futures::stream::iter(chunks)))
+        ))
+    });
+    Response::from_parts(parts, Body::from_stream(head_part.chain(cut_part)))
 }
