@@ -55,3 +55,4 @@ pub fn create_bucket(prefix: &str) -> String {
     assert!(out.contains("created"), "{out}");
     name
 }
+pub mod runner;

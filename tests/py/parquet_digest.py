@@ -38,7 +38,7 @@ def main(argv):
     table = pf.read()
     meta = {
         k.decode(): v.decode()
-        for k, v in (pf.schema_arrow.metadata or {}).items()
+        for k, v in (pf.metadata.metadata or {}).items()
         if not k.startswith(b"ARROW")
     }
     cols = [table.column(n).to_pylist() for n in names]
