@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::universe::{amplitude_id, property_value, write_u64, write_user_id};
+use super::universe::{amplitude_id, prop_hash, write_property, write_u64, write_user_id};
 
 /// Size of the chunks a body is produced in.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -57,6 +57,15 @@ impl Members {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PropColumns(pub Option<Vec<String>>);
 
+impl PropColumns {
+    /// Each column with its precomputed hash.
+    fn hashed(&self) -> Option<Vec<(String, u64)>> {
+        self.0
+            .as_ref()
+            .map(|keys| keys.iter().map(|k| (k.clone(), prop_hash(k))).collect())
+    }
+}
+
 /// The header row of a file with these property columns.
 pub fn header(props: &PropColumns) -> Vec<u8> {
     let mut out = Vec::new();
@@ -75,8 +84,8 @@ pub fn header(props: &PropColumns) -> Vec<u8> {
     out
 }
 
-/// Appends member `n`'s row.
-pub fn write_row(n: u64, props: &PropColumns, out: &mut Vec<u8>) {
+/// Appends member `n`'s row; `props` as made by `PropColumns::hashed`.
+fn write_row(n: u64, props: Option<&[(String, u64)]>, out: &mut Vec<u8>) {
     let amp = amplitude_id(n) as u64;
     out.push(b'"');
     write_u64(amp, out);
@@ -84,13 +93,11 @@ pub fn write_row(n: u64, props: &PropColumns, out: &mut Vec<u8>) {
     // User ids never contain quotes, so they need no escaping.
     write_user_id(n, out);
     out.push(b'"');
-    if let Some(keys) = &props.0 {
-        for k in keys {
-            out.push(b',');
-            match property_value(n, k) {
-                Some(v) => quoted(v.as_bytes(), out),
-                None => out.extend_from_slice(b"\"\""),
-            }
+    if let Some(keys) = props {
+        for (k, h) in keys {
+            out.extend_from_slice(b",\"");
+            write_property(n, k, *h, true, out);
+            out.push(b'"');
         }
         out.extend_from_slice(b",\"");
         write_u64(amp, out);
@@ -114,7 +121,7 @@ fn quoted(text: &[u8], out: &mut Vec<u8>) {
 pub struct CsvChunks {
     header: Option<Vec<u8>>,
     numbers: Box<dyn Iterator<Item = u64> + Send>,
-    props: PropColumns,
+    props: Option<Vec<(String, u64)>>,
 }
 
 impl CsvChunks {
@@ -122,7 +129,7 @@ impl CsvChunks {
         CsvChunks {
             header: Some(header(&props)),
             numbers: members.numbers(),
-            props,
+            props: props.hashed(),
         }
     }
 }
@@ -137,7 +144,7 @@ impl Iterator for CsvChunks {
             .unwrap_or_else(|| Vec::with_capacity(CHUNK_BYTES + 512));
         while buf.len() < CHUNK_BYTES {
             match self.numbers.next() {
-                Some(n) => write_row(n, &self.props, &mut buf),
+                Some(n) => write_row(n, self.props.as_deref(), &mut buf),
                 None => break,
             }
         }
@@ -148,7 +155,7 @@ impl Iterator for CsvChunks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::universe::{member_numbers, user_id};
+    use crate::emulator::universe::{member_numbers, property_value, user_id};
 
     /// A small RFC 4180 reader for the test: quoted fields, doubled quotes, embedded
     /// newlines.

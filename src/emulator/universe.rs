@@ -66,18 +66,74 @@ pub fn number_for_user_id(id: &str) -> Option<u64> {
 /// member in twelve. Values exercise CSV parsers: commas, doubled quotes, newlines,
 /// carriage returns and non-ASCII text all occur.
 pub fn property_value(n: u64, prop: &str) -> Option<String> {
-    let h = mix(n ^ PROP_SALT ^ hash_str(prop));
-    let v = match h % 12 {
-        0 => return None,
-        1 => format!("{prop} {n}, with a comma"),
-        2 => format!("He said \"hi\" #{n}"),
-        3 => format!("line one\nline two {n}"),
-        4 => format!("Zürich — 東京 {n}"),
-        5 => format!("\"{n}\",\r\n\"quoted\""),
-        6 => format!("{}", h % 1000),
-        _ => format!("{prop}-{}", h % 97),
-    };
-    Some(v)
+    let mut out = Vec::new();
+    write_property(n, prop, prop_hash(prop), false, &mut out)
+        .then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The per-property part of [`property_value`]'s hash (computed once per column).
+pub(crate) fn prop_hash(prop: &str) -> u64 {
+    PROP_SALT ^ hash_str(prop)
+}
+
+/// Appends the value of `prop` for member `n` (with `"` doubled when `csv_escaped`);
+/// false (nothing written) when the member has no value.
+pub(crate) fn write_property(
+    n: u64,
+    prop: &str,
+    prop_hash: u64,
+    csv_escaped: bool,
+    out: &mut Vec<u8>,
+) -> bool {
+    let h = mix(n ^ prop_hash);
+    let put = |out: &mut Vec<u8>, text: &str| put_text(out, text, csv_escaped);
+    match h % 12 {
+        0 => return false,
+        1 => {
+            put(out, prop);
+            out.push(b' ');
+            write_u64(n, out);
+            out.extend_from_slice(b", with a comma");
+        }
+        2 => {
+            put(out, "He said \"hi\" #");
+            write_u64(n, out);
+        }
+        3 => {
+            out.extend_from_slice(b"line one\nline two ");
+            write_u64(n, out);
+        }
+        4 => {
+            out.extend_from_slice("Zürich — 東京 ".as_bytes());
+            write_u64(n, out);
+        }
+        5 => {
+            put(out, "\"");
+            write_u64(n, out);
+            put(out, "\",\r\n\"quoted\"");
+        }
+        6 => write_u64(h % 1000, out),
+        _ => {
+            put(out, prop);
+            out.push(b'-');
+            write_u64(h % 97, out);
+        }
+    }
+    true
+}
+
+/// Appends `text`, doubling quotes when `csv_escaped`.
+fn put_text(out: &mut Vec<u8>, text: &str, csv_escaped: bool) {
+    if !csv_escaped || memchr::memchr(b'"', text.as_bytes()).is_none() {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    for &b in text.as_bytes() {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
 }
 
 /// Appends member `n`'s user id to `out`; false (nothing written) when it has none.
