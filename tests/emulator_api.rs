@@ -1064,3 +1064,101 @@ async fn admin_adds_and_changes_cohorts() {
     let (_, rows) = download_rows(&client, &req.request_id).await;
     assert_eq!(rows, expected_rows(8, "added", 40, None));
 }
+
+/// The real binary: `cohort-sync emulate` prints its two addresses, serves the fixture,
+/// applies flags over it, and stops on SIGTERM.
+#[tokio::test]
+async fn emulate_command_serves_the_demo_fixture_and_stops_on_sigterm() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cohort-sync"))
+        .args([
+            "emulate",
+            "--port",
+            "0",
+            "--fixture",
+            "pipelines/emulator-demo.toml",
+        ])
+        .args([
+            "--monthly-limit",
+            "7",
+            "--usage-used",
+            "3",
+            "--fault",
+            "server_error:/api/3/cohorts/usage:1",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next_line().await.expect("read").expect("first line");
+    let second = lines.next_line().await.expect("read").expect("second line");
+    let base = first
+        .strip_prefix("listening on ")
+        .expect("first line format")
+        .to_string();
+    assert!(base.starts_with("http://127.0.0.1:"), "{first}");
+    assert!(
+        second.starts_with("presigned links on http://127.0.0.1:"),
+        "{second}"
+    );
+
+    let client = AmplitudeClient::new(cohort_sync::amplitude::ClientOptions::new(
+        base.clone(),
+        cohort_sync::amplitude::Credentials::new("demo-key", "demo-secret"),
+    ))
+    .expect("client");
+    let list = client.list_cohorts(false).await.expect("list");
+    assert_eq!(list.cohorts.len(), 6);
+    assert!(list.cohorts.iter().any(|c| c.archived));
+    assert!(list.cohorts.iter().any(|c| !c.published));
+    assert!(list.cohorts.iter().any(|c| c.size == Some(300_000)));
+    assert!(matches!(
+        client.usage().await,
+        Err(ApiError::Server { status: 500, .. })
+    ));
+    let usage = client.usage().await.expect("usage after the fault");
+    assert_eq!((usage.usage, usage.limit), (3, 7));
+
+    let pid = child.id().expect("pid").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = child.wait().await.expect("exits");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn emulate_command_reports_fixture_errors_with_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[apps]]\napp_id = 1\napi_key = \"k\"\nsecret_key = \"s\"\n\n[[apps.cohorts]]\nid = \"c\"\nsize = -5\n",
+    )
+    .expect("write fixture");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cohort-sync"))
+        .args(["emulate", "--fixture"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("binary runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("{}:8:8: ", path.display())),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    let bad_flag = tokio::process::Command::new(env!("CARGO_BIN_EXE_cohort-sync"))
+        .args(["emulate", "--fault", "explode:/x:1"])
+        .output()
+        .await
+        .expect("binary runs");
+    assert_eq!(bad_flag.status.code(), Some(2));
+}

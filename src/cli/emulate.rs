@@ -10,6 +10,9 @@ use clap::Args;
 use cohort_sync::emulator::{self, EmulatorConfig, FaultRule, fixture};
 use cohort_sync::exit;
 
+/// How long requests in progress may take to finish after SIGINT/SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Without --fixture the emulator serves one app: app_id 100001, api key `demo-key`, \
@@ -126,7 +129,14 @@ pub async fn emulate(args: EmulateArgs) -> u8 {
         return exit::FAILED;
     }
     wait_for_stop_signal().await;
-    running.shutdown().await;
+    // Requests in progress get a moment to finish; a download nobody reads does not
+    // hold the process.
+    if tokio::time::timeout(SHUTDOWN_GRACE, running.shutdown())
+        .await
+        .is_err()
+    {
+        eprintln!("emulator: stopped with requests still in progress");
+    }
     exit::OK
 }
 
