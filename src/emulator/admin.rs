@@ -1,5 +1,18 @@
-//! Inspection and control endpoints under `/_emulator` on the API listener (no auth):
-//! the request log, usage, current members, cohort creation and changes, faults.
+//! Inspection and control endpoints under `/_emulator` on the API listener (no auth, not
+//! logged, never faulted):
+//!
+//! - `GET /_emulator/requests[?since=SEQ]`: JSON array of [`super::LoggedRequest`] in
+//!   arrival order; `DELETE` clears it (204).
+//! - `GET /_emulator/apps/{app_id}/usage` → `{"used", "limit"}`; `PUT` with
+//!   `{"used": N}` and/or `{"limit": N}` sets them and answers the new values.
+//! - `GET /_emulator/apps/{app_id}/cohorts/{cohort_id}/members` → `text/csv`, header
+//!   `amplitude_id,user_id`, one current member per row sorted by amplitude_id.
+//! - `POST /_emulator/apps/{app_id}/cohorts` with a [`super::CohortSpec`] (201, the cohort
+//!   object; 409 if the id exists); `PATCH /_emulator/apps/{app_id}/cohorts/{cohort_id}`
+//!   with any of `name`, `size`, `published`, `archived`, `last_computed_ms`, `owners`,
+//!   `props`, `seed` (a new size or seed regenerates the members).
+//! - `POST /_emulator/faults` with a [`super::FaultRule`] (201); `GET` lists the armed
+//!   rules; `DELETE` disarms all (204).
 
 use std::sync::Arc;
 

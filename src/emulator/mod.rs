@@ -2,10 +2,24 @@
 //! Amplitude's endpoints, auth, quotas, async jobs, presigned redirects to a second
 //! listener, membership changes, fault injection and inspection endpoints for tests.
 //!
-//! Modules, one concern each: `config` (settings), `universe` (deterministic members),
-//! `csv_body`/`download` (file bodies), `state` (the mutable world), `auth` (Basic auth and
-//! in-flight gate), `api` (Amplitude routes), `presign` (the "S3" listener), `admin`
-//! (`/_emulator`), `faults`/`inject` (fault rules and their middleware), `log` (request log).
+//! Behaviour in short (durations are Amplitude time, multiplied by `time_scale`):
+//! - Basic auth per app on every `/api` route; 401 + error JSON otherwise. Errors are
+//!   `{"error": {"http_code", "type", "message", "metadata"}}`.
+//! - 5 requests in flight per app (a streamed body counts until it ends), 4 single-cohort
+//!   requests per minute and 60 per 10 minutes (sliding), a monthly limit (429 whose
+//!   message names the monthly quota). Rate 429s carry `Retry-After`: whole seconds (at
+//!   least 1) at `time_scale >= 1`, else decimal seconds with millisecond precision.
+//! - Jobs stay `JOB INPROGRESS` (202) for `job_duration`, then `JOB COMPLETED` (200);
+//!   request ids live `request_ttl` (7 days), then 404; `/file` before completion is a 400
+//!   `job_in_progress`. Files above `redirect_threshold_rows` are a 302 to
+//!   `/cohort-exports/{app}/{request_id}.csv?X-Amz-...` on the presign listener, valid
+//!   `link_ttl`, refused (403 S3 XML) when expired or sent with an `Authorization` header.
+//!
+//! Modules, one concern each: `config` (settings), `fixture` (TOML fixtures), `universe`
+//! (deterministic members), `csv_body`/`download` (file bodies), `state` (the mutable
+//! world), `auth` (Basic auth and in-flight gate), `api` (Amplitude routes), `presign`
+//! (the "S3" listener), `admin` (`/_emulator`), `faults`/`inject` (fault rules and their
+//! middleware), `log` (request log), `errors`, `query`.
 
 mod admin;
 mod api;
