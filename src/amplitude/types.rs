@@ -34,6 +34,16 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// For people: `2024-06-01 00:00:00 UTC` when the instant is known, else as sent.
+    pub fn readable(&self) -> String {
+        self.epoch_seconds()
+            .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+            .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_else(|| self.to_string())
+    }
+}
+
 impl std::fmt::Display for Timestamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

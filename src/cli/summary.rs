@@ -63,10 +63,10 @@ fn render_pipeline(out: &mut String, p: &PipelineReport, mode: &str) {
         out.push('\n');
         for r in &p.requests {
             out.push_str(&format!(
-                "    request {} for cohort {}: {:?}\n",
+                "    request {} for cohort {}: {}\n",
                 r.request_id.as_deref().unwrap_or("(new)"),
                 r.cohort_id,
-                r.reason
+                r.reason.describe()
             ));
         }
     }

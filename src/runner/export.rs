@@ -282,7 +282,7 @@ fn fill_planned(report: &mut PipelineReport, plan: &ExportPlan, now: DateTime<Ut
                     (None, reason) => {
                         let reason = reason.unwrap_or(RequestReason::FirstExport);
                         r.quota_spent = 1;
-                        r.detail = Some(format!("new request ({})", reason_text(reason)));
+                        r.detail = Some(format!("new request ({})", reason.describe()));
                         report.requests.push(SpentRequest {
                             cohort_id: item.selected.cohort.id.clone(),
                             request_id: None,
@@ -297,18 +297,6 @@ fn fill_planned(report: &mut PipelineReport, plan: &ExportPlan, now: DateTime<Ut
     }
     report.quota_spent = plan.spend();
     report.earliest_finish = Some(plan.earliest_finish(now));
-}
-
-fn reason_text(reason: RequestReason) -> &'static str {
-    match reason {
-        RequestReason::FirstExport => "never exported",
-        RequestReason::CohortChanged => "lastComputed changed since the last export",
-        RequestReason::Forced => "unchanged, but forced",
-        RequestReason::EarlierRequestUnusable => {
-            "the earlier request is older than 7 days or for other columns"
-        }
-        RequestReason::ReverseBaseline => "reverse baseline: no fresh snapshot",
-    }
 }
 
 /// What every cohort download of one pipeline run shares.

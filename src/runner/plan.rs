@@ -159,7 +159,7 @@ fn decide(sel: &Selected, record: &CohortRecord, opts: &PlanOptions, now: DateTi
             outcome: Outcome::SkippedUnchanged,
             detail: format!(
                 "lastComputed {} equals the last export's",
-                last_computed.map(|t| t.to_string()).unwrap_or_default()
+                last_computed.map(|t| t.readable()).unwrap_or_default()
             ),
         };
     }

@@ -40,6 +40,21 @@ pub enum RequestReason {
     ReverseBaseline,
 }
 
+impl RequestReason {
+    /// The reason in words, for summaries and details.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RequestReason::FirstExport => "never exported",
+            RequestReason::CohortChanged => "lastComputed changed since the last export",
+            RequestReason::Forced => "unchanged, but forced",
+            RequestReason::EarlierRequestUnusable => {
+                "the earlier request is older than 7 days or for other columns"
+            }
+            RequestReason::ReverseBaseline => "reverse baseline: no fresh snapshot",
+        }
+    }
+}
+
 /// One request that spent (or, in a plan, would spend) one of the month's downloads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpentRequest {
