@@ -70,6 +70,18 @@ class Tool:
     extra: dict = field(default_factory=dict)
 
 
+# Runs argv[2:], then writes "wall_s maxrss_kib user_s sys_s exit_code" to fd argv[1].
+_LAUNCHER = """
+import os, sys, time
+fd = int(sys.argv[1])
+start = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+os.write(fd, f"{wall} {ru.ru_maxrss} {ru.ru_utime} {ru.ru_stime} {os.waitstatus_to_exitcode(status)}".encode())
+"""
+
+
 class Ctx:
     def __init__(self, args, root):
         self.root = root
@@ -91,26 +103,43 @@ class Ctx:
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
-        # Output goes to files (no pipe can fill up); the child is reaped with wait4 for
-        # its own rusage.
+        # The child is started by a small launcher process, not by this one: Linux carries
+        # the parent's memory high-water mark into a child's ru_maxrss (fork copies the
+        # resident set, vfork+exec records the parent's peak), so a child spawned from this
+        # interpreter — which may have held a workload in memory — would report at least
+        # this process's peak RSS. The launcher (~10 MiB) times and reaps the child with
+        # wait4 and reports through a pipe. Output goes to files (no pipe can fill up).
+        read_fd, write_fd = os.pipe()
+        launcher = [sys.executable, "-c", _LAUNCHER, str(write_fd)] + [str(c) for c in cmd]
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            start = time.perf_counter()
-            proc = subprocess.Popen(
-                [str(c) for c in cmd], stdout=out, stderr=err, env=full_env, cwd=cwd or self.root
-            )
-            _, status, usage = os.wait4(proc.pid, 0)
-            wall = time.perf_counter() - start
-            proc.returncode = os.waitstatus_to_exitcode(status)
+            try:
+                proc = subprocess.Popen(
+                    launcher,
+                    stdout=out,
+                    stderr=err,
+                    env=full_env,
+                    cwd=cwd or self.root,
+                    pass_fds=(write_fd,),
+                )
+            finally:
+                os.close(write_fd)
+            with os.fdopen(read_fd, "rb") as pipe:
+                report = pipe.read()
+            proc.wait()
             out.seek(0)
             err.seek(0)
+            stderr = err.read().decode(errors="replace")
+            if proc.returncode != 0 or not report:
+                raise RuntimeError(f"launcher failed for {self.quote(cmd)}: {stderr[-2000:]}")
+            wall, maxrss_kib, user_s, sys_s, rc = report.decode().split()
             run = Run(
-                wall_s=wall,
-                rss_mib=usage.ru_maxrss / 1024.0,
-                user_s=usage.ru_utime,
-                sys_s=usage.ru_stime,
-                rc=proc.returncode,
+                wall_s=float(wall),
+                rss_mib=int(maxrss_kib) / 1024.0,
+                user_s=float(user_s),
+                sys_s=float(sys_s),
+                rc=int(rc),
                 stdout=out.read().decode(errors="replace"),
-                stderr=err.read().decode(errors="replace"),
+                stderr=stderr,
             )
         if check and run.rc != 0:
             raise RuntimeError(f"exit {run.rc}: {self.quote(cmd)}\n{run.stderr[-2000:]}")
@@ -266,7 +295,9 @@ def main():
         "Written by `make bench` (scripts/bench.sh → scripts/bench/run.py); do not edit by hand.",
         "Each case runs every tool several times, rotating the order each round; wall time is",
         "measured around the child process and peak RSS is the child's `ru_maxrss` from",
-        "`os.wait4`. Medians are shown with the min–max range. Absolute times drift between",
+        "`os.wait4`, taken by a small launcher process (so the figure never includes this",
+        "harness's own memory; its floor is the launcher's ~9 MiB). Medians are shown with the",
+        "min–max range. Absolute times drift between",
         "machines and with load: compare tools within one run.",
         "",
         f"- run: {started:%Y-%m-%d %H:%M} UTC, commit `{info['commit']}`, {ctx.repeats} repeats"

@@ -71,8 +71,21 @@ pub async fn execute(pipeline: &Pipeline, ctx: &RunContext) -> PipelineReport {
     }
     rev.summary = rev.render(report.error.as_deref());
     for line in rev.summary.lines() {
-        tracing::info!(pipeline = %pipeline.name, "{line}");
+        tracing::debug!(pipeline = %pipeline.name, "{line}");
     }
+    let counts = rev
+        .counts
+        .as_ref()
+        .map_or("counts unknown".to_string(), |c| {
+            format!("+{} / -{}", c.add, c.remove)
+        });
+    tracing::info!(
+        pipeline = %pipeline.name,
+        "reverse {}: {counts}, {} calls sent, outcome {}",
+        rev.mode,
+        rev.calls_sent,
+        rev.outcome
+    );
     report.reverse = serde_json::to_value(&rev).ok();
     report
 }
