@@ -703,3 +703,98 @@ async fn a_run_killed_after_its_second_chunk_is_resumed_with_only_the_rest() {
         true
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_uploads_over_the_cohort_then_adds_the_rest() {
+    let spec = emu::cohort("rep", 800, 91);
+    let members: Vec<u64> = member_numbers(91, "rep", 800).collect();
+    let others: Vec<u64> = member_numbers(92, "z", 4000)
+        .filter(|n| !members.contains(n))
+        .take(2000)
+        .collect();
+    let e = emu::start_emulator(emulator_config(vec![spec])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Keeps 500 members, drops 300, brings 2,000 others: 2,500 ids in all.
+    let source: Vec<String> = members[..500]
+        .iter()
+        .chain(&others)
+        .map(|n| amplitude_id(*n).to_string())
+        .collect();
+    write_ids(
+        &dir.path().join("crm.csv"),
+        "amplitude_id",
+        source.iter().cloned(),
+    );
+    let file = pipeline_file(
+        dir.path(),
+        "replace",
+        &e.base_url,
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "rep""#,
+        "mode = \"replace\"\nchunk_size = 1000\nmax_removal_pct = 50",
+    );
+    let r = execute(&file, RunMode::Apply, false).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.error);
+    let log = emu::requests(&e.base_url).await;
+    assert_eq!(
+        cohort_requests(&log),
+        0,
+        "replace needs no baseline download"
+    );
+    assert_eq!(
+        changes(&log),
+        vec![
+            ("UPLOAD".to_string(), 1000),
+            ("ADD".to_string(), 1000),
+            ("ADD".to_string(), 500)
+        ]
+    );
+    let upload = log.iter().find(|l| l.path == UPLOAD).expect("upload");
+    assert_eq!(
+        upload.cohort_id.as_deref(),
+        Some("rep"),
+        "existing_cohort_id"
+    );
+    assert_eq!(
+        member_amplitude_ids(&e.base_url, "rep").await,
+        source.iter().cloned().collect()
+    );
+    // The guard estimated the removals from the cohort's size: 800 - 2,500 → none.
+    assert_eq!(reverse_json(&r)["guard"]["removals_estimated"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_baseline_download_that_does_not_fit_the_month_stops_with_exit_3() {
+    let spec = emu::cohort("q", 100, 95);
+    let e = emu::start_emulator(emulator_config(vec![spec])).await;
+    emu::set_usage(&e.base_url, APP, 500).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ids(
+        &dir.path().join("crm.csv"),
+        "user_id",
+        ["someone".to_string()],
+    );
+    let file = pipeline_file(
+        dir.path(),
+        "quota",
+        &e.base_url,
+        "crm.csv",
+        "user_id",
+        r#"cohort_id = "q""#,
+        "mode = \"add_only\"",
+    );
+    let r = execute(&file, RunMode::Apply, false).await;
+    assert_eq!(r.exit_code, 3, "{:?}", r.error);
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("downloads are all used"),
+        "{:?}",
+        r.error
+    );
+    let log = emu::requests(&e.base_url).await;
+    assert_eq!(cohort_requests(&log), 0);
+    assert!(changes(&log).is_empty());
+}
