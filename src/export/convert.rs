@@ -13,9 +13,10 @@ use object_store::path::Path;
 use tokio::sync::mpsc;
 
 use super::decode::decode;
-use super::encode::{EncodeError, encode, writer_properties};
+use super::encode::{EncodeError, encode};
 use super::error::{ExportError, SkippedRow};
 use super::options::ConvertOptions;
+use super::props::writer_properties;
 use super::reader::parse_body;
 use super::upload::{UploadError, upload};
 
@@ -60,11 +61,14 @@ where
 {
     let started = Instant::now();
     let source = opts.source_name.clone();
-    let props = writer_properties(&opts.parquet).map_err(|message| ExportError::Write {
+    // Settings are checked before anything starts (the encoder builds them again with
+    // the first batch in hand).
+    writer_properties(&opts.parquet, None).map_err(|message| ExportError::Write {
         source_name: source.clone(),
         destination: key.to_string(),
         message,
     })?;
+    let parquet = opts.parquet.clone();
     let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
     let (part_tx, part_rx) = mpsc::channel(PART_QUEUE);
     let (recycle_tx, recycle_rx) = mpsc::channel(RECYCLE_QUEUE);
@@ -75,8 +79,9 @@ where
         parse_body(decoded, &parse_opts, batch_tx, recycle_rx).await
     });
     let metadata = opts.metadata.clone();
-    let encoder =
-        tokio::task::spawn_blocking(move || encode(batch_rx, part_tx, recycle_tx, props, metadata));
+    let encoder = tokio::task::spawn_blocking(move || {
+        encode(batch_rx, part_tx, recycle_tx, &parquet, metadata)
+    });
     let uploaded = upload(store, key, part_rx).await;
 
     let parsed = parser.await;

@@ -1,34 +1,32 @@
-//! The Parquet encoder: runs on a blocking thread, turns record batches into Parquet
-//! bytes (bounded row groups, chosen compression, footer key-value metadata with the real
-//! row count) and hands them to the uploader in parts while hashing them.
+//! The Parquet encoder: runs on a blocking thread, turns record batches into Parquet bytes
+//! (bounded row groups, chosen compression, footer key-value metadata with the real row
+//! count) and hands them to the uploader through a [`PartSink`]. The columns of a batch
+//! are encoded and compressed on several threads at once (each column writer still sees
+//! its batches in order), so encoding keeps up with parsing.
 
-use std::io::{self, Write};
+use std::thread;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression as PqCompression, ZstdLevel};
+use parquet::arrow::arrow_writer::{
+    ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory, compute_leaves,
+};
+use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
-use sha2::{Digest, Sha256};
+use parquet::file::writer::SerializedFileWriter;
 use tokio::sync::mpsc;
 
-use super::options::{Compression, ParquetOptions};
+use super::options::ParquetOptions;
+use super::props::writer_properties;
 use super::reader::ParsedMsg;
-
-/// What the encoder sends to the uploader.
-pub enum PartMsg {
-    Bytes(Bytes),
-    /// The footer was written and every byte sent: the upload may be completed.
-    Done,
-}
-
-/// Bytes are handed over in pieces of this size (the uploader groups them into parts).
-pub const HANDOFF_BYTES: usize = 1024 * 1024;
+use super::sink::{PartMsg, PartSink};
 
 /// The footer key that carries the number of rows written.
 pub const ROWS_KEY: &str = "cohort_sync.rows";
+
+/// At most this many threads encode the columns of one file.
+pub const MAX_ENCODE_THREADS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct EncodeSummary {
@@ -47,130 +45,208 @@ pub enum EncodeError {
     Parquet(String),
 }
 
-/// Writer settings for the options.
-pub fn writer_properties(opts: &ParquetOptions) -> Result<WriterProperties, String> {
-    let compression = match opts.compression {
-        Compression::Zstd(level) => PqCompression::ZSTD(
-            ZstdLevel::try_new(level).map_err(|e| format!("zstd level {level}: {e}"))?,
-        ),
-        Compression::Snappy => PqCompression::SNAPPY,
-        Compression::Lz4 => PqCompression::LZ4_RAW,
-        Compression::None => PqCompression::UNCOMPRESSED,
+/// Threads used to encode columns: `requested`, or (0) the machine's parallelism, at most
+/// [`MAX_ENCODE_THREADS`].
+pub fn encode_threads(requested: usize) -> usize {
+    let n = match requested {
+        0 => thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     };
-    Ok(WriterProperties::builder()
-        .set_compression(compression)
-        .set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
-        .set_created_by(concat!("cohort-sync ", env!("CARGO_PKG_VERSION")).to_string())
-        .build())
+    n.clamp(1, MAX_ENCODE_THREADS)
 }
 
-/// Encodes everything `rx` delivers. Blocking: call from `spawn_blocking`.
+/// Encodes everything `rx` delivers. Blocking: call from `spawn_blocking`. Batches are
+/// handed back through `recycle` once written (the parser reuses their buffers).
 pub fn encode(
     mut rx: mpsc::Receiver<ParsedMsg>,
     tx: mpsc::Sender<PartMsg>,
     recycle: mpsc::Sender<RecordBatch>,
-    props: WriterProperties,
+    opts: &ParquetOptions,
     metadata: Vec<(String, String)>,
 ) -> Result<EncodeSummary, EncodeError> {
     let schema: SchemaRef = match rx.blocking_recv() {
         Some(ParsedMsg::Schema(s)) => s,
         _ => return Err(EncodeError::ParserStopped),
     };
-    let sink = PartSink {
-        buf: Vec::with_capacity(HANDOFF_BYTES),
-        tx,
-        hasher: Sha256::new(),
-        written: 0,
+    // The first batch decides which columns get a dictionary.
+    let mut pending = match rx.blocking_recv() {
+        Some(ParsedMsg::Batch(b)) => Some(b),
+        Some(ParsedMsg::End) => None,
+        _ => return Err(EncodeError::ParserStopped),
     };
-    let mut writer =
-        ArrowWriter::try_new(sink, schema, Some(props)).map_err(|e| parquet_error(&e))?;
-    let mut rows: u64 = 0;
+    let mut ended = pending.is_none();
+    let props = writer_properties(opts, pending.as_ref()).map_err(EncodeError::Parquet)?;
+    let writer = ArrowWriter::try_new(PartSink::new(tx), schema.clone(), Some(props))
+        .map_err(|e| EncodeError::Parquet(e.to_string()))?;
+    let (file, factory) = writer
+        .into_serialized_writer()
+        .map_err(|e| EncodeError::Parquet(e.to_string()))?;
+    let mut enc = Encoder {
+        file,
+        factory,
+        schema,
+        writers: None,
+        group_rows: 0,
+        group_index: 0,
+        max_group_rows: opts.row_group_rows.max(1),
+        threads: encode_threads(0),
+        rows: 0,
+    };
     loop {
-        match rx.blocking_recv() {
-            Some(ParsedMsg::Batch(batch)) => {
-                rows += batch.num_rows() as u64;
-                writer.write(&batch).map_err(|e| parquet_error(&e))?;
-                // The parser reuses the buffers; if it has enough, they are freed.
-                let _ = recycle.try_send(batch);
-            }
-            Some(ParsedMsg::End) => break,
-            Some(ParsedMsg::Schema(_)) | None => return Err(EncodeError::ParserStopped),
-        }
+        let batch = match pending.take() {
+            Some(b) => b,
+            None if ended => break,
+            None => match rx.blocking_recv() {
+                Some(ParsedMsg::Batch(b)) => b,
+                Some(ParsedMsg::End) => {
+                    ended = true;
+                    continue;
+                }
+                _ => return Err(EncodeError::ParserStopped),
+            },
+        };
+        enc.write(&batch).map_err(|e| enc.error(e))?;
+        let _ = recycle.try_send(batch);
     }
+    enc.flush_group().map_err(|e| enc.error(e))?;
     for (key, value) in metadata {
-        writer.append_key_value_metadata(KeyValue::new(key, value));
+        enc.file
+            .append_key_value_metadata(KeyValue::new(key, value));
     }
-    writer.append_key_value_metadata(KeyValue::new(ROWS_KEY.to_string(), rows.to_string()));
-    writer.finish().map_err(|e| parquet_error(&e))?;
-    let sink = writer.inner_mut();
-    sink.ship().map_err(|_| EncodeError::UploaderStopped)?;
-    let summary = EncodeSummary {
-        rows,
-        bytes_written: sink.written,
-        sha256: hex(&std::mem::take(&mut sink.hasher).finalize()),
-    };
-    sink.tx
-        .blocking_send(PartMsg::Done)
-        .map_err(|_| EncodeError::UploaderStopped)?;
-    Ok(summary)
+    enc.file
+        .append_key_value_metadata(KeyValue::new(ROWS_KEY.to_string(), enc.rows.to_string()));
+    enc.file.finish().map_err(|e| enc.error(e))?;
+    let sink = enc.file.inner_mut();
+    let (bytes_written, sha256) = sink.finish().map_err(|_| EncodeError::UploaderStopped)?;
+    Ok(EncodeSummary {
+        rows: enc.rows,
+        bytes_written,
+        sha256,
+    })
 }
 
-fn parquet_error(e: &parquet::errors::ParquetError) -> EncodeError {
-    // An I/O error from the sink means the uploader went away.
-    if let parquet::errors::ParquetError::External(inner) = e
-        && inner.to_string().contains(UPLOADER_GONE)
-    {
-        return EncodeError::UploaderStopped;
-    }
-    EncodeError::Parquet(e.to_string())
+struct Encoder {
+    file: SerializedFileWriter<PartSink>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    /// Column writers of the row group being built.
+    writers: Option<Vec<ArrowColumnWriter>>,
+    group_rows: usize,
+    group_index: usize,
+    max_group_rows: usize,
+    threads: usize,
+    rows: u64,
 }
 
-const UPLOADER_GONE: &str = "the uploader stopped";
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-/// Collects encoded bytes and sends them on in pieces, hashing and counting them.
-struct PartSink {
-    buf: Vec<u8>,
-    tx: mpsc::Sender<PartMsg>,
-    hasher: Sha256,
-    written: u64,
-}
-
-impl PartSink {
-    fn ship(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
+impl Encoder {
+    fn error(&self, e: ParquetError) -> EncodeError {
+        if self.file.inner().uploader_gone {
+            EncodeError::UploaderStopped
+        } else {
+            EncodeError::Parquet(e.to_string())
         }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(HANDOFF_BYTES),
-        ));
-        self.hasher.update(&chunk);
-        self.written += chunk.len() as u64;
-        self.tx
-            .blocking_send(PartMsg::Bytes(chunk))
-            .map_err(|_| io::Error::other(UPLOADER_GONE))
     }
-}
 
-impl Write for PartSink {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= HANDOFF_BYTES {
-            self.ship()?;
+    /// Writes a batch, cutting row groups at `max_group_rows`.
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let take = (self.max_group_rows - self.group_rows).min(batch.num_rows() - offset);
+            let part = batch.slice(offset, take);
+            let writers = match &mut self.writers {
+                Some(w) => w,
+                None => self
+                    .writers
+                    .insert(self.factory.create_column_writers(self.group_index)?),
+            };
+            write_columns(writers, &self.schema, &part, self.threads)?;
+            self.group_rows += take;
+            self.rows += take as u64;
+            offset += take;
+            if self.group_rows >= self.max_group_rows {
+                self.flush_group()?;
+            }
         }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// Closes the row group being built (if any) and writes it out.
+    fn flush_group(&mut self) -> Result<(), ParquetError> {
+        let Some(writers) = self.writers.take() else {
+            return Ok(());
+        };
+        let mut group = self.file.next_row_group()?;
+        for w in writers {
+            w.close()?.append_to_row_group(&mut group)?;
+        }
+        group.close()?;
+        self.group_rows = 0;
+        self.group_index += 1;
+        Ok(())
+    }
+}
+
+/// Writes each column of `batch` to its writer, spreading the columns over `threads`
+/// threads (largest first onto the least loaded thread).
+fn write_columns(
+    writers: &mut [ArrowColumnWriter],
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    threads: usize,
+) -> Result<(), ParquetError> {
+    let mut leaves: Vec<ArrowLeafColumn> = Vec::with_capacity(writers.len());
+    let mut costs: Vec<usize> = Vec::with_capacity(writers.len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        let cost = column.get_array_memory_size() + 16 * column.len();
+        for leaf in compute_leaves(field, column)? {
+            leaves.push(leaf);
+            costs.push(cost);
+        }
+    }
+    if leaves.len() != writers.len() {
+        return Err(ParquetError::General(format!(
+            "{} column writers for {} leaf columns",
+            writers.len(),
+            leaves.len()
+        )));
+    }
+    let threads = threads.min(writers.len());
+    if threads <= 1 {
+        for (w, leaf) in writers.iter_mut().zip(&leaves) {
+            w.write(leaf)?;
+        }
+        return Ok(());
+    }
+    let mut order: Vec<usize> = (0..leaves.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(costs[i]));
+    let mut load = vec![0usize; threads];
+    let mut assign = vec![0usize; leaves.len()];
+    for &i in &order {
+        let t = (0..threads).min_by_key(|&t| load[t]).unwrap_or(0);
+        load[t] += costs[i];
+        assign[i] = t;
+    }
+    let mut groups: Vec<Vec<(&mut ArrowColumnWriter, &ArrowLeafColumn)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for ((i, w), leaf) in writers.iter_mut().enumerate().zip(&leaves) {
+        groups[assign[i]].push((w, leaf));
+    }
+    let mut groups = groups.into_iter();
+    let own = groups.next().unwrap_or_default();
+    thread::scope(|s| {
+        let helpers: Vec<_> = groups
+            .map(|g| s.spawn(move || g.into_iter().try_for_each(|(w, l)| w.write(l))))
+            .collect();
+        let mine = own.into_iter().try_for_each(|(w, l)| w.write(l));
+        let mut result = mine;
+        for h in helpers {
+            let r = h.join().unwrap_or_else(|_| {
+                Err(ParquetError::General("an encoder thread panicked".into()))
+            });
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
 }

@@ -14,9 +14,11 @@ mod encode;
 mod error;
 mod input;
 mod options;
+mod props;
 mod reader;
 mod records;
 mod schema;
+mod sink;
 mod stages;
 mod upload;
 

@@ -9,10 +9,11 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use super::decode::decode;
-use super::encode::{EncodeError, PartMsg, encode, writer_properties};
+use super::encode::{EncodeError, encode};
 use super::error::ExportError;
 use super::options::{ConvertOptions, ParquetOptions};
 use super::reader::{ParsedMsg, parse_body};
+use super::sink::PartMsg;
 
 /// Parses a whole body into record batches held in memory (use it for small bodies and
 /// measurements; [`convert_stream`](super::convert_stream) streams).
@@ -61,7 +62,6 @@ pub fn encode_to_parquet(
     parquet: &ParquetOptions,
     metadata: Vec<(String, String)>,
 ) -> Result<Vec<u8>, String> {
-    let props = writer_properties(parquet)?;
     let (batch_tx, batch_rx) = mpsc::channel(batches.len() + 2);
     let (part_tx, mut part_rx) = mpsc::channel(16);
     batch_tx
@@ -86,7 +86,7 @@ pub fn encode_to_parquet(
         out
     });
     let (recycle, _dropped) = mpsc::channel(1);
-    let result = encode(batch_rx, part_tx, recycle, props, metadata);
+    let result = encode(batch_rx, part_tx, recycle, parquet, metadata);
     let out = collector
         .join()
         .map_err(|_| "collector thread panicked".to_string())?;

@@ -14,7 +14,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use tokio::sync::mpsc;
 
-use super::encode::PartMsg;
+use super::sink::PartMsg;
 
 /// Size of each uploaded part (S3 needs at least 5 MiB for all parts but the last).
 pub const PART_BYTES: usize = 5 * 1024 * 1024;
