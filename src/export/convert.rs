@@ -41,11 +41,11 @@ pub struct ConvertStats {
 }
 
 /// Batches in flight between the parser and the encoder.
-const BATCH_QUEUE: usize = 2;
+const BATCH_QUEUE: usize = 1;
 /// Byte pieces in flight between the encoder and the uploader.
-const PART_QUEUE: usize = 4;
+const PART_QUEUE: usize = 2;
 /// Encoded batches handed back to the parser for their buffers.
-const RECYCLE_QUEUE: usize = 2;
+const RECYCLE_QUEUE: usize = 1;
 
 /// Streams `body` (CSV, gzip or plain) into a Parquet file at `key` of `store`. The file
 /// appears at `key` only when complete: any error aborts the upload.

@@ -2,10 +2,49 @@
 //! written as Parquet through object_store, published atomically.
 //!
 //! ```text
-//! body stream ─▶ decode (count, gunzip) ─▶ reader (CSV → RecordBatch)   [async task]
-//!            ─▶ encode (Parquet, sha256)                                [blocking thread]
-//!            ─▶ upload (multipart; complete on success, abort on error) [caller's task]
+//! body stream ─▶ decode (count bytes, gunzip)                         ┐
+//!             ─▶ records + reader (CSV → Arrow RecordBatch)           ┘ async task
+//!             ─▶ encode (Parquet; columns on several threads, sha256)   blocking thread
+//!             ─▶ upload (multipart; complete on success, abort on error) caller's task
 //! ```
+//! Stages are joined by bounded channels (one batch queued, two byte pieces queued), so
+//! memory stays flat whatever the body's size; encoded batches go back to the parser,
+//! which reuses their buffers.
+//!
+//! # What the CSV becomes
+//! - **Gzip**: decompressed when `GzipHint::Encoded` (a `Content-Encoding: gzip` response)
+//!   or, with `Auto`, when the body starts with the magic bytes `1f 8b`; concatenated gzip
+//!   members are one body. `Plain` never decompresses.
+//! - **Quoting** (RFC 4180): quoted fields may hold commas, line breaks and `""` (one
+//!   quote); LF, CRLF and lone CR end lines; blank lines are skipped. Field bytes are kept
+//!   exactly, so any UTF-8 survives; a field that is not valid UTF-8 makes its row bad.
+//! - **Schema** from the header: `amplitude_id` columns are Int64, every other column Utf8,
+//!   unless `column_types` declares `int64`, `float64`, `boolean` (`true/false/1/0`, any
+//!   case) or `utf8` for a column (by its final name; declaring a type for a column the
+//!   header lacks is an error).
+//! - **Empty fields are null** in every column except the first `amplitude_id`, which is
+//!   required (empty → bad row). CSV cannot tell `""` from an empty unquoted field, and
+//!   Amplitude writes a missing user id or unset property as empty.
+//! - **Repeated column names** keep their data under a new name: the k-th `x` becomes
+//!   `x_k` (the smallest k ≥ 2 that is not already a column). Amplitude repeats
+//!   `amplitude_id` at the end when properties are included: it becomes `amplitude_id_2`
+//!   (Int64, nullable). Nothing is dropped, so a disagreement between the two stays
+//!   visible.
+//! - **Bad rows** (wrong field count, a value not of its column's type, invalid UTF-8,
+//!   text after a closing quote): `BadRowPolicy::Fail` stops with an error naming the
+//!   source, the 1-based data row (the header is not counted) and the line where the row
+//!   starts; `Skip` leaves the row out, counts it and keeps the first
+//!   20 (row, line, reason) in [`ConvertStats::skipped_sample`].
+//! - **A truncated body** (ends inside a quoted field, an incomplete gzip stream, or a
+//!   malformed last row without a final line break) is an error that
+//!   [`ExportError::is_retryable_download`] marks retryable — never a short file.
+//!
+//! # What the Parquet file holds
+//! zstd (level 3 by default), snappy, lz4 or no compression; row groups of at most
+//! `row_group_rows` rows; columns whose first batch is mostly distinct values (ids) are
+//! written without a dictionary. Footer key-value metadata: the caller's pairs plus
+//! `cohort_sync.rows` (the rows written). The file appears at its key only when complete
+//! (see `upload`).
 
 mod columns;
 mod convert;
@@ -32,4 +71,4 @@ pub use options::{
     DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL, GzipHint, ParquetOptions,
 };
 pub use schema::{AMPLITUDE_ID, ColumnSpec, Columns, columns_from_header};
-pub use stages::{encode_to_parquet, parse_to_batches};
+pub use stages::{encode_to_parquet, parse_batches, parse_to_batches};

@@ -147,7 +147,7 @@ pub struct ParquetOptions {
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 256 * 1024;
 
 /// Default rows per Arrow record batch handed from the parser to the encoder.
-pub const DEFAULT_BATCH_ROWS: usize = 32 * 1024;
+pub const DEFAULT_BATCH_ROWS: usize = 16 * 1024;
 
 impl Default for ParquetOptions {
     fn default() -> Self {
@@ -176,7 +176,7 @@ pub struct ConvertOptions {
 }
 
 impl ConvertOptions {
-    /// Defaults: gzip sniffed, no declared types, fail on a bad row, 32 Ki-row batches,
+    /// Defaults: gzip sniffed, no declared types, fail on a bad row, 16 Ki-row batches,
     /// zstd level 3, 256 Ki-row row groups, no extra metadata.
     pub fn new(source_name: impl Into<String>) -> Self {
         ConvertOptions {

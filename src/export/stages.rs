@@ -15,17 +15,19 @@ use super::options::{ConvertOptions, ParquetOptions};
 use super::reader::{ParsedMsg, parse_body};
 use super::sink::PartMsg;
 
-/// Parses a whole body into record batches held in memory (use it for small bodies and
-/// measurements; [`convert_stream`](super::convert_stream) streams).
-pub async fn parse_to_batches<S, E>(
+/// Parses a whole body, handing each record batch to `each` as soon as it is built;
+/// returns the schema. Nothing is written anywhere.
+pub async fn parse_batches<S, E, F>(
     body: S,
     opts: &ConvertOptions,
-) -> Result<(SchemaRef, Vec<RecordBatch>), ExportError>
+    mut each: F,
+) -> Result<SchemaRef, ExportError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
+    F: FnMut(RecordBatch),
 {
-    let (tx, mut rx) = mpsc::channel(4);
+    let (tx, mut rx) = mpsc::channel(2);
     let (_no_recycling, recycle) = mpsc::channel(1);
     let parse_opts = opts.clone();
     let parser = tokio::spawn(async move {
@@ -33,11 +35,10 @@ where
         parse_body(decoded, &parse_opts, tx, recycle).await
     });
     let mut schema = None;
-    let mut batches = Vec::new();
     while let Some(msg) = rx.recv().await {
         match msg {
             ParsedMsg::Schema(s) => schema = Some(s),
-            ParsedMsg::Batch(b) => batches.push(b),
+            ParsedMsg::Batch(b) => each(b),
             ParsedMsg::End => {}
         }
     }
@@ -50,7 +51,21 @@ where
         Ok(Err(e)) => return Err(e),
         Err(e) => return Err(internal(format!("parser task: {e}"))),
     }
-    let schema = schema.ok_or_else(|| internal("no schema".into()))?;
+    schema.ok_or_else(|| internal("no schema".into()))
+}
+
+/// Parses a whole body into record batches held in memory (for small bodies and
+/// measurements; [`convert_stream`](super::convert_stream) streams).
+pub async fn parse_to_batches<S, E>(
+    body: S,
+    opts: &ConvertOptions,
+) -> Result<(SchemaRef, Vec<RecordBatch>), ExportError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut batches = Vec::new();
+    let schema = parse_batches(body, opts, |b| batches.push(b)).await?;
     Ok((schema, batches))
 }
 

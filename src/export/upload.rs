@@ -19,6 +19,10 @@ use super::sink::PartMsg;
 /// Size of each uploaded part (S3 needs at least 5 MiB for all parts but the last).
 pub const PART_BYTES: usize = 5 * 1024 * 1024;
 
+/// Part size on a local directory: parts are plain writes to the staging file, so they
+/// can be small (less memory held).
+pub const LOCAL_PART_BYTES: usize = 1024 * 1024;
+
 /// Parts uploaded at the same time.
 pub const PART_CONCURRENCY: usize = 2;
 
@@ -36,8 +40,13 @@ pub async fn upload(
     key: &Path,
     mut rx: mpsc::Receiver<PartMsg>,
 ) -> Result<(), UploadError> {
+    let part_bytes = if is_local(store.as_ref()) {
+        LOCAL_PART_BYTES
+    } else {
+        PART_BYTES
+    };
     let multipart = store.put_multipart(key).await.map_err(UploadError::Store)?;
-    let mut writer = WriteMultipart::new_with_chunk_size(multipart, PART_BYTES);
+    let mut writer = WriteMultipart::new_with_chunk_size(multipart, part_bytes);
     loop {
         match rx.recv().await {
             Some(PartMsg::Bytes(bytes)) => {
@@ -63,8 +72,32 @@ pub async fn upload(
     }
 }
 
+/// Whether the store is object_store's local file system (it names itself so).
+fn is_local(store: &dyn ObjectStore) -> bool {
+    store.to_string().starts_with("LocalFileSystem")
+}
+
 async fn abort(writer: WriteMultipart, key: &Path) {
     if let Err(e) = writer.abort().await {
         tracing::warn!(%key, error = %e, "could not abort the multipart upload");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_stores_are_recognised() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local =
+            object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("local store");
+        assert!(is_local(&local));
+        let s3 = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name("bucket")
+            .with_region("us-east-1")
+            .build()
+            .expect("s3 store");
+        assert!(!is_local(&s3));
     }
 }
