@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
-use super::idset::{IdCollector, IdList, Partition, TooManyIds};
+use super::idset::{IdCollector, IdList, IdSetError, Partition};
 
 /// What the diff found, besides the two lists.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -46,18 +46,19 @@ pub fn diff(
     source: &IdCollector,
     baseline: &IdCollector,
     threads: usize,
-) -> Result<Diff, TooManyIds> {
-    let parts = source.partitions().len();
+) -> Result<Diff, IdSetError> {
+    let parts = source.partition_count();
     let next = AtomicUsize::new(0);
     let threads = threads.clamp(1, parts.max(1));
-    let worker = || -> Result<Vec<(usize, Diff)>, TooManyIds> {
+    let worker = || -> Result<Vec<(usize, Diff)>, IdSetError> {
         let mut done = Vec::new();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= parts {
                 return Ok(done);
             }
-            let d = diff_partition(&source.partitions()[i], &baseline.partitions()[i])?;
+            let (s, b) = (source.partition(i)?, baseline.partition(i)?);
+            let d = diff_partition(&s, &b)?;
             done.push((i, d));
         }
     };
@@ -73,7 +74,7 @@ pub fn diff(
                     Err(panic) => std::panic::resume_unwind(panic),
                 }
             }
-            Ok::<_, TooManyIds>(all)
+            Ok::<_, IdSetError>(all)
         })?
     };
     results.sort_by_key(|(i, _)| *i);
@@ -96,11 +97,11 @@ fn slot(hash: u32, entry: u32) -> u64 {
     ((hash as u64) << 32) | (entry as u64 + 1)
 }
 
-fn diff_partition(src: &Partition, base: &Partition) -> Result<Diff, TooManyIds> {
+fn diff_partition(src: &Partition, base: &Partition) -> Result<Diff, IdSetError> {
     let nb = base.len();
     let ns = src.len();
     if nb + ns >= u32::MAX as usize {
-        return Err(TooManyIds);
+        return Err(IdSetError::TooMany);
     }
     let cap = ((nb + ns) * 2).max(16).next_power_of_two();
     let mask = cap - 1;
@@ -219,6 +220,23 @@ mod tests {
             );
             assert_eq!(d.counts.unchanged, s.intersection(&b).count() as u64);
         }
+    }
+
+    #[test]
+    fn spilling_to_disk_changes_nothing() {
+        let source: Vec<String> = (0..30_000).map(|i| format!("s{}", i % 20_000)).collect();
+        let baseline: Vec<String> = (0..15_000).map(|i| format!("s{}", i + 10_000)).collect();
+        let in_memory = diff(&collect(&source), &collect(&baseline), 2).expect("diff");
+        let mut s = IdCollector::with_budget(4096);
+        let mut b = IdCollector::with_budget(4096);
+        source
+            .iter()
+            .for_each(|id| s.push(id.as_bytes()).expect("push"));
+        baseline
+            .iter()
+            .for_each(|id| b.push(id.as_bytes()).expect("push"));
+        assert!(s.spilled() > 0 && b.spilled() > 0);
+        assert_eq!(diff(&s, &b, 2).expect("diff"), in_memory);
     }
 
     #[test]

@@ -272,16 +272,18 @@ async fn run(
         ReconcileMode::RemoveOnly => (false, true),
         ReconcileMode::Replace => (false, false),
     };
-    let mut chunks: Vec<(ChunkOp, Vec<String>)> = Vec::new();
+    // (operation, list, range of the list): the ids are turned into strings one chunk at a
+    // time when the journal is written.
+    let mut chunks: Vec<(ChunkOp, &super::idset::IdList, std::ops::Range<usize>)> = Vec::new();
     if baseline_known || create.is_some() || uploading {
         if uploading {
             let n = all_source.len();
             if n > 0 {
-                chunks.push((ChunkOp::Upload, all_source.strings(0..chunk_size.min(n))));
+                chunks.push((ChunkOp::Upload, all_source, 0..chunk_size.min(n)));
                 let mut at = chunk_size.min(n);
                 while at < n {
                     let end = (at + chunk_size).min(n);
-                    chunks.push((ChunkOp::Add, all_source.strings(at..end)));
+                    chunks.push((ChunkOp::Add, all_source, at..end));
                     at = end;
                 }
             }
@@ -296,7 +298,7 @@ async fn run(
                 let mut at = 0;
                 while at < list.len() {
                     let end = (at + chunk_size).min(list.len());
-                    chunks.push((op, list.strings(at..end)));
+                    chunks.push((op, list, at..end));
                     at = end;
                 }
             }
@@ -438,10 +440,10 @@ async fn run(
         chunks: chunks
             .iter()
             .enumerate()
-            .map(|(index, (op, ids))| ChunkEntry {
+            .map(|(index, (op, _, range))| ChunkEntry {
                 index,
                 op: *op,
-                ids: ids.len(),
+                ids: range.len(),
                 state: ChunkState::Pending,
                 attempts: 0,
                 sent_at: None,
@@ -452,12 +454,13 @@ async fn run(
             })
             .collect(),
     };
-    let chunk_ids: Vec<Vec<String>> = chunks.into_iter().map(|(_, ids)| ids).collect();
     let previous = Journal::load(&state, &target_key).await.map_err(failed)?;
-    let mut journal = Journal::create(&state, doc, &chunk_ids, previous)
+    let chunk_ids = chunks
+        .iter()
+        .map(|(_, list, range)| list.strings(range.clone()));
+    let mut journal = Journal::create(&state, doc, chunk_ids, previous)
         .await
         .map_err(failed)?;
-    drop(chunk_ids);
     rev.journal = Some(JournalReport {
         location: journal.describe(),
         planned_by: ctx.run_id.clone(),

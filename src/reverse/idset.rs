@@ -1,6 +1,14 @@
 //! Compact id storage for the diff: ids are kept as bytes back to back (no allocation per
 //! id) and spread over hash partitions, so that the diff can work one small partition at a
 //! time (small hash tables that stay in cache) and on several threads.
+//!
+//! Memory is bounded: once a collector holds more than its budget (512 MiB by default,
+//! `COHORT_SYNC_DIFF_MEMORY_MIB`), every partition is appended to its own temporary file
+//! and cleared; the diff then loads one partition (1/64 of the ids) at a time.
+
+use std::borrow::Cow;
+use std::io::{BufWriter, Read, Write};
+use std::path::PathBuf;
 
 /// Number of hash partitions (a power of two).
 pub const PARTITIONS: usize = 64;
@@ -109,7 +117,7 @@ impl<S: AsRef<str>> FromIterator<S> for IdList {
 
 /// One hash partition: ids in arrival order (bytes back to back, 32-bit end offsets) with
 /// the low 32 bits of their hashes (the high bits chose the partition).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Partition {
     bytes: Vec<u8>,
     ends: Vec<u32>,
@@ -139,12 +147,75 @@ impl Partition {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         (0..self.len()).map(move |i| self.get(i))
     }
+
+    fn push(&mut self, id: &[u8], hash: u32) -> Result<(), IdSetError> {
+        let end = u32::try_from(self.bytes.len() + id.len()).map_err(|_| IdSetError::TooMany)?;
+        self.bytes.extend_from_slice(id);
+        self.ends.push(end);
+        self.hashes.push(hash);
+        Ok(())
+    }
 }
 
-/// A side of a diff grew past what one partition can index (4 GiB of id bytes).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("more than {} GiB of ids in one hash partition; split the source list", u32::MAX as u64 / (1 << 30) + 1)]
-pub struct TooManyIds;
+/// Why ids could not be collected.
+#[derive(Debug, thiserror::Error)]
+pub enum IdSetError {
+    #[error("more than 4 GiB of ids in one hash partition; split the source list")]
+    TooMany,
+    #[error(
+        "spilling ids to a temporary file under {dir}: {source} (set TMPDIR to a disk with room, or raise {MEMORY_ENV})"
+    )]
+    Spill { dir: String, source: std::io::Error },
+}
+
+/// Environment variable: MiB of ids a collector keeps in memory before spilling to disk.
+pub const MEMORY_ENV: &str = "COHORT_SYNC_DIFF_MEMORY_MIB";
+/// Default of [`MEMORY_ENV`].
+pub const DEFAULT_MEMORY_MIB: usize = 512;
+
+fn budget_from_env() -> usize {
+    std::env::var(MEMORY_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|m| *m > 0)
+        .unwrap_or(DEFAULT_MEMORY_MIB)
+        .saturating_mul(1 << 20)
+}
+
+/// Temporary files of spilled partitions: `{dir}/{partition}.ids`, records of
+/// `hash: u32 LE, len: u32 LE, bytes`. Removed on drop.
+#[derive(Debug)]
+struct SpillDir {
+    dir: PathBuf,
+}
+
+impl SpillDir {
+    fn create() -> std::io::Result<SpillDir> {
+        let base = std::env::temp_dir();
+        loop {
+            let dir = base.join(format!(
+                "cohort-sync-ids-{}-{:016x}",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => return Ok(SpillDir { dir }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn file(&self, partition: usize) -> PathBuf {
+        self.dir.join(format!("{partition}.ids"))
+    }
+}
+
+impl Drop for SpillDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
 
 /// Ids of one side of a diff (source or baseline), spread over [`PARTITIONS`] partitions
 /// by hash. Duplicates are kept here; the diff counts and drops them.
@@ -152,6 +223,11 @@ pub struct IdCollector {
     hasher: IdHasher,
     parts: Vec<Partition>,
     total: u64,
+    /// Bytes held in memory (ids plus 8 bytes of bookkeeping each).
+    held: usize,
+    budget: usize,
+    spill: Option<SpillDir>,
+    spilled: u64,
 }
 
 impl Default for IdCollector {
@@ -164,28 +240,39 @@ impl std::fmt::Debug for IdCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdCollector")
             .field("total", &self.total)
+            .field("spilled", &self.spilled)
             .finish_non_exhaustive()
     }
 }
 
 impl IdCollector {
+    /// A collector with the memory budget of [`MEMORY_ENV`] (default 512 MiB).
     pub fn new() -> Self {
+        IdCollector::with_budget(budget_from_env())
+    }
+
+    /// A collector that spills to disk past `budget` bytes.
+    pub fn with_budget(budget: usize) -> Self {
         IdCollector {
             hasher: IdHasher::default(),
             parts: (0..PARTITIONS).map(|_| Partition::default()).collect(),
             total: 0,
+            held: 0,
+            budget: budget.max(1),
+            spill: None,
+            spilled: 0,
         }
     }
 
     #[inline]
-    pub fn push(&mut self, id: &[u8]) -> Result<(), TooManyIds> {
+    pub fn push(&mut self, id: &[u8]) -> Result<(), IdSetError> {
         let h = self.hasher.hash(id);
-        let p = &mut self.parts[(h >> PARTITION_SHIFT) as usize];
-        let end = u32::try_from(p.bytes.len() + id.len()).map_err(|_| TooManyIds)?;
-        p.bytes.extend_from_slice(id);
-        p.ends.push(end);
-        p.hashes.push(h as u32);
+        self.parts[(h >> PARTITION_SHIFT) as usize].push(id, h as u32)?;
         self.total += 1;
+        self.held += id.len() + 8;
+        if self.held > self.budget {
+            self.spill_all()?;
+        }
         Ok(())
     }
 
@@ -194,8 +281,99 @@ impl IdCollector {
         self.total
     }
 
-    pub fn partitions(&self) -> &[Partition] {
-        &self.parts
+    /// Ids written to temporary files so far.
+    pub fn spilled(&self) -> u64 {
+        self.spilled
+    }
+
+    pub fn partition_count(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Partition `i`, with its spilled part read back first (arrival order is kept).
+    pub fn partition(&self, i: usize) -> Result<Cow<'_, Partition>, IdSetError> {
+        let Some(spill) = &self.spill else {
+            return Ok(Cow::Borrowed(&self.parts[i]));
+        };
+        let path = spill.file(i);
+        let err = |source| IdSetError::Spill {
+            dir: spill.dir.display().to_string(),
+            source,
+        };
+        let mut raw = Vec::new();
+        match std::fs::File::open(&path) {
+            Ok(mut f) => {
+                f.read_to_end(&mut raw).map_err(err)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+        let mut out = Partition::default();
+        let mut at = 0;
+        while at + 8 <= raw.len() {
+            let hash = u32::from_le_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
+            let len =
+                u32::from_le_bytes([raw[at + 4], raw[at + 5], raw[at + 6], raw[at + 7]]) as usize;
+            at += 8;
+            let Some(id) = raw.get(at..at + len) else {
+                return Err(err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{} is truncated", path.display()),
+                )));
+            };
+            out.push(id, hash)?;
+            at += len;
+        }
+        let mem = &self.parts[i];
+        for j in 0..mem.len() {
+            out.push(mem.get(j), mem.hash(j))?;
+        }
+        Ok(Cow::Owned(out))
+    }
+
+    /// Appends every partition to its file and frees the memory.
+    fn spill_all(&mut self) -> Result<(), IdSetError> {
+        if self.spill.is_none() {
+            let dir = SpillDir::create().map_err(|source| IdSetError::Spill {
+                dir: std::env::temp_dir().display().to_string(),
+                source,
+            })?;
+            tracing::info!(
+                "ids exceed {} MiB in memory: spilling hash partitions to {}",
+                self.budget >> 20,
+                dir.dir.display()
+            );
+            self.spill = Some(dir);
+        }
+        let Some(spill) = &self.spill else {
+            return Ok(());
+        };
+        for (i, p) in self.parts.iter_mut().enumerate() {
+            if p.is_empty() {
+                continue;
+            }
+            let err = |source| IdSetError::Spill {
+                dir: spill.dir.display().to_string(),
+                source,
+            };
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(spill.file(i))
+                .map_err(err)?;
+            let mut w = BufWriter::with_capacity(1 << 16, f);
+            for j in 0..p.len() {
+                let id = p.get(j);
+                w.write_all(&p.hash(j).to_le_bytes()).map_err(err)?;
+                w.write_all(&(id.len() as u32).to_le_bytes()).map_err(err)?;
+                w.write_all(id).map_err(err)?;
+            }
+            w.flush().map_err(err)?;
+            self.spilled += p.len() as u64;
+            *p = Partition::default();
+        }
+        self.held = 0;
+        Ok(())
     }
 
     /// Heap bytes held (for logs).
@@ -241,14 +419,47 @@ mod tests {
                 .expect("push");
         }
         assert_eq!(a.total(), 1000);
-        let used = a.partitions().iter().filter(|p| !p.is_empty()).count();
+        let used = (0..PARTITIONS)
+            .filter(|i| !a.partition(*i).expect("partition").is_empty())
+            .count();
         assert!(used > PARTITIONS / 2, "ids spread over partitions: {used}");
-        for (pa, pb) in a.partitions().iter().zip(b.partitions()) {
+        for i in 0..PARTITIONS {
+            let (pa, pb) = (a.partition(i).expect("a"), b.partition(i).expect("b"));
             let mut x: Vec<&[u8]> = pa.iter().collect();
             let mut y: Vec<&[u8]> = pb.iter().collect();
             x.sort();
             y.sort();
             assert_eq!(x, y);
         }
+    }
+
+    #[test]
+    fn spilled_partitions_read_back_in_arrival_order() {
+        let mut mem = IdCollector::with_budget(usize::MAX);
+        let mut disk = IdCollector::with_budget(1000);
+        for i in 0..5000 {
+            let id = format!("user-{i}");
+            mem.push(id.as_bytes()).expect("push");
+            disk.push(id.as_bytes()).expect("push");
+        }
+        assert_eq!(mem.spilled(), 0);
+        assert!(disk.spilled() > 4000, "spilled {}", disk.spilled());
+        let dir = disk
+            .spill
+            .as_ref()
+            .map(|s| s.dir.clone())
+            .expect("spill dir");
+        assert!(dir.is_dir());
+        for i in 0..PARTITIONS {
+            let a = mem.partition(i).expect("mem");
+            let b = disk.partition(i).expect("disk");
+            assert_eq!(a.iter().collect::<Vec<_>>(), b.iter().collect::<Vec<_>>());
+            assert_eq!(
+                (0..a.len()).map(|j| a.hash(j)).collect::<Vec<_>>(),
+                (0..b.len()).map(|j| b.hash(j)).collect::<Vec<_>>()
+            );
+        }
+        drop(disk);
+        assert!(!dir.exists(), "temporary files are removed");
     }
 }

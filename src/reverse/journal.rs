@@ -171,15 +171,16 @@ impl Journal {
 
     /// Records a new plan: every chunk's ids first, then the head (so a crash in between
     /// leaves no journal). `previous` is the closed journal it replaces, if any.
+    /// `chunks` yields each chunk's ids in turn (only one chunk is held at a time).
     pub async fn create(
         state: &StateStore,
         doc: JournalDoc,
-        chunks: &[Vec<String>],
+        chunks: impl IntoIterator<Item = Vec<String>>,
         previous: Option<Journal>,
     ) -> Result<Journal, JournalError> {
-        for (i, ids) in chunks.iter().enumerate() {
+        for (i, ids) in chunks.into_iter().enumerate() {
             let key = Self::chunk_key(state, &doc, i);
-            state.write(&key, &ChunkIds { ids: ids.clone() }).await?;
+            state.write(&key, &ChunkIds { ids }).await?;
         }
         let key = Self::head_key(state, &doc.target);
         let mut journal = Journal {
@@ -298,7 +299,7 @@ mod tests {
             vec!["a".to_string(), "b".into()],
             vec!["c".into(), "d".into()],
         ];
-        let mut j = Journal::create(&state, doc("c1", "run1", 2), &chunks, None)
+        let mut j = Journal::create(&state, doc("c1", "run1", 2), chunks, None)
             .await
             .expect("create");
         j.doc.chunks[0].state = ChunkState::Applied;
@@ -323,9 +324,14 @@ mod tests {
             j.chunk_ids(0).await,
             Err(JournalError::MissingChunk { index: 0, .. })
         ));
-        let next = Journal::create(&state, doc("c1", "run2", 1), &[vec!["x".into()]], Some(j))
-            .await
-            .expect("a new plan replaces a closed journal");
+        let next = Journal::create(
+            &state,
+            doc("c1", "run2", 1),
+            vec![vec!["x".into()]],
+            Some(j),
+        )
+        .await
+        .expect("a new plan replaces a closed journal");
         assert_eq!(next.chunk_ids(0).await.expect("ids"), vec!["x"]);
     }
 }

@@ -58,7 +58,7 @@ pub fn diff_local_files(
     });
     let (s_ids, s_stats) = s?;
     let (b_ids, b_stats) = b?;
-    let d = diff(&s_ids, &b_ids, threads).map_err(|e| ReadError::TooMany {
+    let d = diff(&s_ids, &b_ids, threads).map_err(|e| ReadError::IdSet {
         file: source.display().to_string(),
         source: e,
     })?;

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::bytes::{FileRef, maybe_gunzip};
 use super::csv_scan::{CsvColumnScanner, CsvError};
-use super::idset::{IdCollector, TooManyIds};
+use super::idset::{IdCollector, IdSetError};
 use super::normalize::{Invalid, normalize};
 use super::parquet_ids::{self, ColumnError};
 use crate::amplitude::types::IdKind;
@@ -91,7 +91,7 @@ pub enum ReadError {
     #[error("{file}: {at}: the id is not valid UTF-8")]
     NotUtf8 { file: String, at: Position },
     #[error("{file}: {source}")]
-    TooMany { file: String, source: TooManyIds },
+    IdSet { file: String, source: IdSetError },
 }
 
 /// A problem found while reading, before the file name is attached.
@@ -101,7 +101,7 @@ enum Problem {
     Csv(CsvError),
     NotAnInteger(Position, String),
     NotUtf8(Position),
-    TooMany(TooManyIds),
+    IdSet(IdSetError),
 }
 
 impl From<CsvError> for Problem {
@@ -124,7 +124,7 @@ impl Problem {
             Problem::Csv(source) => ReadError::Csv { file, source },
             Problem::NotAnInteger(at, value) => ReadError::NotAnInteger { file, at, value },
             Problem::NotUtf8(at) => ReadError::NotUtf8 { file, at },
-            Problem::TooMany(source) => ReadError::TooMany { file, source },
+            Problem::IdSet(source) => ReadError::IdSet { file, source },
         }
     }
 }
@@ -145,7 +145,7 @@ impl Collect<'_> {
             return Ok(());
         };
         match normalize(raw, self.kind) {
-            Ok(Some(id)) => self.out.push(id).map_err(Problem::TooMany),
+            Ok(Some(id)) => self.out.push(id).map_err(Problem::IdSet),
             Ok(None) => {
                 self.stats.blank += 1;
                 Ok(())
