@@ -668,6 +668,35 @@ async fn a_run_killed_after_its_second_chunk_is_resumed_with_only_the_rest() {
     );
     let since = log.last().map_or(0, |l| l.seq);
 
+    // A plan meanwhile reports the unfinished plan and sends nothing.
+    let plan = std::process::Command::new(env!("CARGO_BIN_EXE_cohort-sync"))
+        .args([
+            "plan",
+            file.to_str().expect("path"),
+            "--report",
+            "plan.json",
+        ])
+        .current_dir(dir.path())
+        .env("COHORT_SYNC_TIME_SCALE", "0.01")
+        .output()
+        .expect("plan");
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let planned: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("plan.json")).expect("plan report"),
+    )
+    .expect("plan JSON");
+    assert_eq!(
+        planned["pipelines"][0]["reverse"]["outcome"],
+        "resume_pending"
+    );
+    let log = emu::requests_since(&e.base_url, since).await;
+    assert!(changes(&log).is_empty() && cohort_requests(&log) == 0);
+    let since = log.last().map_or(since, |l| l.seq);
+
     let out = run().wait_with_output().expect("rerun");
     assert!(
         out.status.success(),
@@ -797,4 +826,79 @@ async fn a_baseline_download_that_does_not_fit_the_month_stops_with_exit_3() {
     let log = emu::requests(&e.base_url).await;
     assert_eq!(cohort_requests(&log), 0);
     assert!(changes(&log).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_journal_and_lists_on_s3() {
+    let endpoint = common::s3_endpoint();
+    let bucket = common::create_bucket("revstate");
+    let spec = emu::cohort("s3c", 400, 97);
+    let members: Vec<u64> = member_numbers(97, "s3c", 400).collect();
+    let others: Vec<u64> = member_numbers(98, "w", 1000)
+        .filter(|n| !members.contains(n))
+        .take(300)
+        .collect();
+    let e = emu::start_emulator(emulator_config(vec![spec])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source: Vec<String> = members[20..]
+        .iter()
+        .chain(&others)
+        .map(|n| amplitude_id(*n).to_string())
+        .collect();
+    let local = dir.path().join("crm.csv");
+    write_ids(&local, "amplitude_id", source.iter().cloned());
+    common::run_python(
+        "reverse_files.py",
+        &[
+            "put",
+            &endpoint,
+            &bucket,
+            "in/crm.csv",
+            local.to_str().expect("path"),
+        ],
+    );
+    let file = pipeline_file(
+        dir.path(),
+        "on-s3",
+        &e.base_url,
+        &format!("s3://{bucket}/in/crm.csv"),
+        "amplitude_id",
+        r#"cohort_id = "s3c""#,
+        "chunk_size = 100",
+    );
+    let text = std::fs::read_to_string(&file)
+        .expect("read")
+        .replace("url = \"state\"", &format!("url = \"s3://{bucket}/state\""))
+        .replace(
+            "lists_dir = \"lists\"",
+            &format!("lists_dir = \"s3://{bucket}/lists\""),
+        );
+    std::fs::write(&file, text).expect("write");
+
+    let r = execute(&file, RunMode::Apply, false).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.error);
+    let log = emu::requests(&e.base_url).await;
+    assert_eq!(
+        changes(&log),
+        vec![
+            ("ADD".to_string(), 100),
+            ("ADD".to_string(), 100),
+            ("ADD".to_string(), 100),
+            ("REMOVE".to_string(), 20)
+        ]
+    );
+    assert_eq!(
+        member_amplitude_ids(&e.base_url, "s3c").await,
+        source.iter().cloned().collect()
+    );
+    let listed = common::run_python("s3_admin.py", &["list", &endpoint, &bucket]);
+    assert!(listed.contains("state/on-s3/journals/s3c.json"), "{listed}");
+    assert!(
+        !listed.contains("journal-chunks"),
+        "a closed journal leaves no chunk documents: {listed}"
+    );
+    assert!(
+        listed.contains("lists/on-s3-") && listed.contains("-add.txt"),
+        "{listed}"
+    );
 }
