@@ -791,6 +791,21 @@ async fn replace_uploads_over_the_cohort_then_adds_the_rest() {
     );
     // The guard estimated the removals from the cohort's size: 800 - 2,500 → none.
     assert_eq!(reverse_json(&r)["guard"]["removals_estimated"], true);
+
+    // An empty list cannot be uploaded, even with --force: nothing is sent.
+    write_ids(&dir.path().join("crm.csv"), "amplitude_id", []);
+    let since = emu::requests(&e.base_url).await.last().map_or(0, |l| l.seq);
+    let r = execute(&file, RunMode::Apply, true).await;
+    assert_eq!(r.exit_code, 1);
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("mode = \"mirror\""),
+        "{:?}",
+        r.error
+    );
+    assert!(changes(&emu::requests_since(&e.base_url, since).await).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

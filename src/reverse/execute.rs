@@ -31,6 +31,9 @@ use crate::runner::report::PipelineReport;
 use crate::state::{REQUEST_VALIDITY_DAYS, StateStore};
 use crate::storage;
 
+/// Amplitude's largest cohort.
+const MAX_COHORT_MEMBERS: u64 = 2_000_000;
+
 /// Threads the diff runs on.
 const DIFF_THREADS: usize = 2;
 
@@ -330,6 +333,24 @@ async fn run(
         rev.samples.remove = d.remove.sample(SAMPLE);
     }
 
+    // Amplitude cohorts hold at most 2,000,000 users.
+    let resulting = match rc.mode {
+        _ if uploading => Some(all_source.len() as u64),
+        ReconcileMode::Mirror if baseline_known => {
+            Some(d.counts.baseline_distinct + d.add.len() as u64 - d.remove.len() as u64)
+        }
+        ReconcileMode::AddOnly if baseline_known => {
+            Some(d.counts.baseline_distinct + d.add.len() as u64)
+        }
+        _ => None,
+    };
+    let too_big = resulting.filter(|n| *n > MAX_COHORT_MEMBERS);
+    if let Some(n) = too_big {
+        rev.warnings.push(format!(
+            "the cohort would have {n} members; Amplitude cohorts hold at most {MAX_COHORT_MEMBERS}"
+        ));
+    }
+
     // The guard.
     let cohort_size = if baseline_known {
         d.counts.baseline_distinct
@@ -392,12 +413,22 @@ async fn run(
         rev.outcome = "refused".into();
         return Err(Failure::failed(g.refusal_message()));
     }
+    if let Some(n) = too_big {
+        return Err(Failure::failed(format!(
+            "refusing to apply: the cohort would have {n} members, and Amplitude cohorts hold at most {MAX_COHORT_MEMBERS}"
+        )));
+    }
+    if uploading && chunks.is_empty() {
+        // An upload needs ids: Amplitude has no way to upload an empty list.
+        return Err(Failure::failed(if create.is_some() {
+            "the source has no ids: there is nothing to create the cohort from".to_string()
+        } else {
+            "the source has no ids and replace cannot upload an empty list; use mode = \"mirror\" (with allow_empty_source or --force) to remove every member".to_string()
+        }));
+    }
     if chunks.is_empty() {
         rev.outcome = "in_sync".into();
         return Ok(());
-    }
-    if uploading && cohort.is_none() && create.is_none() {
-        return Err(Failure::failed("nothing to upload to"));
     }
 
     // Journal the plan, then apply it.

@@ -102,6 +102,9 @@ pub struct ReverseReport {
     /// Ids Amplitude skipped or reported invalid.
     pub skipped_ids: SkippedReport,
     pub invalid_ids_sample: Vec<String>,
+    /// Problems that do not stop a plan (a run may refuse them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// `planned`, `applied`, `in_sync`, `refused`, `resume_pending`, `failed`, `quota`.
     pub outcome: String,
     pub summary: String,
@@ -125,6 +128,7 @@ impl ReverseReport {
             calls_sent: 0,
             skipped_ids: SkippedReport::default(),
             invalid_ids_sample: Vec::new(),
+            warnings: Vec::new(),
             outcome: "failed".into(),
             summary: String::new(),
         }
@@ -219,6 +223,9 @@ impl ReverseReport {
                     g.reasons.join("; ")
                 )),
             }
+        }
+        for w in &self.warnings {
+            out.push(format!("warning: {w}"));
         }
         if let Some(j) = &self.journal
             && j.resumed
