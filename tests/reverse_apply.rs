@@ -598,10 +598,10 @@ async fn a_run_killed_after_its_second_chunk_is_resumed_with_only_the_rest() {
         .filter(|n| !set.contains(n))
         .take(20_000)
         .collect();
-    // Each membership call is held 2 s by the emulator: the kill lands while the third one
-    // is in flight, well after the second was answered and journaled.
+    // Each membership call is held 4 s by the emulator: the kill lands while the third one
+    // is in flight, a second after the second was answered (and journaled).
     let mut cfg = emulator_config(vec![spec]);
-    cfg.membership_processing = Duration::from_secs(200);
+    cfg.membership_processing = Duration::from_secs(400);
     let e = emu::start_emulator(cfg).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let source: Vec<String> = members[10_000..]
@@ -654,11 +654,11 @@ async fn a_run_killed_after_its_second_chunk_is_resumed_with_only_the_rest() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-    // Let the emulator drop the call that was in flight.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Past the end of the hold: a call the emulator did not drop would show up as applied.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let log = emu::requests(&e.base_url).await;
     let first: Vec<(String, u64)> = changes(&log);
     assert_eq!(
