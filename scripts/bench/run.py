@@ -19,6 +19,8 @@ What a case gets in `ctx`:
   ctx.series(tools, repeats=None) -> {name: [Run]}
                                                 runs every tool `repeats` times, rotating the
                                                 order each round so no tool always goes first
+                                                (Tool(name, cmd, env, before, after): the
+                                                hooks run untimed around each run)
   ctx.table(results, reference) -> str          Markdown table: medians, min–max, ratio of the
                                                 reference tool to each other one
   ctx.workload(name, generate) -> path          cached file under ctx.work, made by
@@ -60,12 +62,14 @@ class Run:
 @dataclass
 class Tool:
     """One contender of a series: `cmd` is run as is; `before` (optional) runs untimed
-    before each run (e.g. removing the previous output)."""
+    before each run (e.g. removing the previous output; it may also change `cmd` in place,
+    e.g. put in a fresh URL); `after` (optional) runs untimed after each run, with its Run."""
 
     name: str
     cmd: list
     env: dict = None
     before: object = None
+    after: object = None
     note: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -155,6 +159,8 @@ class Ctx:
                     t.before()
                 run = self.measure(t.cmd, env=t.env)
                 results[t.name].append(run)
+                if t.after:
+                    t.after(run)
                 print(
                     f"  {t.name:<14} {run.wall_s:7.3f} s {run.rss_mib:8.1f} MiB",
                     file=sys.stderr,
