@@ -3,6 +3,11 @@
 //! reader filling the same column builders as the baseline) and Arrow → Parquet
 //! (zstd level 3, and no compression to isolate the encoder).
 //!
+//! The CSV → Arrow group measures the benchmark thread's CPU time (from
+//! `/proc/thread-self/schedstat`, nanoseconds) on a single-threaded runtime, so other
+//! processes on a busy machine do not blur the comparison; the encode group (several
+//! threads) measures wall time.
+//!
 //! The workload is generated in memory: 100,000 Amplitude-like rows (quoted fields,
 //! commas, doubled quotes, non-ASCII, ~6% empty user ids), the same shape as the
 //! end-to-end benchmark's file (scripts/bench/gen.py).
@@ -15,6 +20,7 @@ use cohort_sync::export::{
     BatchBuilder, Compression, ConvertOptions, DEFAULT_BATCH_ROWS, ParquetOptions,
     columns_from_header, encode_to_parquet, parse_batches, parse_to_batches,
 };
+use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const ROWS: usize = 100_000;
@@ -113,10 +119,68 @@ async fn csv_async_rows(body: &[u8]) -> usize {
     rows + builder.finish().expect("batch").num_rows()
 }
 
-fn bench(c: &mut Criterion) {
+/// CPU time of the calling thread, in nanoseconds.
+struct ThreadCpu;
+
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .expect("/proc/thread-self/schedstat")
+}
+
+impl Measurement for ThreadCpu {
+    type Intermediate = u64;
+    type Value = u64;
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns().saturating_sub(start)
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuFormatter
+    }
+}
+
+struct CpuFormatter;
+
+impl ValueFormatter for CpuFormatter {
+    fn scale_values(&self, _typical: f64, values: &mut [f64]) -> &'static str {
+        for v in values {
+            *v /= 1e6;
+        }
+        "ms (thread CPU)"
+    }
+    fn scale_throughputs(&self, _typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
+        let bytes = match t {
+            Throughput::Bytes(b) | Throughput::BytesDecimal(b) => *b as f64,
+            Throughput::Bits(b) => *b as f64 / 8.0,
+            _ => 0.0,
+        };
+        for v in values {
+            *v = bytes / (*v / 1e9) / (1024.0 * 1024.0);
+        }
+        "MiB/s (per CPU second)"
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+fn parse_bench(c: &mut Criterion<ThreadCpu>) {
     let body = workload();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // One thread does everything, so its CPU time is the whole cost.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
 
@@ -143,7 +207,13 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+}
 
+fn encode_bench(c: &mut Criterion) {
+    let body = workload();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let (schema, batches) = rt
         .block_on(parse_to_batches(
             futures::stream::iter(chunks(&body)),
@@ -169,5 +239,10 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+criterion_group! {
+    name = parse;
+    config = Criterion::default().with_measurement(ThreadCpu);
+    targets = parse_bench
+}
+criterion_group!(encode, encode_bench);
+criterion_main!(parse, encode);
