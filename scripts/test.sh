@@ -24,6 +24,7 @@ export AWS_ENDPOINT_URL="$COHORT_SYNC_TEST_S3_ENDPOINT" AWS_ALLOW_HTTP=true
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 echo "S3-compatible server (moto) on $COHORT_SYNC_TEST_S3_ENDPOINT"
 
-# With no arguments every target runs; otherwise the arguments pick (e.g. `--test quota_run`).
-if [ $# -eq 0 ]; then set -- --all-targets; fi
-cargo test --locked "$@" -- --test-threads="${TEST_THREADS:-4}"
+# With no arguments every test target runs (benches are Criterion binaries, checked by
+# `make lint` and run by `make bench`); otherwise the arguments pick (e.g. `--test quota_run`).
+if [ $# -eq 0 ]; then set -- --lib --bins --tests --examples --no-fail-fast; fi
+RUST_TEST_THREADS="${TEST_THREADS:-4}" cargo test --locked "$@"
