@@ -32,6 +32,7 @@ import datetime
 import importlib.util
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -290,11 +291,21 @@ def main():
     info = machine_info(root)
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
-    sections = []
+    sections = {}
     for name, module in discover(bench_dir, wanted):
         print(f"== case {name}", file=sys.stderr, flush=True)
-        sections.append(module.run(ctx).strip())
-    load_after = os.getloadavg()
+        load = os.getloadavg()
+        when = datetime.datetime.now(datetime.timezone.utc)
+        text = module.run(ctx).strip()
+        after = os.getloadavg()
+        stamp = (
+            f"_Measured {when:%Y-%m-%d %H:%M} UTC at commit `{info['commit']}`, {ctx.repeats} repeats"
+            + (" (quick mode)" if ctx.quick else "")
+            + f"; load average before/after: {load[0]:.2f} / {after[0]:.2f}._"
+        )
+        # The stamp goes right under the section's heading.
+        head, _, rest = text.partition("\n")
+        sections[name] = f"{head}\n\n{stamp}\n{rest}"
     header = [
         "# Benchmarks",
         "",
@@ -303,29 +314,37 @@ def main():
         "measured around the child process and peak RSS is the child's `ru_maxrss` from",
         "`os.wait4`, taken by a small launcher process (so the figure never includes this",
         "harness's own memory; its floor is the launcher's ~9 MiB). Medians are shown with the",
-        "min–max range. Absolute times drift between",
-        "machines and with load: compare tools within one run.",
+        "min–max range. Absolute times drift between machines and with load: compare tools",
+        "within one case. `scripts/bench.sh --cases a,b` re-runs some cases and keeps the other",
+        "sections; each section says when and at which commit it was measured.",
         "",
-        f"- run: {started:%Y-%m-%d %H:%M} UTC, commit `{info['commit']}`, {ctx.repeats} repeats"
-        + (" (quick mode: small workloads)" if ctx.quick else ""),
         f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory']} RAM, Linux {info['kernel']}",
-        f"- load average (1/5/15 min) before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f};"
-        f" after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}",
         f"- {info['rustc']}; Python {info['python']} for the peers (versions pinned in scripts/bench/requirements.txt)",
         f"- binary: `{os.path.relpath(ctx.bin, root)}` built with `cargo build --release`",
         "",
     ]
-    body = "\n".join(header) + "\n" + "\n\n".join(sections) + "\n"
-    if not wanted or not os.path.exists(args.out):
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(body)
-    else:
-        # Only some cases were run: write next to the full report instead of replacing it.
-        partial = args.out.replace(".md", ".partial.md")
-        with open(partial, "w", encoding="utf-8") as f:
-            f.write(body)
-        args.out = partial
+    # Keep the sections of cases that were not run this time.
+    kept = {}
+    if wanted and os.path.exists(args.out):
+        with open(args.out, encoding="utf-8") as f:
+            kept = read_sections(f.read())
+    kept.update(sections)
+    order = [name for name, _ in discover(bench_dir, set())]
+    names = [n for n in order if n in kept] + [n for n in kept if n not in order]
+    body = "\n".join(header) + "\n" + "\n\n".join(
+        f"<!-- case:{n} -->\n{kept[n]}\n<!-- /case:{n} -->" for n in names
+    ) + "\n"
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write(body)
     print(f"wrote {args.out}", file=sys.stderr)
+
+
+def read_sections(text):
+    """The case sections of an earlier BENCHMARKS.md, by case name."""
+    sections = {}
+    for m in re.finditer(r"<!-- case:(\w+) -->\n(.*?)\n<!-- /case:\1 -->", text, re.S):
+        sections[m.group(1)] = m.group(2)
+    return sections
 
 
 if __name__ == "__main__":
