@@ -654,8 +654,19 @@ mod library {
             .expect_err("truncated");
         assert!(matches!(err, ExportError::Truncated { .. }), "{err}");
         assert!(err.is_retryable_download());
+        let empty: Vec<Result<Bytes, std::io::Error>> = Vec::new();
+        let err = convert_stream(
+            futures::stream::iter(empty),
+            &opts,
+            store(dir.path()),
+            &Key::from("e.parquet"),
+        )
+        .await
+        .expect_err("empty");
+        assert!(err.is_retryable_download(), "{err}");
         assert!(!dir.path().join("c.parquet").exists());
         assert!(!dir.path().join("d.parquet").exists());
+        assert!(!dir.path().join("e.parquet").exists());
     }
 
     use sha2::Digest;

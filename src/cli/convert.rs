@@ -17,6 +17,14 @@ use object_store::path::Path;
 use tokio_util::io::ReaderStream;
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Columns: `amplitude_id` is int64 (an empty one is a bad row), every other column utf8
+unless --column-type says otherwise; an empty field is null. A repeated column name gets a
+suffix: the second `amplitude_id` becomes `amplitude_id_2`.
+Output: the file appears at OUT only when complete (S3: multipart upload; local: a staging
+file `OUT#N` renamed into place). The footer carries --metadata pairs and cohort_sync.rows.
+Exit codes: 0 done, 1 bad input or write failure (the message names the file, row and
+line), 2 bad usage.")]
 pub struct ConvertArgs {
     /// CSV input (gzip is detected by its magic bytes); `-` reads stdin.
     input: PathBuf,

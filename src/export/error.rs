@@ -65,7 +65,7 @@ pub enum ExportError {
         message: String,
     },
 
-    /// The body ended early: inside a quoted field, or before the gzip stream's end.
+    /// The body ended early: empty, inside a quoted field, or before the gzip stream's end.
     #[error("{source_name}: body is truncated ({what}) after {bytes} bytes")]
     Truncated {
         source_name: String,
@@ -80,7 +80,8 @@ pub enum ExportError {
         message: String,
     },
 
-    /// The body has no header row, or the header cannot be used.
+    /// The header row cannot be used (not UTF-8, no columns, a declared type for a
+    /// column it lacks).
     #[error("{source_name}: bad header: {message}")]
     Header {
         source_name: String,

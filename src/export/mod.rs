@@ -35,7 +35,7 @@
 //!   source, the 1-based data row (the header is not counted) and the line where the row
 //!   starts; `Skip` leaves the row out, counts it and keeps the first
 //!   20 (row, line, reason) in [`ConvertStats::skipped_sample`].
-//! - **A truncated body** (ends inside a quoted field, an incomplete gzip stream, or a
+//! - **A truncated body** (empty, ends inside a quoted field, an incomplete gzip stream, or a
 //!   malformed last row without a final line break) is an error that
 //!   [`ExportError::is_retryable_download`] marks retryable — never a short file.
 //!

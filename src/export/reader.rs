@@ -261,7 +261,12 @@ async fn read_header(input: &mut Input, opts: &ConvertOptions) -> Result<Columns
             input.start += 1;
         }
         if input.done() {
-            return Err(header_error("the body is empty (no header row)".into()));
+            // A cohort file always has a header: an empty body ended early.
+            return Err(ExportError::Truncated {
+                source_name: source.to_string(),
+                bytes: input.info.received(),
+                what: "the body is empty (no header row)".into(),
+            });
         }
         if let Some((fields, next)) = raw_fields(&input.buf, input.start, input.eof) {
             let names = fields
