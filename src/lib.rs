@@ -5,6 +5,7 @@ pub mod config;
 pub mod emulator;
 pub mod exit;
 pub mod export;
+pub mod memory;
 pub mod quota;
 pub mod reverse;
 pub mod runner;

@@ -41,6 +41,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    cohort_sync::memory::configure_allocator();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

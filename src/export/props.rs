@@ -14,6 +14,13 @@ use parquet::schema::types::ColumnPath;
 
 use super::options::{Compression, ParquetOptions};
 
+/// A column's dictionary may grow to this many bytes per row group before the column
+/// falls back to plain pages (parquet's default is 1 MiB). Repetitive columns stay far
+/// below it; a column that outgrows it gains little from a dictionary, and its fallback
+/// (compressing the dictionary page, re-encoding the buffered values) is a memory spike
+/// in every row group.
+pub const DICTIONARY_PAGE_BYTES: usize = 256 * 1024;
+
 /// Values sampled per column from the first batch.
 pub const DICTIONARY_SAMPLE: usize = 8192;
 
@@ -36,6 +43,7 @@ pub fn writer_properties(
     let mut builder = WriterProperties::builder()
         .set_compression(compression)
         .set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
+        .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
         .set_created_by(concat!("cohort-sync ", env!("CARGO_PKG_VERSION")).to_string());
     if let Some(batch) = first {
         for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
