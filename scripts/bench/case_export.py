@@ -540,13 +540,18 @@ with the transfer and the ratio approaches 1.
   plain pages past 256 KiB (src/export/props.rs). Before these changes this case measured
   88 MiB for {big:,} members and 57 MiB for {small:,} (ratio 1.54; run of
   2026-11-29 06:13 UTC, commit `24c6415`).
-- What is left of the difference: heaptrack on `convert` of the two bodies shows a live
-  heap of 36 MiB for {big:,} rows and 34 MiB for {small:,}; the rest is the moment of the
-  peak (the {big:,}-member run reaches the steady state where a batch is built, one
-  queued, one encoded and a row group flushed at once; the {small:,}-member one barely
-  does) and freed memory below the threshold that malloc keeps. A 64 KiB threshold
-  (`MALLOC_MMAP_THRESHOLD_=65536`) measured 41 vs 37 MiB on `convert` (1.10) at the cost of
-  ~0.4 CPU-s more system time per 2,000,000 rows, and was not taken.
+- What is left of the difference (measured on `convert` of the two bodies, where it is
+  the same: ~47 vs ~38 MiB): heaptrack shows a live heap of 36 MiB for {big:,} rows and
+  34 MiB for {small:,}, and 12 MiB of the RSS is the binary's own pages. Tried without
+  effect: `malloc_trim` after every row group (47 vs 38) and column threads that live as
+  long as the file instead of one started per batch (47 vs 38). What does narrow it: one
+  core (`taskset -c 0`: no column threads, parser and encoder never run at once), 42 vs
+  37 MiB (1.12), and a 64 KiB mmap threshold (`MALLOC_MMAP_THRESHOLD_=65536`), 41 vs
+  37 MiB (1.10) but ~0.4 CPU-s more system time per 2,000,000 rows. So the rest is how
+  many buffers are alive at one moment while parser, column threads and uploader all run,
+  and small freed blocks malloc keeps; the longer run reaches that peak, the
+  {small:,}-member one (2 row groups) mostly does not. Neither remedy was taken: both
+  cost more than the 5–7 MiB they save.
 
 Pipeline (`{rel_work}/export-big.toml`, app and paths per run):
 
