@@ -265,7 +265,7 @@ async fn read_header(input: &mut Input, opts: &ConvertOptions) -> Result<Columns
             return Err(ExportError::Truncated {
                 source_name: source.to_string(),
                 bytes: input.info.received(),
-                what: "it is empty, without even a header row".into(),
+                what: "it is empty: no header row".into(),
             });
         }
         if let Some((fields, next)) = raw_fields(&input.buf, input.start, input.eof) {
