@@ -256,7 +256,7 @@ def measure(ctx, Tool, emu, work, curl, big, small, threshold, repeats):
 
         return after
 
-    def ours(name, cohort, rows, tag=None, env=None, level=LEVEL):
+    def ours(name, cohort, rows, tag=None, level=LEVEL):
         tag = tag or cohort
         pipeline = os.path.join(work, f"export-{tag}.toml")
         report = os.path.join(work, f"report-{tag}.json")
@@ -302,7 +302,7 @@ def measure(ctx, Tool, emu, work, curl, big, small, threshold, repeats):
             )
 
         cmd = [ctx.bin, "run", pipeline, "--report", report]
-        return Tool(name, cmd, env=env, before=before, after=emu_after(name, check))
+        return Tool(name, cmd, before=before, after=emu_after(name, check))
 
     def plain(name, cohort):
         cmd = [curl, "-s", "-o", "/dev/null", "-w", "%{size_download}", "URL"]
@@ -367,9 +367,11 @@ def measure(ctx, Tool, emu, work, curl, big, small, threshold, repeats):
     code = (
         "import sys, pyarrow.parquet as pq; f = pq.ParquetFile(sys.argv[1]); "
         "print(f.metadata.num_rows, f.metadata.metadata[b'cohort_sync.rows'].decode(), "
-        "f.metadata.num_row_groups, ','.join(f.schema_arrow.names))"
+        "f.metadata.num_row_groups, f.metadata.row_group(0).num_rows, ','.join(f.schema_arrow.names))"
     )
-    n, footer, groups, names = ctx.measure([ctx.python, "-c", code, out_file]).stdout.split()
+    out = ctx.measure([ctx.python, "-c", code, out_file]).stdout.split()
+    n, footer, groups, names = out[0], out[1], out[2], out[4]
+    group_rows = int(out[3])  # the writer's row-group size, as written
     if int(n) != big or int(footer) != big:
         raise SystemExit(f"{out_file}: {n} rows (footer {footer}), expected {big}")
     profile = perf_profile(ctx, work, tools[4].cmd)
@@ -390,6 +392,7 @@ def measure(ctx, Tool, emu, work, curl, big, small, threshold, repeats):
     round_ratios = [o.wall_s / c.wall_s for o, c in zip(results[OURS], results[CURL])]
     flat = s_ours["rss"] / s_small["rss"]
     fast_size_pct = 100.0 * (details[FAST][-1]["bytes"] / details[OURS][-1]["bytes"] - 1)
+    out_mb = details[OURS][-1]["bytes"] / 1e6  # our 2M-row Parquet file
     emu_med = {name: median(v) for name, v in emu_cpu.items()}
 
     def fmt_med(name, key, unit=""):
@@ -529,14 +532,14 @@ with the transfer and the ratio approaches 1.
   medians **{flat:.2f}**: **{verdict(flat <= FLAT_TARGET)}**.
 - RSS of one more {big:,}-member run, sampled every 50 ms: {timeline}
   {"The highest sample came before the last quarter" if flat_rss else "The highest sample came in the last quarter"}.
-  RSS rises and falls with each row group (131,072 rows by default: the Parquet writer
-  holds a row group's encoded column chunks, ~5 MB here, until the group closes). The
-  {big:,}-member export writes {groups_text(big)}, the {small:,}-member one {groups_text(small)}.
+  RSS rises and falls with each row group ({group_rows:,} rows by default: the Parquet writer
+  holds a row group's encoded column chunks, ~{out_mb / int(groups):.0f} MB here, until the group closes). The
+  {big:,}-member export writes {groups_text(big, group_rows)}, the {small:,}-member one {groups_text(small, group_rows)}.
 - What keeps it flat: the binary sets glibc's malloc at start-up (src/memory.rs) to a
   fixed 256 KiB mmap threshold and at most 2 arenas, so the few-MiB batch and page
   buffers go back to the OS when freed (by default glibc raises the threshold to the
   largest block freed so far, then keeps such buffers in its heaps); batches are cut at
-  1 MiB of values, row groups at 131,072 rows, and a column's dictionary falls back to
+  1 MiB of values, row groups at {group_rows:,} rows, and a column's dictionary falls back to
   plain pages past 256 KiB (src/export/props.rs). Before these changes this case measured
   88 MiB for {big:,} members and 57 MiB for {small:,} (ratio 1.54; run of
   2026-11-29 06:13 UTC, commit `24c6415`).
@@ -657,7 +660,7 @@ def rss_timeline(cmd, cwd):
     return text, max(quarters[3]) < max(samples)
 
 
-def groups_text(rows, group_rows=131_072):
+def groups_text(rows, group_rows):
     n = -(-rows // group_rows)
     if n == 1:
         return "one row group" + ("" if rows == group_rows else f" of {rows:,} rows")
