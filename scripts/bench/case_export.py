@@ -536,25 +536,26 @@ with the transfer and the ratio approaches 1.
   holds a row group's encoded column chunks, ~{out_mb / int(groups):.0f} MB here, until the group closes). The
   {big:,}-member export writes {groups_text(big, group_rows)}, the {small:,}-member one {groups_text(small, group_rows)}.
 - What keeps it flat: the binary sets glibc's malloc at start-up (src/memory.rs) to a
-  fixed 256 KiB mmap threshold and at most 2 arenas, so the few-MiB batch and page
-  buffers go back to the OS when freed (by default glibc raises the threshold to the
-  largest block freed so far, then keeps such buffers in its heaps); batches are cut at
-  1 MiB of values, row groups at {group_rows:,} rows, and a column's dictionary falls back to
-  plain pages past 256 KiB (src/export/props.rs). Before these changes this case measured
-  88 MiB for {big:,} members and 57 MiB for {small:,} (ratio 1.54; run of
-  2026-11-29 06:13 UTC, commit `24c6415`).
-- What is left of the difference (measured on `convert` of the two bodies, where it is
-  the same: ~47 vs ~38 MiB): heaptrack shows a live heap of 36 MiB for {big:,} rows and
-  34 MiB for {small:,}, and 12 MiB of the RSS is the binary's own pages. Tried without
-  effect: `malloc_trim` after every row group (47 vs 38) and column threads that live as
-  long as the file instead of one started per batch (47 vs 38). What does narrow it: one
-  core (`taskset -c 0`: no column threads, parser and encoder never run at once), 42 vs
-  37 MiB (1.12), and a 64 KiB mmap threshold (`MALLOC_MMAP_THRESHOLD_=65536`), 41 vs
-  37 MiB (1.10) but ~0.4 CPU-s more system time per 2,000,000 rows. So the rest is how
-  many buffers are alive at one moment while parser, column threads and uploader all run,
-  and small freed blocks malloc keeps; the longer run reaches that peak, the
-  {small:,}-member one (2 row groups) mostly does not. Neither remedy was taken: both
-  cost more than the 5–7 MiB they save.
+  fixed 256 KiB mmap threshold and one arena. With the threshold, the few-MiB batch and
+  page buffers go back to the OS when freed (by default glibc raises the threshold to the
+  largest block freed so far, then keeps such buffers in its heaps). With one arena, the
+  column threads (started per batch) share the free memory malloc keeps: with two, glibc
+  hands new threads the arenas in turn, each arena grew to hold the working set (summed
+  arena size 12.6 MB after the first row group, 20 MB by the 13th, 7-9 MB in use; ratio
+  1.16-1.19 in this case), for ~3% more CPU. Batches are cut at 1 MiB of values, row
+  groups at {group_rows:,} rows, and a column's dictionary falls back to plain pages past
+  256 KiB (src/export/props.rs). Before these changes this case measured 88 MiB for
+  {big:,} members and 57 MiB for {small:,} (ratio 1.54; run of 2026-11-29 06:13 UTC,
+  commit `24c6415`).
+- What is left of the difference: the one heap still grows ~2.5 MB over the 16 row groups
+  (blocks under 256 KiB, some kept for a whole row group, some for one batch, leave gaps),
+  and the most memory mapped at once is a few MiB higher in the longer run (more row-group
+  flushes that meet a full batch queue); 15 MiB of the RSS is the binary's own pages, the
+  same in both. Tried without effect: `malloc_trim` after every row group, column threads
+  that live as long as the file, 32,768-row data pages (so the id columns' compressed
+  pages get their own mappings). Narrower but not taken: jemalloc with one arena and a
+  10 ms purge delay (1.08, but `convert` 9% slower and 1-4 MiB more RSS), a 64 KiB mmap
+  threshold (1.10, ~0.4 CPU-s more system time per 2,000,000 rows).
 
 Pipeline (`{rel_work}/export-big.toml`, app and paths per run):
 
