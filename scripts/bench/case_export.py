@@ -542,9 +542,9 @@ with the transfer and the ratio approaches 1.
   column threads (started per batch) share the free memory malloc keeps: with two, glibc
   hands new threads the arenas in turn, each arena grew to hold the working set (summed
   arena size 12.6 MB after the first row group, 20 MB by the 13th, 7-9 MB in use; ratio
-  1.16-1.19 in this case), for ~3% more CPU. Batches are cut at 1 MiB of values, row
-  groups at {group_rows:,} rows, and a column's dictionary falls back to plain pages past
-  256 KiB (src/export/props.rs). Before these changes this case measured 88 MiB for
+  1.16-1.19 in this case), for ~3% more CPU. Batches are cut at 512 KiB of values (at
+  1 MiB: ~47 vs ~42 MiB, ratio 1.12), row groups at {group_rows:,} rows, and a column's
+  dictionary falls back to plain pages past 256 KiB (src/export/props.rs). Before these changes this case measured 88 MiB for
   {big:,} members and 57 MiB for {small:,} (ratio 1.54; run of 2026-11-29 06:13 UTC,
   commit `24c6415`).
 - What is left of the difference: the one heap still grows ~2.5 MB over the 16 row groups
