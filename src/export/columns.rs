@@ -327,7 +327,8 @@ pub struct BatchBuilder {
 /// once (being built, queued, being encoded, waiting for reuse) stay small with wide rows
 /// (a cohort with five properties cuts at about 3,500 rows). Measured on the export of a
 /// 2,000,000-member cohort with properties (10 interleaved runs): 512 KiB peaks at
-/// 42.7 MiB RSS (200,000 members: 38.8), 1 MiB at 47.4 (42.3), for ~1% more CPU; 8 MiB
+/// 42.7 MiB RSS (200,000 members: 38.8), 1 MiB at 47.4 (42.3), for ~3% more CPU and
+/// 5-8% more wall time on that export (`convert` of a file: no measurable change); 8 MiB
 /// peaked at 47 MiB of heap alone.
 pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 
