@@ -2,6 +2,7 @@
 
 pub mod amplitude;
 pub mod config;
+pub mod crash;
 pub mod emulator;
 pub mod exit;
 pub mod export;
