@@ -3,7 +3,7 @@
 
 mod common;
 
-use cohort_sync::state::{LeaseOutcome, StateStore};
+use cohort_sync::state::{Holder, LeaseOutcome, Renewal, StateStore};
 use cohort_sync::storage;
 
 fn s3_state(bucket: &str) -> StateStore {
@@ -27,7 +27,12 @@ async fn concurrent_runners_get_one_lease() {
     for i in 0..8 {
         let s = state.clone();
         tasks.push(tokio::spawn(async move {
-            s.try_lease("cohort-1", &format!("runner-{i}"), ttl).await
+            s.try_lease(
+                "cohort-1",
+                &Holder::this_process(&format!("runner-{i}")),
+                ttl,
+            )
+            .await
         }));
     }
     let mut acquired = 0;
@@ -46,7 +51,7 @@ async fn expired_lease_taken_over_by_exactly_one() {
     let expired = chrono::Duration::milliseconds(-1);
     assert!(matches!(
         state
-            .try_lease("c", "old-runner", expired)
+            .try_lease("c", &Holder::this_process("old-runner"), expired)
             .await
             .expect("lease"),
         LeaseOutcome::Acquired(_)
@@ -56,16 +61,66 @@ async fn expired_lease_taken_over_by_exactly_one() {
     for i in 0..6 {
         let s = state.clone();
         tasks.push(tokio::spawn(async move {
-            s.try_lease("c", &format!("runner-{i}"), ttl).await
+            s.try_lease("c", &Holder::this_process(&format!("runner-{i}")), ttl)
+                .await
         }));
     }
     let mut acquired = Vec::new();
     for t in tasks {
         if let LeaseOutcome::Acquired(l) = t.await.expect("join").expect("lease call") {
-            acquired.push(l.owner);
+            acquired.push(l.holder.run_id);
         }
     }
     assert_eq!(acquired.len(), 1, "one takeover winner, got {acquired:?}");
+}
+
+/// A heartbeat moves the expiry with compare-and-swap; a lease taken over after it
+/// expired is reported lost to its late holder, whose renewal does not overwrite it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_renew_and_a_late_holder_learns_it_lost() {
+    let bucket = common::create_bucket("renew");
+    let state = s3_state(&bucket);
+    let short = chrono::Duration::milliseconds(300);
+    let LeaseOutcome::Acquired(mut lease) = state
+        .try_lease("c", &Holder::this_process("slow"), short)
+        .await
+        .expect("lease")
+    else {
+        panic!("a free lease is acquired");
+    };
+    let first = lease.expires_at;
+    assert_eq!(
+        state.renew(&mut lease, short).await.expect("renew"),
+        Renewal::Renewed
+    );
+    assert!(lease.expires_at > first);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // Expired without a heartbeat: another runner takes it over.
+    assert!(matches!(
+        state
+            .try_lease(
+                "c",
+                &Holder::this_process("fast"),
+                chrono::Duration::minutes(5)
+            )
+            .await
+            .expect("lease"),
+        LeaseOutcome::Acquired(_)
+    ));
+    match state.renew(&mut lease, short).await.expect("renew") {
+        Renewal::Lost {
+            now_held_by: Some(h),
+        } => assert_eq!(h.run_id, "fast"),
+        other => panic!("the late holder must learn it lost the lease: {other:?}"),
+    }
+    // The takeover stands: the late holder's renewal wrote nothing.
+    assert!(matches!(
+        state
+            .try_lease("c", &Holder::this_process("third"), short)
+            .await
+            .expect("lease"),
+        LeaseOutcome::Held { holder, .. } if holder.run_id == "fast"
+    ));
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 
 use super::credentials::Credentials;
 use super::error::ApiError;
@@ -87,6 +88,9 @@ pub struct AmplitudeClient {
     credentials: Credentials,
     limits: Option<Arc<AppLimits>>,
     retry: RetryPolicy,
+    /// Cancelled when the run stops: waits for a rate-limit slot or a retry end at once
+    /// (a call already sent is left to finish).
+    stop: Option<CancellationToken>,
 }
 
 impl AmplitudeClient {
@@ -107,6 +111,7 @@ impl AmplitudeClient {
                 max_attempts: 1,
                 ..RetryPolicy::default()
             },
+            stop: None,
         })
     }
 
@@ -122,10 +127,30 @@ impl AmplitudeClient {
         self
     }
 
-    async fn call_permit(&self) -> Option<OwnedSemaphorePermit> {
+    /// Ends waits for rate-limit slots and retries when `stop` is cancelled.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Waits for `fut` unless the run stops first.
+    async fn unless_stopped<T>(
+        &self,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, ApiError> {
+        match &self.stop {
+            Some(stop) => tokio::select! {
+                v = fut => Ok(v),
+                _ = stop.cancelled() => Err(ApiError::Stopped),
+            },
+            None => Ok(fut.await),
+        }
+    }
+
+    async fn call_permit(&self) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
         match &self.limits {
-            Some(l) => Some(l.call_permit().await),
-            None => None,
+            Some(l) => Ok(Some(self.unless_stopped(l.call_permit()).await?)),
+            None => Ok(None),
         }
     }
 
@@ -136,8 +161,8 @@ impl AmplitudeClient {
     /// `GET /api/3/cohorts[?includeSyncInfo=true]`: every discoverable cohort. Costs no quota.
     pub async fn list_cohorts(&self, include_sync_info: bool) -> Result<CohortList, ApiError> {
         self.retry
-            .run("list cohorts", transient, || async {
-                let _permit = self.call_permit().await;
+            .run("list cohorts", self.stop.as_ref(), transient, || async {
+                let _permit = self.call_permit().await?;
                 let mut rb = self.authed(Method::GET, "/api/3/cohorts");
                 if include_sync_info {
                     rb = rb.query(&[("includeSyncInfo", "true")]);
@@ -160,27 +185,36 @@ impl AmplitudeClient {
         let what = format!("cohort {cohort_id}");
         // Only 429s are retried: a 5xx or a lost connection may have spent quota already.
         self.retry
-            .run("request cohort", rate_limited_only, || async {
-                let _permit = match &self.limits {
-                    Some(l) => Some(l.cohort_request_permit().await),
-                    None => None,
-                };
-                let mut rb = self.authed(Method::GET, &path);
-                if props || !prop_keys.is_empty() {
-                    rb = rb.query(&[("props", "1")]);
-                    for key in prop_keys {
-                        rb = rb.query(&[("propKeys", key.as_str())]);
+            .run(
+                "request cohort",
+                self.stop.as_ref(),
+                rate_limited_only,
+                || async {
+                    let _permit = match &self.limits {
+                        Some(l) => Some(self.unless_stopped(l.cohort_request_permit()).await?),
+                        None => None,
+                    };
+                    // Not sent after a stop: a request spends quota, and nobody would use it.
+                    if self.stop.as_ref().is_some_and(|s| s.is_cancelled()) {
+                        return Err(ApiError::Stopped);
                     }
-                }
-                let resp = self.send("request cohort", rb).await?;
-                expect_json(
-                    resp,
-                    "request cohort",
-                    &what,
-                    &[StatusCode::ACCEPTED, StatusCode::OK],
-                )
-                .await
-            })
+                    let mut rb = self.authed(Method::GET, &path);
+                    if props || !prop_keys.is_empty() {
+                        rb = rb.query(&[("props", "1")]);
+                        for key in prop_keys {
+                            rb = rb.query(&[("propKeys", key.as_str())]);
+                        }
+                    }
+                    let resp = self.send("request cohort", rb).await?;
+                    expect_json(
+                        resp,
+                        "request cohort",
+                        &what,
+                        &[StatusCode::ACCEPTED, StatusCode::OK],
+                    )
+                    .await
+                },
+            )
             .await
     }
 
@@ -191,8 +225,8 @@ impl AmplitudeClient {
         let what = format!("request {request_id}");
         let (status, parsed) = self
             .retry
-            .run("request status", transient, || async {
-                let _permit = self.call_permit().await;
+            .run("request status", self.stop.as_ref(), transient, || async {
+                let _permit = self.call_permit().await?;
                 let rb = self.authed(Method::GET, &path);
                 let resp = self.send("request status", rb).await?;
                 let status = resp.status();
@@ -221,7 +255,7 @@ impl AmplitudeClient {
     /// A redirect to a presigned URL is followed once, without Amplitude credentials.
     pub async fn download_file(&self, request_id: &str) -> Result<FileDownload, ApiError> {
         self.retry
-            .run("download file", transient, || {
+            .run("download file", self.stop.as_ref(), transient, || {
                 self.download_file_once(request_id)
             })
             .await
@@ -229,7 +263,7 @@ impl AmplitudeClient {
 
     async fn download_file_once(&self, request_id: &str) -> Result<FileDownload, ApiError> {
         let path = format!("/api/5/cohorts/request/{}/file", path_segment(request_id));
-        let permit = self.call_permit().await;
+        let permit = self.call_permit().await?;
         let rb = self.authed(Method::GET, &path);
         let resp = self.send("download file", rb).await?;
         let status = resp.status();
@@ -294,8 +328,8 @@ impl AmplitudeClient {
             None => "upload target".to_string(),
         };
         self.retry
-            .run("upload", rate_limited_only, || async {
-                let _permit = self.call_permit().await;
+            .run("upload", self.stop.as_ref(), rate_limited_only, || async {
+                let _permit = self.call_permit().await?;
                 let rb = self
                     .authed(Method::POST, "/api/3/cohorts/upload")
                     .json(body);
@@ -320,14 +354,19 @@ impl AmplitudeClient {
     ) -> Result<MembershipResponse, ApiError> {
         let what = format!("cohort {}", body.cohort_id);
         self.retry
-            .run("membership", rate_limited_only, || async {
-                let _permit = self.call_permit().await;
-                let rb = self
-                    .authed(Method::POST, "/api/3/cohorts/membership")
-                    .json(body);
-                let resp = self.send("membership", rb).await?;
-                expect_json(resp, "membership", &what, &[StatusCode::OK]).await
-            })
+            .run(
+                "membership",
+                self.stop.as_ref(),
+                rate_limited_only,
+                || async {
+                    let _permit = self.call_permit().await?;
+                    let rb = self
+                        .authed(Method::POST, "/api/3/cohorts/membership")
+                        .json(body);
+                    let resp = self.send("membership", rb).await?;
+                    expect_json(resp, "membership", &what, &[StatusCode::OK]).await
+                },
+            )
             .await
     }
 

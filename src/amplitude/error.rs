@@ -63,8 +63,18 @@ pub enum ApiError {
     LinkExpired { status: u16 },
 
     /// Connection refused, reset, timed out, or a body that ended early.
+    /// `maybe_delivered`: the request may have reached Amplitude (the connection was made
+    /// before it failed), so its effect — a spent download — is unknown.
     #[error("transport error talking to {endpoint}: {message}")]
-    Transport { endpoint: String, message: String },
+    Transport {
+        endpoint: String,
+        message: String,
+        maybe_delivered: bool,
+    },
+
+    /// The run is stopping (SIGTERM/SIGINT) and this call was not sent.
+    #[error("not sent: the run is stopping")]
+    Stopped,
 }
 
 impl ApiError {
@@ -79,8 +89,21 @@ impl ApiError {
         )
     }
 
+    /// Whether the call may have had its effect although no answer says so (a transport
+    /// error after the connection was made, or a 5xx from a proxy or Amplitude).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Transport {
+                maybe_delivered: true,
+                ..
+            } | ApiError::Server { .. }
+        )
+    }
+
     /// Builds a transport error from reqwest's, without the URL's query string.
     pub(crate) fn transport(endpoint: &str, err: reqwest::Error) -> ApiError {
+        let maybe_delivered = !err.is_connect() && !err.is_builder();
         let err = err.without_url();
         let mut message = err.to_string();
         let mut source = std::error::Error::source(&err);
@@ -92,6 +115,7 @@ impl ApiError {
         ApiError::Transport {
             endpoint: endpoint.to_string(),
             message,
+            maybe_delivered,
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod convert;
 pub mod emulate;
 pub mod remote;
 pub mod run;
+pub mod signals;
 pub mod summary;
 pub mod validate;
 

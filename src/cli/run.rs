@@ -90,6 +90,7 @@ async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Opt
     };
     let ctx = RunContext::new(mode, force, time_scale_from_env(), base_dir);
     tracing::info!(run_id = %ctx.run_id, mode = mode.as_str(), pipelines = prepared.len(), "starting");
+    let signals = super::signals::stop_on_signals(ctx.clone());
 
     let runs = prepared.iter().map(|p| {
         let ctx = &ctx;
@@ -101,7 +102,11 @@ async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Opt
         }
     });
     let pipelines: Vec<PipelineReport> = futures::future::join_all(runs).await;
-    let exit_code = combine_exit_codes(pipelines.iter().map(|p| p.exit_code));
+    signals.abort();
+    let mut exit_code = combine_exit_codes(pipelines.iter().map(|p| p.exit_code));
+    if let Some(signal) = ctx.stopped_by() {
+        exit_code = exit::stopped_by_signal(signal);
+    }
     let report = RunReport {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         run_id: ctx.run_id.clone(),
@@ -112,6 +117,7 @@ async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Opt
         exit_code,
     };
     summary::print(&report);
+    cohort_sync::crash::point("run.report.before");
     if let Some(path) = report_path
         && let Err(e) = write_report(path, &report)
     {

@@ -54,6 +54,12 @@ fn render_pipeline(out: &mut String, p: &PipelineReport, mode: &str) {
             "would spend"
         };
         out.push_str(&format!("  quota {verb}: {}", p.quota_spent));
+        if p.quota_possibly_spent > 0 {
+            out.push_str(&format!(
+                ", possibly {} more (sent, no answer: Amplitude may have counted it)",
+                p.quota_possibly_spent
+            ));
+        }
         if let Some(finish) = p.earliest_finish {
             out.push_str(&format!(
                 " (rate limits let every request start by {})",
@@ -63,10 +69,15 @@ fn render_pipeline(out: &mut String, p: &PipelineReport, mode: &str) {
         out.push('\n');
         for r in &p.requests {
             out.push_str(&format!(
-                "    request {} for cohort {}: {}\n",
+                "    request {} for cohort {}: {}{}\n",
                 r.request_id.as_deref().unwrap_or("(new)"),
                 r.cohort_id,
-                r.reason.describe()
+                r.reason.describe(),
+                if r.outcome_unknown {
+                    " (outcome unknown: possibly spent)"
+                } else {
+                    ""
+                }
             ));
         }
     }
@@ -91,7 +102,8 @@ fn outcome_label(o: Outcome) -> &'static str {
         Outcome::Planned => "would download",
         Outcome::SkippedUnchanged => "unchanged",
         Outcome::SkippedArchived => "archived",
-        Outcome::SkippedLeased => "leased elsewhere",
+        Outcome::SkippedLeased => "HELD by another runner",
+        Outcome::Interrupted => "INTERRUPTED",
         Outcome::DeferredQuota => "deferred (quota)",
         Outcome::Failed => "FAILED",
     }

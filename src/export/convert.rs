@@ -82,7 +82,7 @@ where
     let encoder = tokio::task::spawn_blocking(move || {
         encode(batch_rx, part_tx, recycle_tx, &parquet, metadata)
     });
-    let uploaded = upload(store, key, part_rx).await;
+    let uploaded = upload(store, key, part_rx, opts.cancel.clone()).await;
 
     let parsed = parser.await;
     let encoded = encoder.await;
@@ -95,6 +95,11 @@ where
         destination: key.to_string(),
         message,
     };
+    if matches!(uploaded, Err(UploadError::Stopped)) {
+        return Err(ExportError::Stopped {
+            source_name: source.clone(),
+        });
+    }
     // The first real cause wins: parser, then encoder, then uploader.
     let summary = match parsed {
         Ok(Ok(summary)) => summary,
@@ -112,6 +117,11 @@ where
     };
     match uploaded {
         Ok(()) => {}
+        Err(UploadError::Stopped) => {
+            return Err(ExportError::Stopped {
+                source_name: source.clone(),
+            });
+        }
         Err(UploadError::Store(e)) => return Err(write_error(e.to_string())),
         Err(UploadError::EncoderStopped) => {
             return Err(internal("the encoder stopped without an error".into()));

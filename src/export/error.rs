@@ -105,6 +105,10 @@ pub enum ExportError {
         message: String,
     },
 
+    /// The run is stopping (SIGTERM/SIGINT): the upload was aborted, nothing published.
+    #[error("{source_name}: stopped before the file was complete (the run is stopping)")]
+    Stopped { source_name: String },
+
     /// A worker task of the conversion panicked or was cancelled.
     #[error("{source_name}: internal error: {message}")]
     Internal {

@@ -174,6 +174,8 @@ pub struct ConvertOptions {
     pub parquet: ParquetOptions,
     /// Key-value pairs written into the Parquet footer (`cohort_sync.rows` is added).
     pub metadata: Vec<(String, String)>,
+    /// Cancelled when the run stops: the upload is aborted, nothing is published.
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl ConvertOptions {
@@ -188,6 +190,7 @@ impl ConvertOptions {
             batch_rows: DEFAULT_BATCH_ROWS,
             parquet: ParquetOptions::default(),
             metadata: Vec::new(),
+            cancel: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::sink::PartMsg;
 
@@ -32,14 +33,18 @@ pub enum UploadError {
     /// The encoder stopped before the file was whole (its error explains why).
     EncoderStopped,
     Store(object_store::Error),
+    /// The run is stopping (SIGTERM/SIGINT): the upload was aborted.
+    Stopped,
 }
 
-/// Uploads what `rx` delivers to `key`.
+/// Uploads what `rx` delivers to `key`; aborts when `stop` is cancelled.
 pub async fn upload(
     store: Arc<dyn ObjectStore>,
     key: &Path,
     mut rx: mpsc::Receiver<PartMsg>,
+    stop: Option<CancellationToken>,
 ) -> Result<(), UploadError> {
+    let stop = stop.unwrap_or_default();
     let part_bytes = if is_local(store.as_ref()) {
         LOCAL_PART_BYTES
     } else {
@@ -48,8 +53,16 @@ pub async fn upload(
     let multipart = store.put_multipart(key).await.map_err(UploadError::Store)?;
     let mut writer = WriteMultipart::new_with_chunk_size(multipart, part_bytes);
     loop {
-        match rx.recv().await {
+        let msg = tokio::select! {
+            msg = rx.recv() => msg,
+            _ = stop.cancelled() => {
+                abort(writer, key).await;
+                return Err(UploadError::Stopped);
+            }
+        };
+        match msg {
             Some(PartMsg::Bytes(bytes)) => {
+                crate::crash::point("export.upload.part");
                 if let Err(e) = writer.wait_for_capacity(PART_CONCURRENCY).await {
                     // `wait_for_capacity` failing means a part failed; abort the rest.
                     abort(writer, key).await;

@@ -3,6 +3,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::amplitude::ApiError;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -53,10 +55,12 @@ impl RetryPolicy {
     }
 
     /// Runs `op` until it succeeds, fails with an error `retryable` rejects, or attempts
-    /// run out. `what` names the call in the warnings logged before each retry.
+    /// run out. `what` names the call in the warnings logged before each retry. A wait
+    /// between attempts ends early with [`ApiError::Stopped`] when `stop` is cancelled.
     pub async fn run<T, F, Fut>(
         &self,
         what: &str,
+        stop: Option<&CancellationToken>,
         retryable: impl Fn(&ApiError) -> bool,
         mut op: F,
     ) -> Result<T, ApiError>
@@ -76,7 +80,13 @@ impl RetryPolicy {
                         attempt + 1,
                         self.max_attempts
                     );
-                    tokio::time::sleep(delay).await;
+                    match stop {
+                        Some(stop) => tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = stop.cancelled() => return Err(ApiError::Stopped),
+                        },
+                        None => tokio::time::sleep(delay).await,
+                    }
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
@@ -116,7 +126,7 @@ mod tests {
     async fn retries_transient_errors_until_bounded() {
         let calls = AtomicU32::new(0);
         let r: Result<(), ApiError> = policy()
-            .run("test", transient, || async {
+            .run("test", None, transient, || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(ApiError::Server {
                     status: 503,
@@ -133,7 +143,7 @@ mod tests {
     async fn does_not_retry_what_is_not_retryable() {
         let calls = AtomicU32::new(0);
         let r: Result<(), ApiError> = policy()
-            .run("test", rate_limited_only, || async {
+            .run("test", None, rate_limited_only, || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(ApiError::Server {
                     status: 500,
@@ -143,6 +153,25 @@ mod tests {
             })
             .await;
         assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_wait_between_attempts() {
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let calls = AtomicU32::new(0);
+        let r: Result<(), ApiError> = policy()
+            .run("test", Some(&stop), transient, || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(ApiError::Server {
+                    status: 503,
+                    endpoint: "x".into(),
+                    text: String::new(),
+                })
+            })
+            .await;
+        assert!(matches!(r, Err(ApiError::Stopped)), "{r:?}");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
@@ -162,6 +191,7 @@ mod tests {
         let s = ApiError::Transport {
             endpoint: "x".into(),
             message: String::new(),
+            maybe_delivered: false,
         };
         let d5 = policy().delay(5, &s);
         assert!(d5 <= Duration::from_millis(50), "capped: {d5:?}");

@@ -265,6 +265,7 @@ async fn download(
             request_id: None,
             reason: RequestReason::ReverseBaseline,
             at: now,
+            outcome_unknown: false,
         };
         if let Some(s) = stale {
             let reason = format!(
@@ -338,6 +339,7 @@ async fn download(
         request_id: Some(req.request_id.clone()),
         reason: RequestReason::ReverseBaseline,
         at: Utc::now(),
+        outcome_unknown: false,
     };
     if let Err(e) = input.state.save_cohort(&record).await {
         // The request is spent either way: report it, and say the state is behind.
@@ -379,7 +381,9 @@ async fn fetch(
     wait_for_job(input.client, request_id, &input.poll)
         .await
         .map_err(|e| match e {
-            PollError::TimedOut { .. } => Failure::failed(e.to_string()),
+            PollError::TimedOut { .. } | PollError::Stopped { .. } => {
+                Failure::failed(e.to_string())
+            }
             PollError::Api { .. } => Failure::failed(with_spent(e.to_string())),
         })?;
     let spec = ColumnSpec {

@@ -1,14 +1,21 @@
 //! What every pipeline execution of one `cohort-sync` invocation shares: the run id, the
 //! mode (plan / dry run / apply), `--force`, the per-app rate limits (one set per app, shared
-//! by every pipeline that talks to it) and the time scale used against the emulator.
+//! by every pipeline that talks to it), the time scale used against the emulator, the
+//! stop token that SIGTERM/SIGINT cancel, and the requests issued so far (so a cohort
+//! selected by two pipelines of one run is requested once).
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 
 use crate::amplitude::{AmplitudeClient, ApiError, ClientOptions};
 use crate::quota::{LimitSettings, LimitsRegistry, RetryPolicy};
+use crate::state::Holder;
+
+use super::shared_requests::SharedRequests;
 
 /// What a command asks a pipeline to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,24 +56,59 @@ pub struct RunContext {
     /// Relative output, state and source paths resolve against this directory.
     pub base_dir: PathBuf,
     pub limits: Arc<LimitsRegistry>,
+    /// Cancelled by SIGTERM/SIGINT: no new work starts, uploads in progress are aborted,
+    /// leases are released, the report is written.
+    pub stop: CancellationToken,
+    /// The signal that cancelled `stop` (0 while none did).
+    stop_signal: Arc<AtomicI32>,
+    /// This process as a lease holder.
+    pub holder: Holder,
+    /// Requests issued by this run, by cohort and columns (shared across its pipelines).
+    pub shared_requests: Arc<SharedRequests>,
 }
 
 impl RunContext {
     pub fn new(mode: RunMode, force: bool, time_scale: f64, base_dir: PathBuf) -> Self {
         let started_at = Utc::now();
+        let run_id = format!(
+            "{}-{:04x}",
+            started_at.format("%Y%m%dT%H%M%SZ"),
+            fastrand::u16(..)
+        );
         RunContext {
-            run_id: format!(
-                "{}-{:04x}",
-                started_at.format("%Y%m%dT%H%M%SZ"),
-                fastrand::u16(..)
-            ),
+            holder: Holder::this_process(&run_id),
+            run_id,
             started_at,
             mode,
             force,
             time_scale,
             base_dir,
             limits: Arc::new(LimitsRegistry::default()),
+            stop: CancellationToken::new(),
+            stop_signal: Arc::new(AtomicI32::new(0)),
+            shared_requests: Arc::new(SharedRequests::default()),
         }
+    }
+
+    /// Asks every pipeline of the run to stop (a signal arrived).
+    pub fn request_stop(&self, signal: i32) {
+        let _ = self
+            .stop_signal
+            .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+        self.stop.cancel();
+    }
+
+    /// The signal that stopped the run, if one did.
+    pub fn stopped_by(&self) -> Option<i32> {
+        match self.stop_signal.load(Ordering::SeqCst) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+
+    /// Whether a stop was requested.
+    pub fn stopping(&self) -> bool {
+        self.stop.is_cancelled()
     }
 
     /// The rate-limit settings for this run's time scale.
@@ -85,6 +127,7 @@ impl RunContext {
         let limits = self.limits.for_app(app_key, &self.limit_settings());
         Ok(AmplitudeClient::new(options)?
             .with_limits(limits)
-            .with_retry(RetryPolicy::scaled(self.time_scale)))
+            .with_retry(RetryPolicy::scaled(self.time_scale))
+            .with_stop(self.stop.clone()))
     }
 }

@@ -4,30 +4,27 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
-use tokio::time::Instant;
 
+use super::cohort_job::{CohortJob, CohortResult};
 use super::context::RunContext;
-use super::layout::{LayoutValues, render};
 use super::plan::{Action, ExportPlan, PlanOptions, PlannedCohort, plan_export};
-use super::poll::{PollSettings, wait_for_job};
+use super::poll::PollSettings;
 use super::report::{
     CohortReport, Outcome, PipelineReport, RequestReason, SpentRequest, UsageSnapshot,
 };
 use super::select::{Selection, select};
-use crate::amplitude::types::Timestamp;
-use crate::amplitude::{AmplitudeClient, ApiError, ClientOptions};
+use super::staging::Staging;
+use crate::amplitude::ClientOptions;
 use crate::exit;
-use crate::export::{ConvertOptions, ConvertStats, GzipHint, convert_stream};
-use crate::state::{LeaseOutcome, REQUEST_VALIDITY_DAYS, RequestRecord, StateStore};
+use crate::export::ConvertOptions;
+use crate::state::{REQUEST_VALIDITY_DAYS, StateStore};
 use crate::storage::{self, Location};
-
-/// `/file` attempts per cohort (the same request id each time: never a second request).
-const MAX_FILE_ATTEMPTS: u32 = 5;
 
 /// Everything one export pipeline needs, already checked by the config loader.
 #[derive(Debug, Clone)]
@@ -52,15 +49,15 @@ pub struct ExportSettings {
 
 /// One published file in the run manifest.
 #[derive(Debug, Clone, Serialize)]
-struct ManifestFile {
-    cohort_id: String,
-    cohort_name: String,
-    key: String,
-    rows: u64,
-    bytes: u64,
-    sha256: String,
-    request_id: String,
-    last_computed: Option<String>,
+pub struct ManifestFile {
+    pub cohort_id: String,
+    pub cohort_name: String,
+    pub key: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    pub request_id: String,
+    pub last_computed: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -129,21 +126,29 @@ async fn execute_into(
 
     let output = storage::open(&settings.output_url, &ctx.base_dir)
         .map_err(|e| (exit::USAGE, format!("output url: {e}")))?;
+    remove_orphaned_staging(&output, &state, settings, ctx).await;
     let job = Arc::new(CohortJob {
         client,
         state,
         output,
         settings: settings.clone(),
         run_id: ctx.run_id.clone(),
+        holder: ctx.holder.clone(),
         snapshot_date: ctx.started_at.format("%Y-%m-%d").to_string(),
-        lease_ttl: lease_ttl(&settings.poll, ctx.time_scale),
+        lease_ttl: lease_ttl(ctx.time_scale),
         request_validity: plan_opts.request_validity,
         skip_unchanged: plan_opts.skip_unchanged && !plan_opts.force,
+        force: plan_opts.force,
+        spare_budget: Arc::new(AtomicU32::new(
+            plan.budget.available.saturating_sub(plan.budget.spend),
+        )),
+        shared_requests: Arc::clone(&ctx.shared_requests),
+        stop: ctx.stop.clone(),
     });
 
     let mut order = Vec::new();
     let mut downloads = Vec::new();
-    for (idx, item) in plan.items.iter().enumerate() {
+    for item in &plan.items {
         order.push(item.selected.cohort.id.clone());
         match &item.action {
             Action::Skip { outcome, detail } => {
@@ -156,29 +161,24 @@ async fn execute_into(
                     .cohorts
                     .push(cohort_report(item, Outcome::DeferredQuota).with_detail(detail.clone()));
             }
-            Action::Download { .. } => downloads.push((idx, item.clone())),
+            Action::Download { .. } => downloads.push(item.clone()),
         }
     }
 
     let parallel = settings.max_parallel.max(1);
-    let results: Vec<(CohortReport, Option<SpentRequest>, Option<ManifestFile>)> =
-        futures::stream::iter(downloads.into_iter().map(|(_, item)| {
-            let job = Arc::clone(&job);
-            async move { job.run(item).await }
-        }))
-        .buffer_unordered(parallel)
-        .collect()
-        .await;
+    let results: Vec<CohortResult> = futures::stream::iter(downloads.into_iter().map(|item| {
+        let job = Arc::clone(&job);
+        async move { job.run(item).await }
+    }))
+    .buffer_unordered(parallel)
+    .collect()
+    .await;
 
     let mut files = Vec::new();
-    for (cohort, spent, file) in results {
-        if let Some(s) = spent {
-            report.requests.push(s);
-        }
-        if let Some(f) = file {
-            files.push(f);
-        }
-        report.cohorts.push(cohort);
+    for result in results {
+        report.requests.extend(result.spent);
+        files.extend(result.file);
+        report.cohorts.push(result.report);
     }
     // Report in the pipeline's plan order, whatever order the downloads finished in.
     let rank: BTreeMap<&str, usize> = order
@@ -192,27 +192,33 @@ async fn execute_into(
             .unwrap_or(usize::MAX)
     });
     report.requests.sort_by_key(|r| r.at);
-    report.quota_spent = report.requests.len() as u32;
-
-    let failed_any = report.cohorts.iter().any(|c| c.outcome == Outcome::Failed);
-    let deferred_any = report
-        .cohorts
+    report.quota_spent = report
+        .requests
         .iter()
-        .any(|c| c.outcome == Outcome::DeferredQuota);
-    report.exit_code = if failed_any {
-        exit::FAILED
-    } else if deferred_any {
-        exit::QUOTA
-    } else {
-        exit::OK
-    };
+        .filter(|r| !r.outcome_unknown)
+        .count() as u32;
+    report.quota_possibly_spent =
+        report.requests.iter().filter(|r| r.outcome_unknown).count() as u32;
+    report.exit_code = exit_code(&report.cohorts);
+    if ctx.stopping() {
+        report.error = Some(format!(
+            "stopped by a signal: {} of {} cohorts not done",
+            report
+                .cohorts
+                .iter()
+                .filter(|c| c.outcome == Outcome::Interrupted)
+                .count(),
+            report.cohorts.len()
+        ));
+    }
     files.sort_by(|a, b| a.cohort_id.cmp(&b.cohort_id));
+    crate::crash::point("export.manifest.before");
     match publish_manifest(
         &job.output,
         ctx,
         settings,
         &files,
-        report.exit_code == exit::OK,
+        report.exit_code == exit::OK && !ctx.stopping(),
     )
     .await
     {
@@ -225,10 +231,60 @@ async fn execute_into(
     Ok(())
 }
 
-/// How long a cohort's lease is held: the longest a download can legitimately take.
-fn lease_ttl(poll: &PollSettings, time_scale: f64) -> chrono::Duration {
-    let transfer = Duration::from_secs(30 * 60).mul_f64(time_scale.min(1.0));
-    chrono::Duration::from_std(poll.max_wait + transfer).unwrap_or(chrono::Duration::hours(2))
+/// The pipeline's exit code from its cohorts: any cohort not done for a reason other than
+/// the monthly quota → 1; else any deferred by quota → 3; else 0.
+fn exit_code(cohorts: &[CohortReport]) -> u8 {
+    if cohorts
+        .iter()
+        .any(|c| !c.outcome.is_done() && c.outcome != Outcome::DeferredQuota)
+    {
+        exit::FAILED
+    } else if cohorts.iter().any(|c| c.outcome == Outcome::DeferredQuota) {
+        exit::QUOTA
+    } else {
+        exit::OK
+    }
+}
+
+/// Removes the staging folders that killed runs of this pipeline left in the output.
+async fn remove_orphaned_staging(
+    output: &Location,
+    state: &StateStore,
+    settings: &ExportSettings,
+    ctx: &RunContext,
+) {
+    if !output.is_local {
+        return;
+    }
+    let live = match state.live_lease_holders().await {
+        Ok(live) => live,
+        Err(e) => {
+            tracing::warn!(pipeline = %settings.name, "not cleaning staging files: reading leases: {e}");
+            return;
+        }
+    };
+    let staging = Staging::new(output, &settings.name, &ctx.run_id);
+    match staging.remove_orphans(&live) {
+        Ok(removed) if !removed.is_empty() => tracing::info!(
+            pipeline = %settings.name,
+            "removed {} staging folder(s) left by killed runs: {}",
+            removed.len(),
+            removed.join(", ")
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(pipeline = %settings.name, "cleaning staging files: {e}"),
+    }
+}
+
+/// How long a cohort's lease lives without a heartbeat (renewed every quarter of it).
+pub const LEASE_TTL: Duration = Duration::from_secs(120);
+
+/// The lease TTL at this run's time scale (never under one second).
+fn lease_ttl(time_scale: f64) -> chrono::Duration {
+    let ttl = LEASE_TTL
+        .mul_f64(time_scale.clamp(0.0, 1.0))
+        .max(Duration::from_secs(1));
+    chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(2))
 }
 
 fn log_plan(settings: &ExportSettings, plan: &ExportPlan) {
@@ -243,7 +299,7 @@ fn log_plan(settings: &ExportSettings, plan: &ExportPlan) {
     );
 }
 
-fn cohort_report(item: &PlannedCohort, outcome: Outcome) -> CohortReport {
+pub(crate) fn cohort_report(item: &PlannedCohort, outcome: Outcome) -> CohortReport {
     let mut r = CohortReport::new(
         &item.selected.cohort.id,
         &item.selected.cohort.name,
@@ -288,6 +344,7 @@ fn fill_planned(report: &mut PipelineReport, plan: &ExportPlan, now: DateTime<Ut
                             request_id: None,
                             reason,
                             at: now,
+                            outcome_unknown: false,
                         });
                     }
                 }
@@ -299,294 +356,8 @@ fn fill_planned(report: &mut PipelineReport, plan: &ExportPlan, now: DateTime<Ut
     report.earliest_finish = Some(plan.earliest_finish(now));
 }
 
-/// What every cohort download of one pipeline run shares.
-struct CohortJob {
-    client: AmplitudeClient,
-    state: StateStore,
-    output: Location,
-    settings: ExportSettings,
-    run_id: String,
-    snapshot_date: String,
-    lease_ttl: chrono::Duration,
-    request_validity: chrono::Duration,
-    skip_unchanged: bool,
-}
-
-/// A cohort download failed; `spent` is set when quota was spent before it failed.
-struct Failure {
-    outcome: Outcome,
-    message: String,
-}
-
-impl Failure {
-    fn failed(message: impl Into<String>) -> Self {
-        Failure {
-            outcome: Outcome::Failed,
-            message: message.into(),
-        }
-    }
-}
-
-impl CohortJob {
-    /// Downloads one planned cohort; never panics, always reports.
-    async fn run(
-        &self,
-        item: PlannedCohort,
-    ) -> (CohortReport, Option<SpentRequest>, Option<ManifestFile>) {
-        let started = Instant::now();
-        let mut report = cohort_report(&item, Outcome::Exported);
-        let mut spent = None;
-        let cohort_id = item.selected.cohort.id.clone();
-        let lease = match self
-            .state
-            .try_lease(&cohort_id, &self.run_id, self.lease_ttl)
-            .await
-        {
-            Ok(LeaseOutcome::Acquired(lease)) => lease,
-            Ok(LeaseOutcome::Held { owner, expires_at }) => {
-                report.outcome = Outcome::SkippedLeased;
-                report.detail = Some(format!(
-                    "another runner ({owner}) holds this cohort until {expires_at}"
-                ));
-                return (report, None, None);
-            }
-            Err(e) => {
-                report.outcome = Outcome::Failed;
-                report.detail = Some(format!("taking the cohort's lease: {e}"));
-                return (report, None, None);
-            }
-        };
-        let result = self.download(&item, &mut report, &mut spent).await;
-        if let Err(e) = self.state.release(&lease).await {
-            tracing::warn!(cohort = %cohort_id, "releasing the lease: {e}");
-        }
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        match result {
-            Ok(file) => {
-                tracing::info!(
-                    cohort = %cohort_id,
-                    rows = report.rows,
-                    bytes = report.bytes,
-                    output = report.output.as_deref().unwrap_or("-"),
-                    "exported"
-                );
-                (report, spent, file)
-            }
-            Err(f) => {
-                tracing::error!(cohort = %cohort_id, "{}", f.message);
-                report.outcome = f.outcome;
-                report.detail = Some(f.message);
-                (report, spent, None)
-            }
-        }
-    }
-
-    async fn download(
-        &self,
-        item: &PlannedCohort,
-        report: &mut CohortReport,
-        spent: &mut Option<SpentRequest>,
-    ) -> Result<Option<ManifestFile>, Failure> {
-        let cohort = &item.selected.cohort;
-        let last_computed = cohort.last_computed.clone();
-        // Another runner may have exported it between our plan and our lease.
-        let mut record = self
-            .state
-            .cohort(&cohort.id)
-            .await
-            .map_err(|e| Failure::failed(format!("reading state: {e}")))?;
-        record.cohort_name = cohort.name.clone();
-        if self.skip_unchanged && record.unchanged_since_export(last_computed.as_ref()) {
-            report.outcome = Outcome::SkippedUnchanged;
-            report.detail = Some("exported by another runner during this run".into());
-            return Ok(None);
-        }
-        let props = &self.settings.plan;
-        let reusable = record.request.clone().filter(|r| {
-            r.reusable_for(
-                last_computed.as_ref(),
-                props.props,
-                &props.prop_keys,
-                Utc::now(),
-                self.request_validity,
-            )
-        });
-        let request_id = match reusable {
-            Some(req) => {
-                report.request_reused = true;
-                req.request_id
-            }
-            None => {
-                let reason = match &item.action {
-                    Action::Download {
-                        reason: Some(r), ..
-                    } => *r,
-                    _ => RequestReason::EarlierRequestUnusable,
-                };
-                let issued = self
-                    .client
-                    .request_cohort(&cohort.id, props.props, &props.prop_keys)
-                    .await
-                    .map_err(|e| match e {
-                        ApiError::QuotaExhausted { .. } => Failure {
-                            outcome: Outcome::DeferredQuota,
-                            message: format!("requesting cohort: {e}"),
-                        },
-                        e => Failure::failed(format!("requesting cohort: {e}")),
-                    })?;
-                let now = Utc::now();
-                report.quota_spent = 1;
-                *spent = Some(SpentRequest {
-                    cohort_id: cohort.id.clone(),
-                    request_id: Some(issued.request_id.clone()),
-                    reason,
-                    at: now,
-                });
-                // Remember the request at once: a crash from here on must not cost another.
-                record.request = Some(RequestRecord {
-                    request_id: issued.request_id.clone(),
-                    issued_at: now,
-                    last_computed: last_computed.clone(),
-                    props: props.props || !props.prop_keys.is_empty(),
-                    prop_keys: props.prop_keys.clone(),
-                    completed: false,
-                });
-                self.state.save_cohort(&record).await.map_err(|e| {
-                    Failure::failed(format!(
-                        "saving request {} to the state: {e}",
-                        issued.request_id
-                    ))
-                })?;
-                issued.request_id
-            }
-        };
-        report.request_id = Some(request_id.clone());
-
-        wait_for_job(&self.client, &request_id, &self.settings.poll)
-            .await
-            .map_err(|e| Failure::failed(e.to_string()))?;
-
-        let key_text = render(
-            &self.settings.layout,
-            &LayoutValues {
-                cohort_id: &cohort.id,
-                cohort_name: &cohort.name,
-                date: &self.snapshot_date,
-                request_id: &request_id,
-                run_id: &self.run_id,
-            },
-        )
-        .map_err(Failure::failed)?;
-        let key = self.output.key(&key_text);
-        let stats = self
-            .fetch_and_convert(cohort, last_computed.as_ref(), &request_id, &key, report)
-            .await?;
-
-        let described = self.output.describe(&key);
-        report.rows = stats.rows;
-        report.skipped_rows = stats.skipped_rows;
-        report.bytes = stats.bytes_written;
-        report.sha256 = Some(stats.sha256.clone());
-        report.output = Some(described.clone());
-        if stats.skipped_rows > 0 {
-            report.detail = Some(format!(
-                "{} malformed row(s) skipped (on_bad_row = \"skip\"), first: {}",
-                stats.skipped_rows,
-                stats
-                    .skipped_sample
-                    .first()
-                    .map(|s| format!("row {} (line {}): {}", s.row, s.line, s.reason))
-                    .unwrap_or_default()
-            ));
-        }
-
-        record.exported_last_computed = last_computed.clone();
-        record.exported_at = Some(Utc::now());
-        record.exported_key = Some(key.to_string());
-        record.exported_rows = Some(stats.rows);
-        if let Some(req) = record.request.as_mut() {
-            req.completed = true;
-        }
-        self.state.save_cohort(&record).await.map_err(|e| {
-            Failure::failed(format!(
-                "published {described} but could not save the state: {e}"
-            ))
-        })?;
-        Ok(Some(ManifestFile {
-            cohort_id: cohort.id.clone(),
-            cohort_name: cohort.name.clone(),
-            key: described,
-            rows: stats.rows,
-            bytes: stats.bytes_written,
-            sha256: stats.sha256,
-            request_id,
-            last_computed: last_computed.map(|t| t.to_string()),
-        }))
-    }
-
-    /// Downloads `/file` and converts it; a body that fails or a link that expired is asked
-    /// for again with the same request id, never with a new request.
-    async fn fetch_and_convert(
-        &self,
-        cohort: &crate::amplitude::types::Cohort,
-        last_computed: Option<&Timestamp>,
-        request_id: &str,
-        key: &object_store::path::Path,
-        report: &mut CohortReport,
-    ) -> Result<ConvertStats, Failure> {
-        let mut opts = self.settings.convert.clone();
-        opts.source_name = format!("cohort {} ({})", cohort.id, cohort.name);
-        opts.metadata = vec![
-            ("cohort_sync.cohort_id".into(), cohort.id.clone()),
-            ("cohort_sync.cohort_name".into(), cohort.name.clone()),
-            (
-                "cohort_sync.last_computed".into(),
-                last_computed.map(|t| t.to_string()).unwrap_or_default(),
-            ),
-            ("cohort_sync.request_id".into(), request_id.to_string()),
-            (
-                "cohort_sync.tool_version".into(),
-                env!("CARGO_PKG_VERSION").to_string(),
-            ),
-        ];
-        let mut last_error = String::new();
-        for attempt in 1..=MAX_FILE_ATTEMPTS {
-            report.file_attempts = attempt;
-            if attempt > 1 {
-                let pause = Duration::from_millis(500 * u64::from(attempt - 1));
-                tracing::warn!(
-                    cohort = %cohort.id,
-                    request_id,
-                    attempt,
-                    "asking /file again with the same request id after: {last_error}"
-                );
-                tokio::time::sleep(pause).await;
-            }
-            let download = match self.client.download_file(request_id).await {
-                Ok(d) => d,
-                Err(e) if e.is_retryable() => {
-                    last_error = e.to_string();
-                    continue;
-                }
-                Err(e) => return Err(Failure::failed(format!("downloading: {e}"))),
-            };
-            opts.gzip = match download.content_encoding.as_deref() {
-                Some(enc) if enc.eq_ignore_ascii_case("gzip") => GzipHint::Encoded,
-                _ => GzipHint::Auto,
-            };
-            match convert_stream(download.body, &opts, Arc::clone(&self.output.store), key).await {
-                Ok(stats) => return Ok(stats),
-                Err(e) if e.is_retryable_download() => last_error = e.to_string(),
-                Err(e) => return Err(Failure::failed(e.to_string())),
-            }
-        }
-        Err(Failure::failed(format!(
-            "download failed {MAX_FILE_ATTEMPTS} times with request {request_id} (kept for the next run, which spends no quota on it): {last_error}"
-        )))
-    }
-}
-
-/// Writes `_runs/{run_id}/manifest.json` and, when every cohort succeeded, `_SUCCESS`.
+/// Writes `_runs/{run_id}/{pipeline}/manifest.json` and, when every cohort succeeded,
+/// `_SUCCESS` beside it (per pipeline: several pipelines may share one output).
 async fn publish_manifest(
     output: &Location,
     ctx: &RunContext,
@@ -605,13 +376,18 @@ async fn publish_manifest(
         files,
     };
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
-    let run_dir = format!("_runs/{}", super::layout::sanitize(&ctx.run_id));
+    let run_dir = format!(
+        "_runs/{}/{}",
+        super::layout::sanitize(&ctx.run_id),
+        super::layout::sanitize(&settings.name)
+    );
     let key = output.key(&format!("{run_dir}/manifest.json"));
     output
         .store
         .put(&key, body.into())
         .await
         .map_err(|e| e.to_string())?;
+    crate::crash::point("export.manifest.written");
     if complete {
         let marker = output.key(&format!("{run_dir}/_SUCCESS"));
         output
@@ -642,12 +418,32 @@ mod tests {
     }
 
     #[test]
-    fn lease_covers_the_longest_wait() {
-        let poll = PollSettings {
-            initial: Duration::from_secs(1),
-            max_interval: Duration::from_secs(10),
-            max_wait: Duration::from_secs(3600),
-        };
-        assert!(lease_ttl(&poll, 1.0) >= chrono::Duration::seconds(3600));
+    fn leases_are_short_and_scale_with_time() {
+        assert_eq!(lease_ttl(1.0), chrono::Duration::seconds(120));
+        assert_eq!(lease_ttl(0.01), chrono::Duration::milliseconds(1200));
+        assert_eq!(lease_ttl(0.0001), chrono::Duration::seconds(1));
+    }
+
+    #[test]
+    fn only_done_cohorts_or_quota_deferrals_succeed() {
+        let c = |o| CohortReport::new("c", "n", o);
+        assert_eq!(
+            exit_code(&[c(Outcome::Exported), c(Outcome::SkippedUnchanged)]),
+            exit::OK
+        );
+        assert_eq!(
+            exit_code(&[c(Outcome::Exported), c(Outcome::DeferredQuota)]),
+            exit::QUOTA
+        );
+        for bad in [
+            Outcome::SkippedLeased,
+            Outcome::Interrupted,
+            Outcome::Failed,
+        ] {
+            assert_eq!(
+                exit_code(&[c(Outcome::DeferredQuota), c(bad)]),
+                exit::FAILED
+            );
+        }
     }
 }

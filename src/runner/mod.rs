@@ -2,6 +2,7 @@
 //! each through the asynchronous cohort API, streams it to Parquet, publishes, remembers
 //! what was done, and reports every request it spent.
 
+pub mod cohort_job;
 pub mod context;
 pub mod export;
 pub mod layout;
@@ -9,3 +10,5 @@ pub mod plan;
 pub mod poll;
 pub mod report;
 pub mod select;
+pub mod shared_requests;
+pub mod staging;

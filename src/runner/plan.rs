@@ -163,7 +163,9 @@ fn decide(sel: &Selected, record: &CohortRecord, opts: &PlanOptions, now: DateTi
             ),
         };
     }
-    if let Some(req) = &record.request
+    // `--force` always requests anew (the earlier file may be what is being replaced).
+    if !opts.force
+        && let Some(req) = &record.request
         && req.reusable_for(
             last_computed,
             opts.props,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::amplitude::{AmplitudeClient, ApiError, JobState};
 
@@ -29,6 +30,25 @@ pub enum PollError {
         request_id: String,
         source: ApiError,
     },
+    #[error(
+        "stopped while waiting for the job of request {request_id} (the run is stopping; the request id is kept)"
+    )]
+    Stopped { request_id: String },
+}
+
+impl PollError {
+    /// Whether Amplitude says the request is unusable: it failed (`JOB FAILED`), reports
+    /// a status nobody documents, or does not know the request id (404). Polling it again
+    /// cannot help; a new request can.
+    pub fn request_unusable(&self) -> bool {
+        matches!(
+            self,
+            PollError::Api {
+                source: ApiError::NotFound { .. } | ApiError::Unexpected { .. },
+                ..
+            }
+        )
+    }
 }
 
 /// Polls until the job completes; returns the number of status calls made.
@@ -37,14 +57,30 @@ pub async fn wait_for_job(
     request_id: &str,
     settings: &PollSettings,
 ) -> Result<u32, PollError> {
+    wait_for_job_until(client, request_id, settings, None).await
+}
+
+/// [`wait_for_job`] that stops waiting when `stop` is cancelled.
+pub async fn wait_for_job_until(
+    client: &AmplitudeClient,
+    request_id: &str,
+    settings: &PollSettings,
+    stop: Option<&CancellationToken>,
+) -> Result<u32, PollError> {
     let start = Instant::now();
     let mut interval = settings.initial;
     let mut polls = 0;
     loop {
         polls += 1;
+        crate::crash::point("export.poll");
         match client.request_status(request_id).await {
             Ok(JobState::Completed) => return Ok(polls),
             Ok(JobState::InProgress) => {}
+            Err(ApiError::Stopped) => {
+                return Err(PollError::Stopped {
+                    request_id: request_id.to_string(),
+                });
+            }
             Err(source) => {
                 return Err(PollError::Api {
                     request_id: request_id.to_string(),
@@ -65,7 +101,17 @@ pub async fn wait_for_job(
             "job in progress; next poll in {:.2}s",
             sleep.as_secs_f64()
         );
-        tokio::time::sleep(sleep).await;
+        match stop {
+            Some(stop) => tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = stop.cancelled() => {
+                    return Err(PollError::Stopped {
+                        request_id: request_id.to_string(),
+                    });
+                }
+            },
+            None => tokio::time::sleep(sleep).await,
+        }
         interval = (interval * 2).min(settings.max_interval);
     }
 }

@@ -20,7 +20,20 @@ pub enum Outcome {
     SkippedLeased,
     /// Did not fit in this month's budget (after the reserve).
     DeferredQuota,
+    /// The run was stopped (SIGTERM/SIGINT) before the cohort was done; nothing published.
+    Interrupted,
     Failed,
+}
+
+impl Outcome {
+    /// Whether the cohort needs nothing more from this run: a run whose cohorts all end so
+    /// (or deferred by quota, which exits 3) may write `_SUCCESS`.
+    pub fn is_done(self) -> bool {
+        matches!(
+            self,
+            Outcome::Exported | Outcome::SkippedUnchanged | Outcome::SkippedArchived
+        )
+    }
 }
 
 /// Why a request was spent (or not).
@@ -38,6 +51,9 @@ pub enum RequestReason {
     /// A reverse pipeline needed the cohort's current membership and no export snapshot
     /// was fresh enough.
     ReverseBaseline,
+    /// Amplitude reported the earlier request failed (`JOB FAILED`), unknown (404) or in
+    /// a state nobody documents: it was dropped and replaced.
+    EarlierRequestFailed,
 }
 
 impl RequestReason {
@@ -51,6 +67,9 @@ impl RequestReason {
                 "the earlier request is older than 7 days or for other columns"
             }
             RequestReason::ReverseBaseline => "reverse baseline: no fresh snapshot",
+            RequestReason::EarlierRequestFailed => {
+                "Amplitude reported the earlier request failed or unknown"
+            }
         }
     }
 }
@@ -63,6 +82,10 @@ pub struct SpentRequest {
     pub request_id: Option<String>,
     pub reason: RequestReason,
     pub at: DateTime<Utc>,
+    /// The call got no answer (timed out or cut after it was sent): Amplitude may or may
+    /// not have counted it. Counted in `quota_possibly_spent`, not in `quota_spent`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outcome_unknown: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,6 +159,9 @@ pub struct PipelineReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_before: Option<UsageSnapshot>,
     pub quota_spent: u32,
+    /// Requests whose outcome is unknown (sent, no answer): maybe spent, maybe not.
+    #[serde(default)]
+    pub quota_possibly_spent: u32,
     pub requests: Vec<SpentRequest>,
     pub cohorts: Vec<CohortReport>,
     /// Earliest time the rate limits let the planned requests all start (plan only).
@@ -159,6 +185,7 @@ impl PipelineReport {
             kind: kind.to_string(),
             usage_before: None,
             quota_spent: 0,
+            quota_possibly_spent: 0,
             requests: Vec::new(),
             cohorts: Vec::new(),
             earliest_finish: None,

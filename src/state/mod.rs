@@ -6,10 +6,12 @@
 //! `{pipeline}/cohorts/{cohort_id}.json`, `{pipeline}/leases/{cohort_id}.json`,
 //! `{pipeline}/journals/{cohort_id}.json`.
 
+mod holder;
 mod lease;
 mod records;
 mod store;
 
-pub use lease::{Lease, LeaseOutcome};
+pub use holder::{Holder, Liveness, host_name};
+pub use lease::{Lease, LeaseOutcome, Renewal};
 pub use records::{CohortRecord, REQUEST_VALIDITY_DAYS, RequestRecord};
 pub use store::{Conditional, StateError, StateStore};

@@ -28,6 +28,11 @@ pub struct CohortRecord {
     /// leaves it behind for the next one to reuse instead of spending quota again).
     #[serde(default)]
     pub request: Option<RequestRecord>,
+    /// Set just before a download request is sent and cleared once its answer is saved:
+    /// a run that finds it set knows an earlier run was killed in between, so that request
+    /// may have been spent although nobody knows its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_in_doubt: Option<DateTime<Utc>>,
 }
 
 /// One `GET /api/5/cohorts/request/:id` that spent quota.

@@ -83,6 +83,22 @@ impl StateStore {
         Path::from_iter(parts)
     }
 
+    /// The keys of every document in `folder` of this pipeline.
+    pub async fn list_folder(&self, folder: &str) -> Result<Vec<Path>, StateError> {
+        use futures::TryStreamExt;
+        let probe = self.doc_key(folder, "x");
+        let mut parts: Vec<String> = probe.parts().map(|p| p.as_ref().to_string()).collect();
+        parts.pop();
+        let prefix = Path::from_iter(parts);
+        self.location
+            .store
+            .list(Some(&prefix))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .map_err(|source| self.store_err(&prefix, source))
+    }
+
     /// Reads a document and its version; `None` when absent.
     pub async fn read<T: DeserializeOwned>(
         &self,

@@ -1,0 +1,710 @@
+//! One cohort of an export run, start to end:
+//!
+//! ```text
+//! lease (wait out a dead holder's) ─▶ heartbeat renews it while the steps below run
+//!   ─▶ request (reuse a live request id, one issued by another pipeline of this run,
+//!      or spend one; the intent is saved first, the id as soon as it is answered)
+//!   ─▶ poll until JOB COMPLETED (a failed / unknown request is dropped and replaced once)
+//!   ─▶ /file ─▶ CSV ─▶ Parquet, staged where readers do not look (asked again on a bad body)
+//!   ─▶ publish at the final key ─▶ state records the export ─▶ release the lease
+//! ```
+//!
+//! SIGTERM/SIGINT (the run's stop token) end every wait at once and abort an upload in
+//! progress; a call already sent is let finish so its answer is saved. Crash points
+//! (`crate::crash`) mark every boundary between two steps for the kill-anywhere tests:
+//! `export.lease.acquired`, `export.request.intent_saved`, `export.request.answered`,
+//! `export.request.saved`, `export.poll`, `export.download.chunk`, `export.upload.part`,
+//! `export.upload.completed`, `export.published`, `export.state.saved`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::export::{ExportSettings, ManifestFile, cohort_report};
+use super::layout::{LayoutValues, render};
+use super::plan::{Action, PlannedCohort};
+use super::poll::{PollError, wait_for_job_until};
+use super::report::{CohortReport, Outcome, RequestReason, SpentRequest};
+use super::shared_requests::{RequestKey, SharedRequests};
+use super::staging::Staging;
+use crate::amplitude::types::{Cohort, Timestamp};
+use crate::amplitude::{AmplitudeClient, ApiError};
+use crate::crash;
+use crate::export::{ConvertStats, GzipHint, convert_stream};
+use crate::state::{CohortRecord, Holder, Lease, LeaseOutcome, Renewal, RequestRecord, StateStore};
+use crate::storage::Location;
+
+/// `/file` attempts per request (the same request id each time: never a second request).
+const MAX_FILE_ATTEMPTS: u32 = 5;
+
+/// What every cohort of one pipeline run shares.
+pub struct CohortJob {
+    pub client: AmplitudeClient,
+    pub state: StateStore,
+    pub output: Location,
+    pub settings: ExportSettings,
+    pub run_id: String,
+    pub holder: Holder,
+    pub snapshot_date: String,
+    pub lease_ttl: chrono::Duration,
+    pub request_validity: chrono::Duration,
+    pub skip_unchanged: bool,
+    /// `--force`: never reuse an earlier request.
+    pub force: bool,
+    /// Downloads this run may still spend beyond its plan (to replace failed requests).
+    pub spare_budget: Arc<AtomicU32>,
+    pub shared_requests: Arc<SharedRequests>,
+    /// The run's stop token (SIGTERM/SIGINT).
+    pub stop: CancellationToken,
+}
+
+/// What one cohort's work produced.
+pub struct CohortResult {
+    pub report: CohortReport,
+    pub spent: Vec<SpentRequest>,
+    pub file: Option<ManifestFile>,
+}
+
+/// A cohort that did not end as planned.
+struct Failure {
+    outcome: Outcome,
+    message: String,
+}
+
+impl Failure {
+    fn failed(message: impl Into<String>) -> Self {
+        Failure {
+            outcome: Outcome::Failed,
+            message: message.into(),
+        }
+    }
+
+    fn interrupted(message: impl Into<String>) -> Self {
+        Failure {
+            outcome: Outcome::Interrupted,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why polling or downloading a request ended without a file.
+enum RequestFailure {
+    /// Amplitude says the request is unusable: drop it, a new one can work.
+    Unusable(String),
+    Other(Failure),
+}
+
+impl CohortJob {
+    /// Does one planned cohort; never panics, always reports.
+    pub async fn run(&self, item: PlannedCohort) -> CohortResult {
+        let started = Instant::now();
+        let mut out = CohortResult {
+            report: cohort_report(&item, Outcome::Exported),
+            spent: Vec::new(),
+            file: None,
+        };
+        let cohort_id = item.selected.cohort.id.clone();
+        if self.stop.is_cancelled() {
+            out.report.outcome = Outcome::Interrupted;
+            out.report.detail = Some("not started: the run is stopping".into());
+            return out;
+        }
+        let mut lease = match self.take_lease(&cohort_id).await {
+            Ok(lease) => lease,
+            Err(f) => {
+                out.report.outcome = f.outcome;
+                out.report.detail = Some(f.message);
+                return out;
+            }
+        };
+        crash::point("export.lease.acquired");
+        // The cohort's own stop: the run's, or a heartbeat that found the lease lost.
+        let cohort_stop = self.stop.child_token();
+        let mut lost_to = None;
+        let result = {
+            let work = self.download(&item, &mut out, &cohort_stop);
+            let heartbeat = self.heartbeat(&mut lease);
+            tokio::pin!(work, heartbeat);
+            loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    lost = &mut heartbeat, if lost_to.is_none() => {
+                        tracing::error!(cohort = %cohort_id, "the lease was lost ({lost}); stopping work on the cohort");
+                        lost_to = Some(lost);
+                        cohort_stop.cancel();
+                    }
+                }
+            }
+        };
+        if let Err(e) = self.state.release(&lease).await {
+            tracing::warn!(cohort = %cohort_id, "releasing the lease: {e}");
+        }
+        out.report.duration_ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(file) => {
+                if out.report.outcome == Outcome::Exported {
+                    tracing::info!(
+                        cohort = %cohort_id,
+                        rows = out.report.rows,
+                        bytes = out.report.bytes,
+                        output = out.report.output.as_deref().unwrap_or("-"),
+                        "exported"
+                    );
+                }
+                out.file = file;
+            }
+            Err(mut f) => {
+                if let Some(lost) = lost_to {
+                    f = Failure::failed(format!(
+                        "the cohort's lease was lost ({lost}) and work stopped; nothing was published: {}",
+                        f.message
+                    ));
+                } else if self.stop.is_cancelled() && f.outcome == Outcome::Failed {
+                    f = Failure::interrupted(format!(
+                        "stopped by a signal; nothing was published: {}",
+                        f.message
+                    ));
+                }
+                tracing::error!(cohort = %cohort_id, "{}", f.message);
+                out.report.outcome = f.outcome;
+                out.report.detail = Some(f.message);
+            }
+        }
+        out
+    }
+
+    /// Takes the cohort's lease. A lease whose holder is gone from this host is taken at
+    /// once; one held elsewhere is waited for, at most one lease TTL past its expiry time
+    /// as first seen: a holder that keeps renewing is alive and working on the cohort.
+    async fn take_lease(&self, cohort_id: &str) -> Result<Lease, Failure> {
+        let started = Utc::now();
+        let mut first_expiry = None;
+        loop {
+            let outcome = self
+                .state
+                .try_lease(cohort_id, &self.holder, self.lease_ttl)
+                .await
+                .map_err(|e| Failure::failed(format!("taking the cohort's lease: {e}")))?;
+            let (holder, expires_at) = match outcome {
+                LeaseOutcome::Acquired(lease) => return Ok(lease),
+                LeaseOutcome::Held {
+                    holder, expires_at, ..
+                } => (holder, expires_at),
+            };
+            let deadline = *first_expiry.get_or_insert(expires_at.min(started + self.lease_ttl));
+            let now = Utc::now();
+            if now >= deadline + self.lease_ttl {
+                return Err(Failure {
+                    outcome: Outcome::SkippedLeased,
+                    message: format!(
+                        "{} is working on this cohort (its lease is renewed, now until {expires_at}); waited {:.1}s",
+                        holder.describe(),
+                        (now - started).num_milliseconds() as f64 / 1000.0
+                    ),
+                });
+            }
+            tracing::info!(
+                cohort = cohort_id,
+                "{} holds the cohort's lease until {expires_at}; waiting",
+                holder.describe()
+            );
+            let pause = heartbeat_interval(self.lease_ttl);
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.stop.cancelled() => {
+                    return Err(Failure::interrupted("not started: the run is stopping (it was waiting for another runner's lease)"));
+                }
+            }
+        }
+    }
+
+    /// Renews the lease every quarter TTL; returns (only) when the lease is lost.
+    async fn heartbeat(&self, lease: &mut Lease) -> String {
+        let interval = heartbeat_interval(self.lease_ttl);
+        loop {
+            tokio::time::sleep(interval).await;
+            match self.state.renew(lease, self.lease_ttl).await {
+                Ok(Renewal::Renewed) => {}
+                Ok(Renewal::Lost { now_held_by }) => {
+                    return match now_held_by {
+                        Some(h) => format!("now held by {}", h.describe()),
+                        None => "it was removed".to_string(),
+                    };
+                }
+                Err(e) => {
+                    tracing::warn!("renewing the lease: {e}");
+                    if Utc::now() >= lease.expires_at {
+                        return format!("it expired while renewals failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn download(
+        &self,
+        item: &PlannedCohort,
+        out: &mut CohortResult,
+        stop: &CancellationToken,
+    ) -> Result<Option<ManifestFile>, Failure> {
+        let cohort = &item.selected.cohort;
+        let last_computed = cohort.last_computed.clone();
+        // Another runner may have exported it between our plan and our lease.
+        let mut record = self
+            .state
+            .cohort(&cohort.id)
+            .await
+            .map_err(|e| Failure::failed(format!("reading state: {e}")))?;
+        record.cohort_name = cohort.name.clone();
+        if self.skip_unchanged && record.unchanged_since_export(last_computed.as_ref()) {
+            out.report.outcome = Outcome::SkippedUnchanged;
+            out.report.detail = Some("exported by another runner during this run".into());
+            return Ok(None);
+        }
+        if let Some(sent_at) = record.request_in_doubt.take() {
+            // An earlier run was killed between sending a request and saving its answer.
+            out.spent.push(SpentRequest {
+                cohort_id: cohort.id.clone(),
+                request_id: None,
+                reason: RequestReason::EarlierRequestUnusable,
+                at: sent_at,
+                outcome_unknown: true,
+            });
+            tracing::warn!(
+                cohort = %cohort.id,
+                "an earlier run sent a download request at {sent_at} and stopped before saving its answer: it is counted as possibly spent"
+            );
+        }
+        let mut reason = match &item.action {
+            Action::Download {
+                reason: Some(r), ..
+            } => *r,
+            _ => RequestReason::EarlierRequestUnusable,
+        };
+        let mut replaced = 0;
+        loop {
+            let request_id = self
+                .obtain_request(cohort, &mut record, reason, out)
+                .await?;
+            out.report.request_id = Some(request_id.clone());
+            match self
+                .fetch_request(cohort, last_computed.as_ref(), &request_id, out, stop)
+                .await
+            {
+                Ok(stats_and_key) => {
+                    return self
+                        .record_export(cohort, &mut record, &request_id, stats_and_key, out)
+                        .await
+                        .map(Some);
+                }
+                Err(RequestFailure::Other(f)) => return Err(f),
+                Err(RequestFailure::Unusable(why)) => {
+                    self.drop_request(cohort, &mut record, &request_id).await?;
+                    replaced += 1;
+                    let spare = replaced == 1
+                        && !stop.is_cancelled()
+                        && self
+                            .spare_budget
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
+                    if !spare {
+                        return Err(Failure::failed(format!(
+                            "{why}; the request was dropped from the state and the next run requests the cohort anew{}",
+                            if replaced > 1 {
+                                " (its replacement failed too)"
+                            } else if stop.is_cancelled() {
+                                ""
+                            } else {
+                                " (this run's budget has no download left for a replacement)"
+                            }
+                        )));
+                    }
+                    tracing::warn!(cohort = %cohort.id, "{why}; requesting the cohort anew");
+                    out.report.detail = Some(format!("replaced request {request_id}: {why}"));
+                    reason = RequestReason::EarlierRequestFailed;
+                }
+            }
+        }
+    }
+
+    /// The request to download: a live one from the state (free), one another pipeline of
+    /// this run issued (free), or a new one (spends one download).
+    async fn obtain_request(
+        &self,
+        cohort: &Cohort,
+        record: &mut CohortRecord,
+        reason: RequestReason,
+        out: &mut CohortResult,
+    ) -> Result<String, Failure> {
+        let props = &self.settings.plan;
+        let last_computed = cohort.last_computed.clone();
+        if !self.force
+            && let Some(req) = record.request.as_ref().filter(|r| {
+                r.reusable_for(
+                    last_computed.as_ref(),
+                    props.props,
+                    &props.prop_keys,
+                    Utc::now(),
+                    self.request_validity,
+                )
+            })
+        {
+            out.report.request_reused = true;
+            return Ok(req.request_id.clone());
+        }
+        let key = self.request_key(cohort);
+        let issuer = format!("{}#{}", self.settings.file, self.settings.name);
+        let mut unknown = false;
+        let unknown_ref = &mut unknown;
+        let rec = &mut *record;
+        let issued = self
+            .shared_requests
+            .get_or_issue(&key, &issuer, move || async move {
+                let r = self.issue(cohort, rec).await;
+                if let Err(e) = &r {
+                    *unknown_ref = e.outcome_unknown();
+                }
+                r
+            })
+            .await;
+        let issued = match issued {
+            Ok(i) => i,
+            Err(e) => {
+                if unknown {
+                    out.spent.push(SpentRequest {
+                        cohort_id: cohort.id.clone(),
+                        request_id: None,
+                        reason,
+                        at: Utc::now(),
+                        outcome_unknown: true,
+                    });
+                }
+                return Err(match e {
+                    ApiError::QuotaExhausted { .. } => Failure {
+                        outcome: Outcome::DeferredQuota,
+                        message: format!("requesting cohort: {e}"),
+                    },
+                    ApiError::Stopped => {
+                        Failure::interrupted("not requested: the run is stopping (no quota spent)")
+                    }
+                    e if unknown => Failure::failed(format!(
+                        "requesting cohort: {e}; the request may have reached Amplitude and been counted (reported as possibly spent)"
+                    )),
+                    e => Failure::failed(format!("requesting cohort: {e}")),
+                });
+            }
+        };
+        let now = Utc::now();
+        if issued.issuer == issuer {
+            out.report.quota_spent += 1;
+            out.spent.push(SpentRequest {
+                cohort_id: cohort.id.clone(),
+                request_id: Some(issued.request_id.clone()),
+                reason,
+                at: now,
+                outcome_unknown: false,
+            });
+        } else {
+            out.report.request_reused = true;
+        }
+        // Remember the request at once: a crash from here on must not cost another.
+        record.request_in_doubt = None;
+        record.request = Some(RequestRecord {
+            request_id: issued.request_id.clone(),
+            issued_at: now,
+            last_computed,
+            props: props.props || !props.prop_keys.is_empty(),
+            prop_keys: props.prop_keys.clone(),
+            completed: false,
+        });
+        self.state.save_cohort(record).await.map_err(|e| {
+            Failure::failed(format!(
+                "saving request {} to the state: {e}",
+                issued.request_id
+            ))
+        })?;
+        crash::point("export.request.saved");
+        Ok(issued.request_id)
+    }
+
+    /// Spends one download: saves the intent, sends the request, returns its id.
+    async fn issue(&self, cohort: &Cohort, record: &mut CohortRecord) -> Result<String, ApiError> {
+        if self.stop.is_cancelled() {
+            return Err(ApiError::Stopped);
+        }
+        let props = &self.settings.plan;
+        record.request_in_doubt = Some(Utc::now());
+        self.state
+            .save_cohort(record)
+            .await
+            .map_err(|e| ApiError::Transport {
+                endpoint: "state".into(),
+                message: format!("saving the request intent: {e}"),
+                maybe_delivered: false,
+            })?;
+        crash::point("export.request.intent_saved");
+        let result = self
+            .client
+            .request_cohort(&cohort.id, props.props, &props.prop_keys)
+            .await;
+        match result {
+            Ok(issued) => {
+                crash::point("export.request.answered");
+                Ok(issued.request_id)
+            }
+            Err(e) => {
+                if !e.outcome_unknown() {
+                    // Certainly not counted: no intent to remember.
+                    record.request_in_doubt = None;
+                    if let Err(se) = self.state.save_cohort(record).await {
+                        tracing::warn!(cohort = %cohort.id, "clearing the request intent: {se}");
+                    }
+                } else {
+                    // Reported as possibly spent by this run; the next need not again.
+                    record.request_in_doubt = None;
+                    let _ = self.state.save_cohort(record).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Forgets a request Amplitude called unusable, in the state and in this run.
+    async fn drop_request(
+        &self,
+        cohort: &Cohort,
+        record: &mut CohortRecord,
+        request_id: &str,
+    ) -> Result<(), Failure> {
+        self.shared_requests
+            .forget(&self.request_key(cohort), request_id);
+        if record
+            .request
+            .as_ref()
+            .is_some_and(|r| r.request_id == request_id)
+        {
+            record.request = None;
+            self.state.save_cohort(record).await.map_err(|e| {
+                Failure::failed(format!(
+                    "request {request_id} is unusable, and dropping it from the state failed: {e}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn request_key(&self, cohort: &Cohort) -> RequestKey {
+        RequestKey {
+            app: self.settings.app_key.clone(),
+            cohort_id: cohort.id.clone(),
+            last_computed: cohort.last_computed.as_ref().map(|t| t.to_string()),
+            props: self.settings.plan.props,
+            prop_keys: self.settings.plan.prop_keys.clone(),
+        }
+    }
+
+    /// Waits for the job and downloads its file into the staging key; returns the stats
+    /// and the staged and final keys.
+    async fn fetch_request(
+        &self,
+        cohort: &Cohort,
+        last_computed: Option<&Timestamp>,
+        request_id: &str,
+        out: &mut CohortResult,
+        stop: &CancellationToken,
+    ) -> Result<(ConvertStats, Staged), RequestFailure> {
+        match wait_for_job_until(&self.client, request_id, &self.settings.poll, Some(stop)).await {
+            Ok(_) => {}
+            Err(e) if e.request_unusable() => return Err(RequestFailure::Unusable(e.to_string())),
+            Err(e @ PollError::Stopped { .. }) => {
+                return Err(RequestFailure::Other(Failure::interrupted(e.to_string())));
+            }
+            Err(e) => return Err(RequestFailure::Other(Failure::failed(e.to_string()))),
+        }
+        let key_text = render(
+            &self.settings.layout,
+            &LayoutValues {
+                cohort_id: &cohort.id,
+                cohort_name: &cohort.name,
+                date: &self.snapshot_date,
+                request_id,
+                run_id: &self.run_id,
+            },
+        )
+        .map_err(|e| RequestFailure::Other(Failure::failed(e)))?;
+        let final_key = self.output.key(&key_text);
+        let staging = Staging::new(&self.output, &self.settings.name, &self.run_id);
+        let staged = staging.key_for(&cohort.id, &final_key);
+        let stats = self
+            .fetch_and_convert(cohort, last_computed, request_id, &staged, out, stop)
+            .await?;
+        Ok((stats, Staged { staged, final_key }))
+    }
+
+    /// Downloads `/file` and converts it; a body that fails or a link that expired is asked
+    /// for again with the same request id, never with a new request.
+    async fn fetch_and_convert(
+        &self,
+        cohort: &Cohort,
+        last_computed: Option<&Timestamp>,
+        request_id: &str,
+        key: &object_store::path::Path,
+        out: &mut CohortResult,
+        stop: &CancellationToken,
+    ) -> Result<ConvertStats, RequestFailure> {
+        let mut opts = self.settings.convert.clone();
+        opts.source_name = format!("cohort {} ({})", cohort.id, cohort.name);
+        opts.cancel = Some(stop.clone());
+        opts.metadata = vec![
+            ("cohort_sync.cohort_id".into(), cohort.id.clone()),
+            ("cohort_sync.cohort_name".into(), cohort.name.clone()),
+            (
+                "cohort_sync.last_computed".into(),
+                last_computed.map(|t| t.to_string()).unwrap_or_default(),
+            ),
+            ("cohort_sync.request_id".into(), request_id.to_string()),
+            (
+                "cohort_sync.tool_version".into(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+        ];
+        let fail = |f: Failure| RequestFailure::Other(f);
+        let mut last_error = String::new();
+        for attempt in 1..=MAX_FILE_ATTEMPTS {
+            out.report.file_attempts += 1;
+            if attempt > 1 {
+                let pause = Duration::from_millis(500 * u64::from(attempt - 1));
+                tracing::warn!(
+                    cohort = %cohort.id,
+                    request_id,
+                    attempt,
+                    "asking /file again with the same request id after: {last_error}"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => {
+                        return Err(fail(Failure::interrupted(format!("stopped before asking /file again (request {request_id} is kept)"))));
+                    }
+                }
+            }
+            let download = match self.client.download_file(request_id).await {
+                Ok(d) => d,
+                Err(ApiError::Stopped) => {
+                    return Err(fail(Failure::interrupted(format!(
+                        "stopped before downloading (request {request_id} is kept)"
+                    ))));
+                }
+                Err(e @ ApiError::NotFound { .. }) => {
+                    return Err(RequestFailure::Unusable(format!(
+                        "Amplitude does not know request {request_id} any more: {e}"
+                    )));
+                }
+                Err(e) if e.is_retryable() => {
+                    last_error = e.to_string();
+                    continue;
+                }
+                Err(e) => return Err(fail(Failure::failed(format!("downloading: {e}")))),
+            };
+            opts.gzip = match download.content_encoding.as_deref() {
+                Some(enc) if enc.eq_ignore_ascii_case("gzip") => GzipHint::Encoded,
+                _ => GzipHint::Auto,
+            };
+            let body = download
+                .body
+                .inspect(|_| crash::point("export.download.chunk"));
+            match convert_stream(body, &opts, Arc::clone(&self.output.store), key).await {
+                Ok(stats) => return Ok(stats),
+                Err(e @ crate::export::ExportError::Stopped { .. }) => {
+                    return Err(fail(Failure::interrupted(format!(
+                        "{e}; request {request_id} is kept"
+                    ))));
+                }
+                Err(e) if e.is_retryable_download() => last_error = e.to_string(),
+                Err(e) => return Err(fail(Failure::failed(e.to_string()))),
+            }
+        }
+        Err(fail(Failure::failed(format!(
+            "download failed {MAX_FILE_ATTEMPTS} times with request {request_id} (kept for the next run, which spends no quota on it): {last_error}"
+        ))))
+    }
+
+    /// Publishes the staged file and records the export in the state.
+    async fn record_export(
+        &self,
+        cohort: &Cohort,
+        record: &mut CohortRecord,
+        request_id: &str,
+        (stats, keys): (ConvertStats, Staged),
+        out: &mut CohortResult,
+    ) -> Result<ManifestFile, Failure> {
+        crash::point("export.upload.completed");
+        let staging = Staging::new(&self.output, &self.settings.name, &self.run_id);
+        staging
+            .publish(&keys.staged, &keys.final_key)
+            .await
+            .map_err(Failure::failed)?;
+        staging.tidy();
+        crash::point("export.published");
+        let described = self.output.describe(&keys.final_key);
+        let report = &mut out.report;
+        report.rows = stats.rows;
+        report.skipped_rows = stats.skipped_rows;
+        report.bytes = stats.bytes_written;
+        report.sha256 = Some(stats.sha256.clone());
+        report.output = Some(described.clone());
+        if stats.skipped_rows > 0 {
+            report.detail = Some(format!(
+                "{} malformed row(s) skipped (on_bad_row = \"skip\"), first: {}",
+                stats.skipped_rows,
+                stats
+                    .skipped_sample
+                    .first()
+                    .map(|s| format!("row {} (line {}): {}", s.row, s.line, s.reason))
+                    .unwrap_or_default()
+            ));
+        }
+        let last_computed = cohort.last_computed.clone();
+        record.exported_last_computed = last_computed.clone();
+        record.exported_at = Some(Utc::now());
+        record.exported_key = Some(keys.final_key.to_string());
+        record.exported_rows = Some(stats.rows);
+        if let Some(req) = record.request.as_mut() {
+            req.completed = true;
+        }
+        self.state.save_cohort(record).await.map_err(|e| {
+            Failure::failed(format!(
+                "published {described} but could not save the state: {e}"
+            ))
+        })?;
+        crash::point("export.state.saved");
+        Ok(ManifestFile {
+            cohort_id: cohort.id.clone(),
+            cohort_name: cohort.name.clone(),
+            key: described,
+            rows: stats.rows,
+            bytes: stats.bytes_written,
+            sha256: stats.sha256,
+            request_id: request_id.to_string(),
+            last_computed: last_computed.map(|t| t.to_string()),
+        })
+    }
+}
+
+/// A file written to its staging key, to be published at its final key.
+struct Staged {
+    staged: object_store::path::Path,
+    final_key: object_store::path::Path,
+}
+
+/// How often a held lease is renewed: four times per TTL.
+pub fn heartbeat_interval(ttl: chrono::Duration) -> Duration {
+    ttl.to_std()
+        .map(|t| t / 4)
+        .unwrap_or(Duration::from_secs(30))
+        .max(Duration::from_millis(50))
+}
