@@ -74,14 +74,21 @@ async fn second_run_with_nothing_changed_spends_nothing() {
         "cohort_changed"
     );
 
-    // --force downloads unchanged cohorts again, through their still-valid request ids:
-    // four files, no quota.
+    // --force always requests anew (the earlier file may be the one being replaced): four
+    // requests, four files, none reused.
     h.clear_requests().await;
     let (code, report, _) = h.run(&file, &["--force"]).await;
     assert_eq!(code, 0);
     let log = h.requests().await;
-    assert_eq!(spent_requests(&log).len(), 0);
+    assert_eq!(spent_requests(&log).len(), 4);
     assert_eq!(matching(&log, "/file").len(), 4);
+    let reasons: Vec<&serde_json::Value> = report["pipelines"][0]["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| &r["reason"])
+        .collect();
+    assert_eq!(reasons, vec!["forced"; 4], "{report:#}");
     let cohorts = report["pipelines"][0]["cohorts"]
         .as_array()
         .cloned()
@@ -90,7 +97,7 @@ async fn second_run_with_nothing_changed_spends_nothing() {
     assert!(
         cohorts
             .iter()
-            .all(|c| c["outcome"] == "exported" && c["request_reused"] == true)
+            .all(|c| c["outcome"] == "exported" && c["request_reused"] == false)
     );
 }
 
