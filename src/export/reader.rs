@@ -374,7 +374,7 @@ fn check_header(
         .enumerate()
         .map(|(i, &(a, b))| header_name_lossy(&buf[a..b], i))
         .collect();
-    if names.iter().any(|n| *n == expect.column) {
+    if names.contains(&expect.column) {
         return Ok(());
     }
     let mut shown: Vec<String> = names.iter().take(SHOWN_COLUMNS).map(|n| show(n)).collect();
