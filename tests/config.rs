@@ -304,6 +304,40 @@ fn bad_files() -> Vec<Bad> {
             "2:8",
             "pipeline name \"../escape\" may only use",
         ),
+        bad(
+            "layout_in_runs",
+            export(
+                "[select]\nids = [\"a\"]\n[output]\nurl = \"out\"\nlayout = \"_runs/{cohort_id}.parquet\"\n",
+            ),
+            "6:10",
+            "layout \"_runs/{cohort_id}.parquet\" writes under _runs/, which cohort-sync keeps for its own files (_runs/, _staging/, _history/)",
+        ),
+        bad(
+            "layout_in_history",
+            export(
+                "[select]\nids = [\"a\"]\n[output]\nurl = \"out\"\nlayout = \"_history/{cohort_id}/{date}.parquet\"\n",
+            ),
+            "6:10",
+            "writes under _history/",
+        ),
+        bad(
+            "output_is_state",
+            export("[select]\nids = [\"a\"]\n[output]\nurl = \"st\"\n[state]\nurl = \"./st/\"\n"),
+            "5:7",
+            "output \"st\" is the state folder \"./st/\"",
+        ),
+        bad(
+            "output_inside_state",
+            export("[select]\nids = [\"a\"]\n[output]\nurl = \"st/out\"\n[state]\nurl = \"st\"\n"),
+            "5:7",
+            "output \"st/out\" is inside the state folder \"st\"",
+        ),
+        bad(
+            "state_inside_output",
+            export(&format!("{EXPORT_TAIL}[state]\nurl = \"out/state\"\n")),
+            "5:7",
+            "output \"out\" holds the state folder \"out/state\"",
+        ),
     ]
 }
 
@@ -357,6 +391,235 @@ fn good_and_bad_files_together_exit_2_and_report_both() {
         errors[1].starts_with("missing.toml: cannot read the pipeline file: "),
         "{}",
         errors[1]
+    );
+}
+
+/// Files fine alone that cannot run together: the files (name, text), and per file either
+/// `ok` or the expected `line:col` and a fragment of the message (errors between two files
+/// are reported on the later one).
+struct Together {
+    name: &'static str,
+    files: Vec<(&'static str, String)>,
+    expect: Vec<&'static str>,
+}
+
+fn together_cases() -> Vec<Together> {
+    let export = |select: &str, output: &str| {
+        format!("kind = \"export\"\n[select]\n{select}\n[output]\n{output}\n")
+    };
+    let case = |name, files: Vec<(&'static str, String)>, expect: Vec<&'static str>| Together {
+        name,
+        files,
+        expect,
+    };
+    vec![
+        case(
+            "overlapping_selections_on_one_output",
+            vec![
+                ("a.toml", export("names = [\"Paid*\"]", "url = \"out\"")),
+                ("b.toml", export("ids = [\"a\"]", "url = \"./out/\"")),
+            ],
+            vec![
+                "ok",
+                "5:7: output \"./out/\" with layout \"cohort_id={cohort_id}/snapshot_date={date}/part-0.parquet\" can write the same files as a.toml (line 5), which writes there with the same layout; give one of them its own output.url or layout, or select disjoint ids in both (select.ids only)",
+            ],
+        ),
+        case(
+            "overlapping_ids",
+            vec![
+                ("a.toml", export("ids = [\"a\", \"b\"]", "url = \"out\"")),
+                ("b.toml", export("ids = [\"b\", \"c\"]", "url = \"out\"")),
+            ],
+            vec!["ok", "5:7: output \"out\" with layout"],
+        ),
+        case(
+            "disjoint_ids",
+            vec![
+                ("a.toml", export("ids = [\"a\", \"b\"]", "url = \"out\"")),
+                ("b.toml", export("ids = [\"c\"]", "url = \"out\"")),
+            ],
+            vec!["ok", "ok"],
+        ),
+        case(
+            "different_layouts",
+            vec![
+                ("a.toml", export("all_published = true", "url = \"out\"")),
+                (
+                    "b.toml",
+                    export(
+                        "names = [\"*\"]",
+                        "url = \"out\"\nlayout = \"cohort_id={cohort_id}/run={run_id}/part-0.parquet\"",
+                    ),
+                ),
+            ],
+            vec!["ok", "ok"],
+        ),
+        case(
+            "layouts_differing_only_in_placeholders",
+            vec![
+                (
+                    "a.toml",
+                    export(
+                        "all_published = true",
+                        "url = \"out\"\nlayout = \"{cohort_id}/{date}.parquet\"",
+                    ),
+                ),
+                (
+                    "b.toml",
+                    export(
+                        "names = [\"*\"]",
+                        "url = \"out\"\nlayout = \"{cohort_id}/{run_id}.parquet\"",
+                    ),
+                ),
+            ],
+            vec![
+                "ok",
+                "5:7: output \"out\" with layout \"{cohort_id}/{run_id}.parquet\" can write the same files as a.toml (line 5), whose layout \"{cohort_id}/{date}.parquet\" can render the same keys (placeholders may take any value); give one",
+            ],
+        ),
+        case(
+            "different_outputs",
+            vec![
+                ("a.toml", export("all_published = true", "url = \"out/a\"")),
+                ("b.toml", export("all_published = true", "url = \"out/b\"")),
+            ],
+            vec!["ok", "ok"],
+        ),
+        case(
+            "same_name_and_state",
+            vec![
+                (
+                    "a.toml",
+                    format!(
+                        "name = \"daily\"\n{}",
+                        export("ids = [\"a\"]", "url = \"out-a\"")
+                    ),
+                ),
+                (
+                    "b.toml",
+                    format!(
+                        "name = \"daily\"\nkind = \"reverse\"\n{REVERSE_TAIL}[state]\nurl = \".cohort-sync/state/\"\n"
+                    ),
+                ),
+            ],
+            vec![
+                "ok",
+                "1:8: pipeline name \"daily\" with state \".cohort-sync/state/\" is also that of a.toml (line 1): their state (requests, leases, journals) would mix; give one of them another name or state.url",
+            ],
+        ),
+        case(
+            "same_name_other_state",
+            vec![
+                (
+                    "a.toml",
+                    format!(
+                        "name = \"daily\"\n{}",
+                        export("ids = [\"a\"]", "url = \"out-a\"")
+                    ),
+                ),
+                (
+                    "b.toml",
+                    format!(
+                        "name = \"daily\"\nkind = \"reverse\"\n{REVERSE_TAIL}[state]\nurl = \"state-b\"\n"
+                    ),
+                ),
+            ],
+            vec!["ok", "ok"],
+        ),
+        case(
+            "output_in_another_state",
+            vec![
+                (
+                    "a.toml",
+                    format!("kind = \"reverse\"\n{REVERSE_TAIL}[state]\nurl = \"st\"\n"),
+                ),
+                ("b.toml", export("ids = [\"a\"]", "url = \"st/out\"")),
+            ],
+            vec![
+                "ok",
+                "5:7: output \"st/out\" overlaps the state folder \"st\" of a.toml (line 7)",
+            ],
+        ),
+        case(
+            "one_file_twice",
+            vec![
+                ("a.toml", export("ids = [\"a\"]", "url = \"out\"")),
+                ("a.toml", String::new()),
+            ],
+            vec![
+                "ok",
+                "5:7: output \"out\" with layout",
+                "a.toml: pipeline name \"a\" with state \".cohort-sync/state\" is also that of a.toml",
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn files_that_cannot_run_together_are_refused_on_the_later_one() {
+    let mut failures = Vec::new();
+    for case in together_cases() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in &case.files {
+            if !text.is_empty() {
+                std::fs::write(dir.path().join(name), text).expect("write fixture");
+            }
+        }
+        let args: Vec<&str> = case.files.iter().map(|(n, _)| *n).collect();
+        let out = validate(dir.path(), &args, &[]);
+        let mut ok_lines = out.stdout.lines();
+        let mut err_lines = out.stderr.lines();
+        let mut ok = out.code
+            == if case.expect.iter().all(|e| *e == "ok") {
+                0
+            } else {
+                2
+            };
+        for (i, want) in case.expect.iter().enumerate() {
+            let file = case.files[i.min(case.files.len() - 1)].0;
+            if *want == "ok" {
+                ok &= ok_lines
+                    .next()
+                    .is_some_and(|l| l.starts_with(&format!("{file}: ok (")));
+            } else if want.starts_with(file) {
+                // A whole-file error (no position): the next line of the same file.
+                ok &= err_lines.next().is_some_and(|l| l.starts_with(want));
+            } else {
+                ok &= err_lines
+                    .next()
+                    .is_some_and(|l| l.starts_with(&format!("{file}:{want}")));
+            }
+        }
+        ok &= ok_lines.next().is_none() && err_lines.next().is_none();
+        if !ok {
+            failures.push(format!(
+                "{}: exit {}, want {:?}, got stdout {:?} stderr {:?}",
+                case.name, out.code, case.expect, out.stdout, out.stderr
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// `plan` (like `run`) refuses files that cannot run together before contacting Amplitude.
+#[test]
+fn plan_refuses_files_that_cannot_run_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "kind = \"export\"\n[connection]\nbase_url = \"http://127.0.0.1:9\"\n[select]\nall_published = true\n[output]\nurl = \"out\"\n";
+    std::fs::write(dir.path().join("a.toml"), text).expect("write");
+    std::fs::write(dir.path().join("b.toml"), text).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_cohort-sync"))
+        .args(["plan", "a.toml", "b.toml"])
+        .current_dir(dir.path())
+        .env("AMPLITUDE_API_KEY", "k")
+        .env("AMPLITUDE_SECRET_KEY", "s")
+        .output()
+        .expect("run cohort-sync");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("b.toml:7:7: output \"out\" with layout"),
+        "{stderr}"
     );
 }
 

@@ -669,5 +669,53 @@ mod library {
         assert!(!dir.path().join("e.parquet").exists());
     }
 
+    #[tokio::test]
+    async fn a_body_that_is_not_the_cohort_publishes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // An error page served with 200.
+        let mut opts = ConvertOptions::new("cohort h");
+        opts.expect = Some(BodyExpectation::cohort(Some(2)));
+        let body = futures::stream::iter(chunks(b"<html><body>Error</body></html>", 8));
+        let err = convert_stream(body, &opts, store(dir.path()), &Key::from("h.parquet"))
+            .await
+            .expect_err("not a cohort");
+        assert!(matches!(err, ExportError::NotACohort { .. }), "{err}");
+        assert!(err.is_retryable_download());
+        assert!(
+            err.to_string()
+                .contains("got a header of 1 column: \"<html><body>Error</body></html>\""),
+            "{err}"
+        );
+        // A cut body that still parses: 50,000 rows of a cohort listed with 100,000 fail
+        // after the batches went to the encoder, before the file is completed.
+        let mut items = chunks(big_rows(0, 50_000).as_bytes(), 64 * 1024);
+        items.insert(
+            0,
+            Ok(Bytes::from_static(
+                b"\"amplitude_id\",\"user_id\",\"blob\",\"n\"\n",
+            )),
+        );
+        let mut opts = ConvertOptions::new("cohort s");
+        opts.expect = Some(BodyExpectation::cohort(Some(100_000)));
+        let key = Key::from("s/out.parquet");
+        let err = convert_stream(futures::stream::iter(items), &opts, store(dir.path()), &key)
+            .await
+            .expect_err("too few rows");
+        assert!(
+            err.to_string().contains(
+                "it has 50000 rows; the cohort's listed size is 100000; accepted 89900..=110100 rows"
+            ),
+            "{err}"
+        );
+        assert!(err.is_retryable_download());
+        assert!(!dir.path().join("h.parquet").exists());
+        assert!(!dir.path().join("s/out.parquet").exists());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if dir.path().join("s").exists() {
+            assert_no_leftovers(&dir.path().join("s"), "out.parquet");
+        }
+    }
+
+    use cohort_sync::export::BodyExpectation;
     use sha2::Digest;
 }

@@ -137,6 +137,13 @@ fn prepare_all(files: &[PathBuf]) -> Result<Vec<Prepared>, Vec<String>> {
             Err(e) => errors.push(e),
         }
     }
+    // The files against each other: two exports writing the same files, shared state.
+    let loaded: Vec<Pipeline> = files.iter().filter_map(|f| config::load(f).ok()).collect();
+    errors.extend(
+        config::check_together(&loaded)
+            .iter()
+            .map(ToString::to_string),
+    );
     if errors.is_empty() {
         Ok(prepared)
     } else {

@@ -1,10 +1,13 @@
 //! `cohort-sync validate FILE...`: loads and checks each pipeline file without contacting
-//! Amplitude or needing credentials (only `${VAR}`s used in a file must be set).
+//! Amplitude or needing credentials (only `${VAR}`s used in a file must be set), then the
+//! files against each other (two exports writing the same files, two pipelines sharing a
+//! state folder).
 
 use std::path::PathBuf;
 
 use clap::Args;
-use cohort_sync::{config, exit};
+use cohort_sync::config::{self, ConfigError, Pipeline};
+use cohort_sync::exit;
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
@@ -14,17 +17,38 @@ pub struct ValidateArgs {
 }
 
 /// Prints `FILE: ok (summary)` for each good file on stdout and `file:line:col: message`
-/// for each bad one on stderr; exit 2 when any file is bad.
+/// for each problem on stderr, in the order of the files (a problem between two files is
+/// reported on the later one); exit 2 when there is any.
 pub fn validate(args: ValidateArgs) -> u8 {
+    let loaded: Vec<Result<Pipeline, ConfigError>> =
+        args.files.iter().map(|f| config::load(f)).collect();
+    let good: Vec<Pipeline> = loaded
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .cloned()
+        .collect();
+    let mut together = config::check_together_indexed(&good).into_iter().peekable();
     let mut failed = false;
-    for file in &args.files {
-        match config::load(file) {
-            Ok(p) => println!("{}: ok ({})", file.display(), p.summary()),
+    let mut index = 0;
+    for result in &loaded {
+        let p = match result {
+            Ok(p) => p,
             Err(e) => {
                 failed = true;
                 eprintln!("{e}");
+                continue;
             }
+        };
+        let mut ok = true;
+        while let Some((_, e)) = together.next_if(|(i, _)| *i == index) {
+            ok = false;
+            eprintln!("{e}");
         }
+        if ok {
+            println!("{}: ok ({})", p.file.display(), p.summary());
+        }
+        failed |= !ok;
+        index += 1;
     }
     if failed { exit::USAGE } else { exit::OK }
 }

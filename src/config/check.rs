@@ -4,8 +4,10 @@
 use super::download::Download;
 use super::error::ConfigError;
 use super::export::{CompressionCodec, ExportSpec, Output, Quota, Select};
+use super::keys::{RESERVED_OUTPUT_DIRS, reserved_dir};
 use super::locate::Locator;
-use super::pipeline::{Kind, Pipeline, PipelineFile, PipelineSpec};
+use super::location::Place;
+use super::pipeline::{Kind, Pipeline, PipelineFile, PipelineSpec, Positions, State};
 use super::reverse::{
     Baseline, MAX_CHUNK_SIZE, Reconcile, ReconcileMode, ReverseSpec, Source, Target, TargetTable,
 };
@@ -39,7 +41,11 @@ pub(crate) fn build(loc: &Locator<'_>, raw: PipelineFile) -> Result<Pipeline, Co
     check_connection(loc, &raw)?;
     check_download(loc, &raw.download)?;
     let spec = match raw.kind {
-        Kind::Export => PipelineSpec::Export(export_spec(loc, raw.select, raw.output, raw.quota)?),
+        Kind::Export => {
+            let spec = export_spec(loc, raw.select, raw.output, raw.quota)?;
+            check_output_apart_from_state(loc, &spec.output, &raw.state)?;
+            PipelineSpec::Export(spec)
+        }
         Kind::Reverse => {
             let app_id = raw.connection.app_id;
             PipelineSpec::Reverse(reverse_spec(
@@ -60,7 +66,44 @@ pub(crate) fn build(loc: &Locator<'_>, raw: PipelineFile) -> Result<Pipeline, Co
         state: raw.state,
         download: raw.download,
         spec,
+        positions: Positions {
+            name: loc.position(&["name"]),
+            state_url: loc.position(&["state", "url"]),
+            output_url: loc.position(&["output", "url"]),
+        },
     })
+}
+
+/// The output must not be the state folder, inside it, or hold it: the state would be
+/// read as snapshots, or a layout could overwrite it.
+fn check_output_apart_from_state(
+    loc: &Locator<'_>,
+    output: &Output,
+    state: &State,
+) -> Result<(), ConfigError> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let (out, st) = (
+        Place::new(output.url.as_str(), &cwd),
+        Place::new(state.url.as_str(), &cwd),
+    );
+    if out.overlaps(&st) {
+        let relation = if out == st {
+            "is the state folder"
+        } else if st.contains(&out) {
+            "is inside the state folder"
+        } else {
+            "holds the state folder"
+        };
+        return Err(loc.at_value(
+            &["output", "url"],
+            format!(
+                "output {:?} {relation} {:?}; keep snapshots and state apart (set state.url or output.url elsewhere)",
+                output.url.as_str(),
+                state.url.as_str()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `name`, else the file stem; either must be usable as a state folder.
@@ -183,6 +226,20 @@ fn export_spec(
         &["output", "row_group_rows"],
         output.row_group_rows as u64,
     )?;
+    if let Some(dir) = reserved_dir(output.layout.as_str()) {
+        return Err(loc.at_value(
+            &["output", "layout"],
+            format!(
+                "layout {:?} writes under {dir}/, which cohort-sync keeps for its own files ({}); start the layout with another folder",
+                output.layout.as_str(),
+                RESERVED_OUTPUT_DIRS
+                    .iter()
+                    .map(|d| format!("{d}/"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
     if let Some(level) = output.compression_level {
         if output.compression != CompressionCodec::Zstd {
             return Err(loc.at_key(

@@ -39,6 +39,19 @@ impl ConfigError {
         }
     }
 
+    /// An error at a 1-based (line, column) already known.
+    pub(crate) fn at_position(
+        file: &Path,
+        position: Option<(usize, usize)>,
+        message: impl Into<String>,
+    ) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            position,
+            message: message.into(),
+        }
+    }
+
     /// The pipeline file.
     pub fn file(&self) -> &Path {
         &self.file

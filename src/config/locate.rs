@@ -6,7 +6,7 @@ use std::path::Path;
 
 use toml::de::{DeTable, DeValue};
 
-use super::error::ConfigError;
+use super::error::{ConfigError, line_col};
 
 /// The parsed file (after interpolation) with its text, for positions.
 pub(crate) struct Locator<'a> {
@@ -47,6 +47,11 @@ impl Locator<'_> {
         (1..=path.len())
             .rev()
             .find_map(|n| self.find(&path[..n]).map(|(k, _)| k))
+    }
+
+    /// 1-based line and column of the value at `path`, when the file has it.
+    pub fn position(&self, path: &[&str]) -> Option<(usize, usize)> {
+        self.find(path).map(|(_, v)| line_col(self.text, v.start))
     }
 
     /// An error pointing at the value of `path`.

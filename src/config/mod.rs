@@ -27,8 +27,8 @@
 //! | `download.column_types` | {} | column → `int64` `float64` `boolean` `utf8` |
 //! | `select.ids` / `.names` / `.all_published` | (one required) | export only; listed ids are exported even when archived |
 //! | `select.include_archived` | false | archived name / published matches too |
-//! | `output.url` | required | export only; local path or `s3://bucket/prefix` |
-//! | `output.layout` | [`DEFAULT_LAYOUT`] | must contain `{cohort_id}` |
+//! | `output.url` | required | export only; local path or `s3://bucket/prefix`; apart from `state.url` |
+//! | `output.layout` | [`DEFAULT_LAYOUT`] | must contain `{cohort_id}`; not under `_runs/`, `_staging/`, `_history/` |
 //! | `output.compression` / `.compression_level` | `zstd` / 3 | `zstd` `snappy` `lz4` `none`; level 1..=22, zstd only |
 //! | `output.row_group_rows` | export default | rows per Parquet row group |
 //! | `quota.reserve` / `.skip_unchanged` | 0 / true | export only |
@@ -48,10 +48,13 @@ mod error;
 mod export;
 mod export_types;
 mod interpolate;
+mod keys;
 mod locate;
+mod location;
 mod pipeline;
 mod reverse;
 mod schema;
+mod together;
 mod values;
 
 use std::path::Path;
@@ -60,15 +63,18 @@ pub use connection::{API_KEY_VAR, Connection, ResolvedConnection, SECRET_KEY_VAR
 pub use download::Download;
 pub use error::ConfigError;
 pub use export::{CompressionCodec, ExportSpec, Output, Quota, Select};
+pub use keys::RESERVED_OUTPUT_DIRS;
 pub use pipeline::{Kind, Pipeline, PipelineSpec, State};
 pub use reverse::{
     Baseline, CreateCohort, MAX_CHUNK_SIZE, Reconcile, ReconcileMode, ReverseSpec, Source,
     SourceFormat, Target,
 };
 pub use schema::{schema, schema_json};
+pub use together::{check_together, check_together_indexed};
 pub use values::{BaseUrl, DEFAULT_LAYOUT, Layout, NamePattern, Secret, SourceUrl, StorageUrl};
 
-/// Reads, interpolates (from the process environment) and checks one pipeline file.
+/// Reads, interpolates (from the process environment) and checks one pipeline file. Files
+/// used together are checked against each other by [`check_together`].
 pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
     load_with_env(path, &|name| std::env::var(name).ok())
 }

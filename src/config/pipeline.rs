@@ -24,6 +24,17 @@ pub struct Pipeline {
     pub state: State,
     pub download: Download,
     pub spec: PipelineSpec,
+    /// Where some values sit in the file, for errors found when files are checked
+    /// together ([`super::check_together`]).
+    pub(crate) positions: Positions,
+}
+
+/// 1-based line and column of values of the file (`None`: not written, a default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Positions {
+    pub name: Option<(usize, usize)>,
+    pub state_url: Option<(usize, usize)>,
+    pub output_url: Option<(usize, usize)>,
 }
 
 /// What the pipeline does.

@@ -88,6 +88,15 @@ pub enum ExportError {
         message: String,
     },
 
+    /// The body is not the cohort's CSV file: its header lacks the expected column (an
+    /// error page served with 200, another file), or its row count is too far from the
+    /// cohort's listed size (see [`BodyExpectation`](super::BodyExpectation)).
+    #[error("{source_name}: the body is not the cohort's CSV file: {message}")]
+    NotACohort {
+        source_name: String,
+        message: String,
+    },
+
     /// A malformed data row under `on_bad_row = fail`.
     #[error("{source_name}: bad row {row} (line {line}): {reason}")]
     BadRow {
@@ -119,14 +128,16 @@ pub enum ExportError {
 
 impl ExportError {
     /// True when the body stream failed or ended early (including a gzip stream that is
-    /// incomplete or corrupt): asking `/file` again with the same request id may succeed
-    /// and spends no quota. False for bad rows, bad headers and write errors.
+    /// incomplete or corrupt), or was not the cohort's file (an error page served with 200):
+    /// asking `/file` again with the same request id may succeed and spends no quota.
+    /// False for bad rows, bad headers and write errors.
     pub fn is_retryable_download(&self) -> bool {
         matches!(
             self,
             ExportError::Download { .. }
                 | ExportError::Truncated { .. }
                 | ExportError::Decompress { .. }
+                | ExportError::NotACohort { .. }
         )
     }
 

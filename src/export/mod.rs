@@ -38,6 +38,11 @@
 //! - **A truncated body** (empty, ends inside a quoted field, an incomplete gzip stream, or a
 //!   malformed last row without a final line break) is an error that
 //!   [`ExportError::is_retryable_download`] marks retryable — never a short file.
+//! - **Not a cohort file**: with [`ConvertOptions::expect`] set (the runner sets
+//!   [`BodyExpectation::cohort`]), a header without `amplitude_id` (an HTML error page, a
+//!   `"foo","bar"` file) fails right after the header, and a row count outside the listed
+//!   size's tolerance fails before the file is completed (too many rows: as soon as the
+//!   bound is passed). Both are [`ExportError::NotACohort`], retryable, never published.
 //!
 //! # What the Parquet file holds
 //! zstd (level 3 by default), snappy, lz4 or no compression; row groups of at most
@@ -67,8 +72,9 @@ pub use decode::GZIP_MAGIC;
 pub use encode::ROWS_KEY;
 pub use error::{BadRowReason, ExportError, SkippedRow};
 pub use options::{
-    BadRowPolicy, ColumnType, Compression, ConvertOptions, DEFAULT_BATCH_ROWS,
-    DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL, GzipHint, ParquetOptions,
+    BadRowPolicy, BodyExpectation, COHORT_ROW_SLACK, ColumnType, Compression, ConvertOptions,
+    DEFAULT_BATCH_ROWS, DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL, GzipHint, MAX_COHORT_MEMBERS,
+    ParquetOptions,
 };
 pub use schema::{AMPLITUDE_ID, ColumnSpec, Columns, columns_from_header};
 pub use stages::{encode_to_parquet, parse_batches, parse_to_batches};

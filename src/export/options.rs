@@ -176,6 +176,9 @@ pub struct ConvertOptions {
     pub metadata: Vec<(String, String)>,
     /// Cancelled when the run stops: the upload is aborted, nothing is published.
     pub cancel: Option<tokio_util::sync::CancellationToken>,
+    /// What the body must look like to be published (a cohort file); `None` converts any
+    /// CSV (the `convert` command).
+    pub expect: Option<BodyExpectation>,
 }
 
 impl ConvertOptions {
@@ -191,8 +194,84 @@ impl ConvertOptions {
             parquet: ParquetOptions::default(),
             metadata: Vec::new(),
             cancel: None,
+            expect: None,
         }
     }
+}
+
+/// Amplitude's limit on a cohort's members.
+pub const MAX_COHORT_MEMBERS: u64 = 2_000_000;
+
+/// Rows a cohort file may differ from the listed size beyond 10% of it, either way (small
+/// cohorts change by a few members at a time).
+pub const COHORT_ROW_SLACK: u64 = 100;
+
+/// What a body must be for its conversion to succeed: a header holding `column`, and a
+/// number of data rows (good and bad) within `min_rows..=max_rows`. Checked while parsing,
+/// before the file is completed, so a body that fails is never published; the error
+/// ([`ExportError::NotACohort`](super::ExportError::NotACohort)) is retryable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyExpectation {
+    /// A column the header must contain, by its name as written (before repeated names
+    /// are renamed), case-sensitive.
+    pub column: String,
+    /// Fewest data rows accepted.
+    pub min_rows: u64,
+    /// Most data rows accepted; the parse stops as soon as a body has more.
+    pub max_rows: Option<u64>,
+    /// The size the row bounds come from (for messages).
+    pub listed_size: Option<i64>,
+}
+
+impl BodyExpectation {
+    /// A cohort file: the header has `amplitude_id`, and the rows are the cohort's
+    /// `listed_size` (from the cohort list) give or take 10% and 100 rows:
+    /// `floor(size × 0.9) − 100 ..= ceil(size × 1.1) + 100` (the minimum saturating at 0).
+    ///
+    /// Why a tolerance: the size comes from the list call, made before the download was
+    /// requested; Amplitude may recompute the cohort in between, so the file can hold a
+    /// somewhat different membership than the list said. An error page, a file of another
+    /// request or a cut body is far outside that range. The size is taken as at most
+    /// [`MAX_COHORT_MEMBERS`] (Amplitude's limit), so no body is read past 2,200,100 rows
+    /// whatever the list says. An unknown (or negative) size sets no row bound.
+    pub fn cohort(listed_size: Option<i64>) -> Self {
+        let (min_rows, max_rows) = match listed_size.and_then(|s| u64::try_from(s).ok()) {
+            Some(size) => {
+                let (min, max) = cohort_row_bounds(size.min(MAX_COHORT_MEMBERS));
+                (min, Some(max))
+            }
+            None => (0, None),
+        };
+        BodyExpectation {
+            column: super::schema::AMPLITUDE_ID.to_string(),
+            min_rows,
+            max_rows,
+            listed_size,
+        }
+    }
+
+    /// How the row bounds were set, for messages.
+    pub(crate) fn describe_rows(&self) -> String {
+        let range = match self.max_rows {
+            Some(max) => format!("{}..={max}", self.min_rows),
+            None => format!("at least {}", self.min_rows),
+        };
+        match self.listed_size {
+            Some(size) if size >= 0 => format!(
+                "the cohort's listed size is {size}; accepted {range} rows (±10% and ±100: the list can lag the file)"
+            ),
+            _ => format!("accepted {range} rows"),
+        }
+    }
+}
+
+/// `floor(size × 0.9) − 100` (saturating) and `ceil(size × 1.1) + 100`, in integers:
+/// `floor(0.9 s) = s − ceil(s / 10)` and `ceil(1.1 s) = s + ceil(s / 10)`.
+fn cohort_row_bounds(size: u64) -> (u64, u64) {
+    let tenth = size.div_ceil(10);
+    let min = (size - tenth).saturating_sub(COHORT_ROW_SLACK);
+    let max = size + tenth + COHORT_ROW_SLACK;
+    (min, max)
 }
 
 #[cfg(test)]
@@ -213,5 +292,25 @@ mod tests {
             GzipHint::Encoded
         );
         assert_eq!(GzipHint::from_content_encoding(Some("br")), GzipHint::Auto);
+    }
+
+    fn bounds(size: Option<i64>) -> (u64, Option<u64>) {
+        let e = BodyExpectation::cohort(size);
+        assert_eq!(e.column, "amplitude_id");
+        (e.min_rows, e.max_rows)
+    }
+
+    #[test]
+    fn cohort_row_bounds_allow_ten_percent_and_a_hundred_rows() {
+        assert_eq!(bounds(Some(0)), (0, Some(100)));
+        assert_eq!(bounds(Some(15)), (0, Some(117)));
+        assert_eq!(bounds(Some(1_000)), (800, Some(1_200)));
+        assert_eq!(bounds(Some(1_005)), (804, Some(1_206)));
+        assert_eq!(bounds(Some(100_000)), (89_900, Some(110_100)));
+        assert_eq!(bounds(Some(2_000_000)), (1_799_900, Some(2_200_100)));
+        // Amplitude caps cohorts at 2,000,000: a larger listed size reads no further.
+        assert_eq!(bounds(Some(i64::MAX)), (1_799_900, Some(2_200_100)));
+        assert_eq!(bounds(None), (0, None));
+        assert_eq!(bounds(Some(-1)), (0, None));
     }
 }

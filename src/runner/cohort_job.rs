@@ -35,7 +35,7 @@ use super::staging::Staging;
 use crate::amplitude::types::{Cohort, Timestamp};
 use crate::amplitude::{AmplitudeClient, ApiError};
 use crate::crash;
-use crate::export::{ConvertStats, GzipHint, convert_stream};
+use crate::export::{BodyExpectation, ConvertStats, GzipHint, convert_stream};
 use crate::state::{CohortRecord, Holder, Lease, LeaseOutcome, Renewal, RequestRecord, StateStore};
 use crate::storage::Location;
 
@@ -560,6 +560,9 @@ impl CohortJob {
         let mut opts = self.settings.convert.clone();
         opts.source_name = format!("cohort {} ({})", cohort.id, cohort.name);
         opts.cancel = Some(stop.clone());
+        // Only a cohort CSV is published: `amplitude_id` in the header, rows near the
+        // listed size.
+        opts.expect = Some(BodyExpectation::cohort(cohort.size));
         opts.metadata = vec![
             ("cohort_sync.cohort_id".into(), cohort.id.clone()),
             ("cohort_sync.cohort_name".into(), cohort.name.clone()),
