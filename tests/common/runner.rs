@@ -170,6 +170,39 @@ url = "{state}"
         )
     }
 
+    /// `cohort-sync run FILES... --report R` with extra environment variables (e.g. a crash
+    /// point): returns (exit code, or -N when killed by signal N; the report if one was
+    /// written; stderr).
+    pub async fn run_env(
+        &self,
+        files: &[&Path],
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (i32, Option<Value>, String) {
+        use std::os::unix::process::ExitStatusExt;
+        let report = self.path(&format!("report-{}.json", fastrand::u32(..)));
+        let mut args: Vec<String> = vec!["run".into()];
+        args.extend(files.iter().map(|f| f.to_string_lossy().into_owned()));
+        args.push("--report".into());
+        args.push(report.to_string_lossy().into_owned());
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = self.command(&args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().await.expect("run cohort-sync");
+        let code = match (out.status.code(), out.status.signal()) {
+            (Some(c), _) => c,
+            (None, Some(sig)) => -sig,
+            (None, None) => -1,
+        };
+        let parsed = std::fs::read_to_string(&report)
+            .ok()
+            .map(|t| serde_json::from_str(&t).expect("report is JSON"));
+        (code, parsed, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
         reqwest::get(format!("{}{}", self.emu.base_url, path))
             .await
@@ -275,4 +308,20 @@ pub fn parquet_digest(target: &str, columns: &[String]) -> Value {
         &[target, &columns.join(","), &endpoint],
     );
     serde_json::from_str(out.trim()).expect("digest JSON")
+}
+
+/// Reads a whole output tree as a warehouse user would (tests/py/check_tree.py): every
+/// object, each Parquet file of the Hive tree (rows, columns, digest), and the rows
+/// pyarrow.dataset and DuckDB read from the whole tree.
+pub fn check_tree(root: &str, columns: &[String]) -> Value {
+    let endpoint = std::env::var("COHORT_SYNC_TEST_S3_ENDPOINT").unwrap_or_default();
+    let out = super::run_python("check_tree.py", &[root, &columns.join(","), &endpoint]);
+    serde_json::from_str(out.trim()).expect("check_tree JSON")
+}
+
+/// The columns of an export of `spec` with its properties: amplitude_id, user_id, props.
+pub fn export_columns(spec: &CohortSpec) -> Vec<String> {
+    let mut columns = vec!["amplitude_id".to_string(), "user_id".to_string()];
+    columns.extend(spec.props.iter().cloned());
+    columns
 }

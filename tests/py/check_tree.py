@@ -3,14 +3,14 @@ code under test, and prints JSON:
 
 - "objects": every object under the root (relative paths, `_`-prefixed ones included);
 - "files": per Parquet file of the Hive tree (paths not under a `_`/`.` folder), its
-  rows, column names and a SHA-256 digest of all its columns (same digest as
+  rows, column names and a SHA-256 digest of the named COLUMNS (same digest as
   parquet_digest.py);
 - "dataset_rows": rows read by pyarrow.dataset(root, partitioning="hive") (which fails on
   any file that is not Parquet, e.g. a half-written one);
 - "duckdb_rows": rows read by DuckDB read_parquet('root/**/*.parquet', hive_partitioning=1)
   (local trees only: DuckDB reads S3 through an extension this machine cannot fetch).
 
-usage: check_tree.py ROOT [S3_ENDPOINT]
+usage: check_tree.py ROOT COLUMN[,COLUMN...] [S3_ENDPOINT]
 """
 import hashlib
 import json
@@ -40,9 +40,9 @@ def hidden(rel):
     return any(part.startswith(("_", ".")) for part in rel.split("/")[:-1])
 
 
-def digest(table):
+def digest(table, names):
     h = hashlib.sha256()
-    cols = [c.to_pylist() for c in table.columns]
+    cols = [table.column(n).to_pylist() for n in names]
     for row in zip(*cols):
         h.update(
             ("\x1f".join("\x00N" if v is None else str(v) for v in row) + "\x1e").encode()
@@ -52,7 +52,8 @@ def digest(table):
 
 def main(argv):
     root = argv[1]
-    endpoint = argv[2] if len(argv) > 2 else ""
+    names = [c for c in argv[2].split(",") if c]
+    endpoint = argv[3] if len(argv) > 3 else ""
     filesys, base = filesystem(root, endpoint)
     infos = filesys.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
     objects = sorted(
@@ -67,7 +68,7 @@ def main(argv):
         files[rel] = {
             "rows": table.num_rows,
             "columns": table.schema.names,
-            "digest": digest(table),
+            "digest": digest(table, names),
         }
     dataset_rows = None
     if files:
@@ -80,7 +81,7 @@ def main(argv):
 
         duckdb_rows = duckdb.sql(
             f"select count(*) from read_parquet('{base}/**/*.parquet', hive_partitioning = 1)"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     print(
         json.dumps(
             {

@@ -1,0 +1,310 @@
+//! Kill-anywhere: a run is killed (SIGKILL) or stopped (SIGTERM) at a named point of its
+//! work — before and after the request, mid-poll, mid-download, mid-upload, before the
+//! manifest, between a membership answer and its journal entry — then run again as cron
+//! would. After each, read as a warehouse user would (pyarrow.dataset and DuckDB over the
+//! whole Hive tree, every file's values against the emulator's members) and from the
+//! emulator's log:
+//!
+//! - the rerun exits 0 and every cohort's file is exact, once, at its final key;
+//! - the whole tree reads (nothing half-written or staged where readers look);
+//! - at most one download request per cohort was spent (two only for a kill between the
+//!   request's answer and the state write, and then the rerun reports it possibly spent);
+//! - `_SUCCESS` exists only for runs that did every cohort;
+//! - exit codes: -9 (killed), 143 (SIGTERM), 0 (rerun).
+//!
+//! Points are armed with the test-only `COHORT_SYNC_CRASH_AT` (src/crash.rs): the binary
+//! signals itself exactly there, so each case is deterministic. The outcome of every case
+//! is written to `$CARGO_TARGET_TMPDIR/kill-anywhere.txt`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::runner::{
+    self, Harness, check_tree, cohort, expected_digest, export_columns, spent_requests,
+};
+use futures::StreamExt;
+use serde_json::Value;
+
+const PROPS: &[&str] = &["gp:country", "gp:plan"];
+const PIPELINE: &str = "killable";
+
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    point: &'static str,
+    hit: u32,
+    term: bool,
+    s3: bool,
+}
+
+impl Case {
+    fn arm(&self) -> String {
+        format!(
+            "{}#{}{}",
+            self.point,
+            self.hit,
+            if self.term { ":term" } else { "" }
+        )
+    }
+
+    fn label(&self) -> String {
+        format!(
+            "{} {} on {}",
+            if self.term { "SIGTERM" } else { "SIGKILL" },
+            self.arm(),
+            if self.s3 { "s3" } else { "local" }
+        )
+    }
+}
+
+fn export_cases() -> Vec<Case> {
+    let kill = |point, hit| Case {
+        point,
+        hit,
+        term: false,
+        s3: false,
+    };
+    let term = |point, hit| Case {
+        point,
+        hit,
+        term: true,
+        s3: false,
+    };
+    let s3 = |point, hit| Case {
+        point,
+        hit,
+        term: false,
+        s3: true,
+    };
+    vec![
+        kill("export.lease.acquired", 1),
+        kill("export.lease.acquired", 2),
+        kill("export.request.intent_saved", 1),
+        kill("export.request.intent_saved", 2),
+        kill("export.request.answered", 1),
+        kill("export.request.answered", 2),
+        kill("export.request.saved", 1),
+        kill("export.request.saved", 2),
+        kill("export.poll", 1),
+        kill("export.poll", 2),
+        kill("export.poll", 3),
+        kill("export.download.chunk", 1),
+        kill("export.download.chunk", 4),
+        kill("export.download.chunk", 12),
+        kill("export.download.chunk", 30),
+        kill("export.upload.part", 1),
+        kill("export.upload.part", 2),
+        kill("export.upload.part", 3),
+        kill("export.upload.completed", 1),
+        kill("export.upload.completed", 2),
+        kill("export.published", 1),
+        kill("export.published", 2),
+        kill("export.state.saved", 1),
+        kill("export.state.saved", 2),
+        kill("export.manifest.before", 1),
+        kill("export.manifest.written", 1),
+        kill("run.report.before", 1),
+        term("export.lease.acquired", 1),
+        term("export.request.intent_saved", 1),
+        term("export.request.saved", 2),
+        term("export.poll", 2),
+        term("export.download.chunk", 4),
+        term("export.upload.part", 1),
+        term("export.upload.completed", 1),
+        term("export.published", 1),
+        term("export.manifest.before", 1),
+        term("run.report.before", 1),
+        s3("export.request.saved", 1),
+        s3("export.poll", 2),
+        s3("export.download.chunk", 6),
+        s3("export.upload.part", 1),
+        s3("export.upload.completed", 1),
+        s3("export.state.saved", 1),
+        s3("export.manifest.written", 1),
+    ]
+}
+
+fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
+    if cond { Ok(()) } else { Err(msg()) }
+}
+
+/// Runs one export case; `Ok` describes what happened, `Err` what went wrong.
+async fn export_case(case: Case) -> Result<String, String> {
+    let cohorts = vec![cohort("big", 60_000, PROPS), cohort("small", 3_000, PROPS)];
+    let h = runner::start(cohorts, |c| c.redirect_threshold_rows = 50_000).await;
+    let (output, state, root) = if case.s3 {
+        let bucket = common::create_bucket("kill");
+        (
+            format!("s3://{bucket}/out"),
+            format!("s3://{bucket}/state"),
+            format!("s3://{bucket}/out"),
+        )
+    } else {
+        (
+            "out".to_string(),
+            "state".to_string(),
+            h.path("out").to_string_lossy().into_owned(),
+        )
+    };
+    let file = h.export_pipeline(
+        PIPELINE,
+        &["big", "small"],
+        &output,
+        &state,
+        "[download]\nprops = true\n",
+    );
+    let files = [file.as_path()];
+
+    let (first, first_report, first_err) = h
+        .run_env(&files, &[], &[("COHORT_SYNC_CRASH_AT", &case.arm())])
+        .await;
+    let expected_first = if case.term { 143 } else { -9 };
+    // A SIGTERM after the last pipeline finished finds nothing left to stop: exit 0.
+    let finished = case.term && case.point == "run.report.before" && first == 0;
+    ensure(first == expected_first || finished, || {
+        format!("first run exited {first}, expected {expected_first} (point not reached?)\n{first_err}")
+    })?;
+    if case.term {
+        ensure(first_report.is_some(), || {
+            "a stopped run writes its report".to_string()
+        })?;
+    }
+    let (second, second_report, second_err) = h.run_env(&files, &[], &[]).await;
+    ensure(second == 0, || {
+        format!("rerun exited {second}\n{second_err}\n{second_report:#?}")
+    })?;
+    let second_report = second_report.ok_or("rerun wrote no report")?;
+    check_outputs(&h, &root, &second_report)?;
+
+    // Quota: one request per cohort, two only across the answer → state-write window.
+    let log = h.requests().await;
+    let mut spent: BTreeMap<String, usize> = BTreeMap::new();
+    for r in spent_requests(&log) {
+        *spent
+            .entry(r["cohort_id"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    let possibly = second_report["pipelines"][0]["quota_possibly_spent"]
+        .as_u64()
+        .unwrap_or(0);
+    let window = case.point == "export.request.answered";
+    for (cohort, n) in &spent {
+        let allowed = if window { 2 } else { 1 };
+        ensure(*n <= allowed, || {
+            format!("cohort {cohort} was requested {n} times: {spent:?}")
+        })?;
+    }
+    // Every extra request is reported as possibly spent (a request whose intent was saved
+    // but that the kill stopped before it left is reported too: nobody can tell).
+    let extra: usize = spent.values().map(|n| n.saturating_sub(1)).sum();
+    ensure(extra as u64 <= possibly, || {
+        format!("{extra} extra request(s) but the rerun reports {possibly} possibly spent")
+    })?;
+    Ok(format!(
+        "first exit {first}, rerun exit 0, requests {spent:?}{}",
+        if possibly > 0 {
+            format!(", rerun reports {possibly} possibly spent")
+        } else {
+            String::new()
+        }
+    ))
+}
+
+/// The tree after the rerun: each cohort once, exact, readable whole by pyarrow and
+/// DuckDB; nothing staged or half-written; `_SUCCESS` only for complete runs.
+fn check_outputs(h: &Harness, root: &str, report: &Value) -> Result<(), String> {
+    // Every cohort of these tests has the same property columns.
+    let tree = check_tree(root, &export_columns(&h.cohorts[0]));
+    let files = tree["files"].as_object().ok_or("no files")?;
+    let mut total = 0;
+    for spec in &h.cohorts {
+        let mine: Vec<(&String, &Value)> = files
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("cohort_id={}/", spec.id)))
+            .collect();
+        ensure(mine.len() == 1, || {
+            format!("cohort {}: {} files: {:?}", spec.id, mine.len(), files.keys())
+        })?;
+        let (path, f) = mine[0];
+        ensure(f["rows"].as_u64() == Some(spec.size), || {
+            format!("{path}: {} rows, expected {}", f["rows"], spec.size)
+        })?;
+        ensure(
+            f["digest"].as_str() == Some(expected_digest(spec, &spec.props).as_str()),
+            || format!("{path}: values differ from the emulator's members"),
+        )?;
+        total += spec.size;
+    }
+    ensure(tree["dataset_rows"].as_u64() == Some(total), || {
+        format!("pyarrow.dataset read {} rows, expected {total}", tree["dataset_rows"])
+    })?;
+    if !root.starts_with("s3://") {
+        ensure(tree["duckdb_rows"].as_u64() == Some(total), || {
+            format!("DuckDB read {} rows, expected {total}", tree["duckdb_rows"])
+        })?;
+    }
+    let objects: Vec<&str> = tree["objects"]
+        .as_array()
+        .ok_or("no objects")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for o in &objects {
+        ensure(!o.contains('#') && !o.starts_with("_staging"), || {
+            format!("left behind after the rerun: {o} (all: {objects:?})")
+        })?;
+    }
+    // `_SUCCESS`: the rerun's, plus the first run's only if that run finished everything.
+    let run_id = report["run_id"].as_str().ok_or("no run id")?;
+    let rerun_success = format!("_runs/{run_id}/{PIPELINE}/_SUCCESS");
+    ensure(objects.contains(&rerun_success.as_str()), || {
+        format!("no {rerun_success}: {objects:?}")
+    })?;
+    for o in objects.iter().filter(|o| o.ends_with("/_SUCCESS")) {
+        let dir = o.trim_end_matches("_SUCCESS");
+        let manifest = format!("{dir}manifest.json");
+        ensure(objects.contains(&manifest.as_str()), || {
+            format!("{o} without its manifest")
+        })?;
+    }
+    Ok(())
+}
+
+async fn run_all(cases: Vec<Case>, parallel: usize, name: &str) {
+    let results: Vec<(Case, Result<String, String>)> = futures::stream::iter(cases)
+        .map(|case| async move { (case, export_case(case).await) })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    let mut lines = Vec::new();
+    let mut failures = Vec::new();
+    for (case, result) in &results {
+        match result {
+            Ok(what) => lines.push(format!("ok    {}: {what}", case.label())),
+            Err(e) => {
+                lines.push(format!("FAIL  {}: {e}", case.label()));
+                failures.push(format!("{}: {e}", case.label()));
+            }
+        }
+    }
+    lines.sort();
+    let text = lines.join("\n");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kill-anywhere-{name}.txt"));
+    let _ = std::fs::write(&out, format!("{text}\n"));
+    println!("{text}");
+    assert!(
+        failures.is_empty(),
+        "{} of {} kill points failed:\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn export_survives_a_kill_or_stop_at_every_point() {
+    let cases = export_cases();
+    assert!(cases.len() >= 40, "{} export cases", cases.len());
+    run_all(cases, 3, "export").await;
+}
