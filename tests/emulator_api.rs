@@ -738,6 +738,313 @@ async fn slow_job_fault_keeps_the_job_in_progress() {
     );
 }
 
+/// `GET` on the API listener with the app's credentials: (status, headers, body text).
+async fn raw_get(
+    emu: &cohort_sync::emulator::RunningEmulator,
+    path: &str,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let resp = reqwest::Client::new()
+        .get(format!("{}{path}", emu.base_url))
+        .basic_auth(format!("key-{APP}"), Some(format!("secret-{APP}")))
+        .send()
+        .await
+        .expect("answered");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.expect("body"))
+}
+
+/// A completed job of `cohort_id`.
+async fn completed_job(client: &AmplitudeClient, cohort_id: &str) -> String {
+    let req = client
+        .request_cohort(cohort_id, false, &[])
+        .await
+        .expect("request");
+    wait_done(client, &req.request_id).await;
+    req.request_id
+}
+
+#[tokio::test]
+async fn body_fault_replaces_a_200_body_on_file_and_on_presigned_links() {
+    let emu = start_emulator(config_with(|c| {
+        c.gzip = true;
+        c.redirect_threshold_rows = 1_000;
+    }))
+    .await;
+    let client = app_client(&emu, APP);
+    let small = completed_job(&client, "small1").await;
+    let big = completed_job(&client, "big1").await;
+
+    fault(&emu.base_url, FaultKind::Body, "/file", 2).await;
+    for _ in 0..2 {
+        let file = format!("/api/5/cohorts/request/{small}/file");
+        let (status, headers, text) = raw_get(&emu, &file).await;
+        assert_eq!(status, 200);
+        assert_eq!(text, "<html><body>Error</body></html>");
+        assert_eq!(headers["content-length"], text.len().to_string().as_str());
+        assert!(!headers.contains_key("content-encoding"));
+    }
+    let (redirected, rows) = download_rows(&client, &small).await;
+    assert!(!redirected);
+    assert_eq!(
+        rows,
+        expected_rows(5, "small1", 120, None),
+        "fault disarmed"
+    );
+
+    let wrong_header = "\"foo\",\"bar\"\n\"1\",\"2\"\n";
+    add_fault(
+        &emu.base_url,
+        &FaultRule {
+            body: Some(wrong_header.into()),
+            ..FaultRule::new(FaultKind::Body, "/cohort-exports/", 1)
+        },
+    )
+    .await;
+    let d = client.download_file(&big).await.expect("download");
+    assert!(d.redirected);
+    assert_eq!(d.content_length, Some(wrong_header.len() as u64));
+    assert_eq!(body_bytes(d).await.expect("body"), wrong_header.as_bytes());
+    let (redirected, rows) = download_rows(&client, &big).await;
+    assert!(redirected);
+    assert_eq!(
+        rows,
+        expected_rows(9, "big1", 1_500, None),
+        "fault disarmed"
+    );
+    let presigned: Vec<u16> = requests(&emu.base_url)
+        .await
+        .iter()
+        .filter(|e| e.listener == Listener::Presign)
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(presigned, [200, 200]);
+}
+
+#[tokio::test]
+async fn job_failed_fault_reports_job_failed_with_200() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    let id = completed_job(&client, "small1").await;
+    fault(&emu.base_url, FaultKind::JobFailed, "request-status", 2).await;
+    let path = format!("/api/5/cohorts/request-status/{id}");
+    let (status, _, text) = raw_get(&emu, &path).await;
+    assert_eq!(status, 200);
+    let body: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(
+        body,
+        serde_json::json!({"request_id": id, "cohort_id": "small1", "async_status": "JOB FAILED"})
+    );
+    match client.request_status(&id).await {
+        Err(ApiError::Unexpected {
+            status: 200, text, ..
+        }) => {
+            assert!(text.contains("JOB FAILED"), "{text}")
+        }
+        other => panic!("expected an unexpected status, got {other:?}"),
+    }
+    assert_eq!(
+        client.request_status(&id).await.expect("status"),
+        JobState::Completed,
+        "fault disarmed"
+    );
+}
+
+#[tokio::test]
+async fn unknown_status_fault_reports_the_rules_status_or_job_cancelled() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    let id = completed_job(&client, "small1").await;
+    let path = format!("/api/5/cohorts/request-status/{id}");
+    let async_status = |text: &str| {
+        let v: serde_json::Value = serde_json::from_str(text).expect("JSON");
+        v["async_status"]
+            .as_str()
+            .expect("async_status")
+            .to_string()
+    };
+    fault(&emu.base_url, FaultKind::UnknownStatus, "request-status", 1).await;
+    let (status, _, text) = raw_get(&emu, &path).await;
+    assert_eq!(
+        (status, async_status(&text).as_str()),
+        (200, "JOB CANCELLED")
+    );
+    add_fault(
+        &emu.base_url,
+        &FaultRule {
+            body: Some("JOB PAUSED".into()),
+            ..FaultRule::new(FaultKind::UnknownStatus, "request-status", 1)
+        },
+    )
+    .await;
+    match client.request_status(&id).await {
+        Err(ApiError::Unexpected {
+            status: 200, text, ..
+        }) => {
+            assert!(text.contains("JOB PAUSED"), "{text}")
+        }
+        other => panic!("expected an unexpected status, got {other:?}"),
+    }
+    let (status, _, text) = raw_get(&emu, &path).await;
+    assert_eq!(
+        (status, async_status(&text).as_str()),
+        (200, "JOB COMPLETED"),
+        "fault disarmed"
+    );
+}
+
+#[tokio::test]
+async fn not_found_fault_answers_404_error_json_for_a_known_request() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    let id = completed_job(&client, "small1").await;
+    fault(&emu.base_url, FaultKind::NotFound, &id, 2).await;
+    match client.request_status(&id).await {
+        Err(ApiError::NotFound { body: Some(b), .. }) => {
+            assert_eq!(b.http_code, Some(404));
+            assert_eq!(b.error_type.as_deref(), Some("not_found"));
+        }
+        other => panic!("expected 404, got {other:?}"),
+    }
+    assert!(matches!(
+        client.download_file(&id).await,
+        Err(ApiError::NotFound { .. })
+    ));
+    let (_, rows) = download_rows(&client, &id).await;
+    assert_eq!(
+        rows,
+        expected_rows(5, "small1", 120, None),
+        "fault disarmed"
+    );
+    let statuses: Vec<u16> = requests(&emu.base_url)
+        .await
+        .iter()
+        .filter(|e| e.path.contains(&id))
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(
+        statuses.iter().rev().take(3).collect::<Vec<_>>(),
+        [&200, &404, &404]
+    );
+}
+
+#[tokio::test]
+async fn client_error_fault_answers_its_4xx_and_changes_nothing() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    let before = members(&emu.base_url, APP, "small1").await;
+    let gone = member_numbers(5, "small1", 120).next().expect("a member");
+    let body = MembershipRequest {
+        cohort_id: "small1".into(),
+        count_group: None,
+        memberships: vec![membership(
+            MembershipOperation::Remove,
+            IdKind::AmplitudeId,
+            vec![amplitude_id(gone).to_string()],
+        )],
+        skip_invalid_ids: Some(true),
+    };
+    add_fault(
+        &emu.base_url,
+        &FaultRule {
+            status: Some(413),
+            ..FaultRule::new(FaultKind::ClientError, "/api/3/cohorts/membership", 1)
+        },
+    )
+    .await;
+    fault(
+        &emu.base_url,
+        FaultKind::ClientError,
+        "/api/3/cohorts/membership",
+        1,
+    )
+    .await;
+    for want in [413, 400] {
+        match client.update_membership(&body).await {
+            Err(ApiError::InvalidRequest {
+                status,
+                body: Some(b),
+            }) => {
+                assert_eq!((status, b.http_code), (want, Some(want)));
+                let kind = if want == 413 {
+                    "payload_too_large"
+                } else {
+                    "bad_request"
+                };
+                assert_eq!(b.error_type.as_deref(), Some(kind));
+            }
+            other => panic!("expected {want}, got {other:?}"),
+        }
+    }
+    assert_eq!(members(&emu.base_url, APP, "small1").await, before);
+    client
+        .update_membership(&body)
+        .await
+        .expect("fault disarmed");
+    assert_eq!(members(&emu.base_url, APP, "small1").await.len(), 119);
+
+    let refused = reqwest::Client::new()
+        .post(format!("{}/_emulator/faults", emu.base_url))
+        .json(&FaultRule {
+            status: Some(503),
+            ..FaultRule::new(FaultKind::ClientError, "", 1)
+        })
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(refused.status(), 400, "a client_error needs a 4xx");
+}
+
+#[tokio::test]
+async fn stall_fault_holds_an_answer_whose_effect_happened() {
+    let emu = start_emulator(base_config()).await;
+    // 50 s of Amplitude time: 0.5 s at a time scale of 0.01.
+    let stall = FaultRule {
+        delay_secs: Some(50.0),
+        ..FaultRule::new(FaultKind::Stall, "/api/5/cohorts/request/", 1)
+    };
+    // A patient client gets the answer, late.
+    add_fault(&emu.base_url, &stall).await;
+    let client = app_client(&emu, APP);
+    let started = std::time::Instant::now();
+    client
+        .request_cohort("small1", false, &[])
+        .await
+        .expect("late answer");
+    assert!(started.elapsed() >= Duration::from_millis(500));
+
+    // An impatient one times out, yet the job started and spent quota.
+    add_fault(&emu.base_url, &stall).await;
+    let impatient = AmplitudeClient::new(cohort_sync::amplitude::ClientOptions {
+        read_timeout: Duration::from_millis(150),
+        ..cohort_sync::amplitude::ClientOptions::new(
+            emu.base_url.clone(),
+            cohort_sync::amplitude::Credentials::new(format!("key-{APP}"), format!("secret-{APP}")),
+        )
+    })
+    .expect("client");
+    match impatient.request_cohort("props1", false, &[]).await {
+        Err(ApiError::Transport { .. }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(usage(&emu.base_url, APP).await.0, 2);
+    let log = requests(&emu.base_url).await;
+    let entry = log
+        .iter()
+        .find(|e| e.path == "/api/5/cohorts/request/props1")
+        .expect("logged");
+    assert_eq!(entry.status, 202);
+    let id = entry.request_id.clone().expect("request id logged");
+    wait_done(&impatient, &id).await;
+
+    let started = std::time::Instant::now();
+    impatient
+        .request_cohort("small1", false, &[])
+        .await
+        .expect("fault disarmed");
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
 fn membership(op: MembershipOperation, kind: IdKind, ids: Vec<String>) -> Membership {
     Membership {
         ids,

@@ -1,5 +1,8 @@
 //! Fault injection: rules that target a path substring, fire `count` times, then disarm.
 //! Armed from the config, the `--fault KIND:PATH:COUNT` flag or `POST /_emulator/faults`.
+//! The flag arms a rule with every optional field at its default; JSON and fixtures may
+//! set `status`, `retry_after_secs`, `after_bytes`, `body` and `delay_secs`, each only on
+//! the kinds that use it.
 
 use std::sync::Mutex;
 
@@ -22,11 +25,40 @@ pub enum FaultKind {
     /// `/file` hands out a link that has already expired, or the presigned listener
     /// refuses a valid link as expired.
     ExpiredLink,
+    /// A 200 answer's body is replaced by `body` (default [`DEFAULT_BODY`]), sent as is.
+    Body,
+    /// `request-status` answers 200 `JOB FAILED`.
+    JobFailed,
+    /// `request-status` answers 200 with the async status in `body` (default
+    /// [`DEFAULT_UNKNOWN_STATUS`]).
+    UnknownStatus,
+    /// Answer 404 with Amplitude's error JSON instead of the handler.
+    NotFound,
+    /// Answer a 4xx (`status`, default 400) with Amplitude's error JSON.
+    ClientError,
+    /// Handle the request normally, then hold the answer `delay_secs` (default
+    /// [`DEFAULT_STALL_SECS`], scaled) before sending it.
+    Stall,
 }
+
+/// The body a `body` fault sends when the rule sets none.
+pub const DEFAULT_BODY: &str = "<html><body>Error</body></html>";
+/// The async status an `unknown_status` fault reports when the rule sets none.
+pub const DEFAULT_UNKNOWN_STATUS: &str = "JOB CANCELLED";
+/// How long a `stall` fault holds the answer when the rule sets no `delay_secs`.
+pub const DEFAULT_STALL_SECS: f64 = 30.0;
 
 impl FaultKind {
     pub fn parse(s: &str) -> Option<FaultKind> {
         serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+    }
+
+    /// The snake_case name used in JSON, fixtures and the flag.
+    pub fn name(self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(s)) => s,
+            _ => format!("{self:?}"),
+        }
     }
 }
 
@@ -40,7 +72,7 @@ pub struct FaultRule {
     /// Fires this many times, then disarms.
     #[serde(default = "one")]
     pub count: u32,
-    /// `server_error`: the status to answer (500..=599).
+    /// `server_error`: the status to answer (500..=599); `client_error`: (400..=499).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// `rate_limit`: the `Retry-After` in Amplitude seconds (scaled).
@@ -49,6 +81,12 @@ pub struct FaultRule {
     /// `reset` / `truncate`: bytes sent before the cut (default half the body).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_bytes: Option<u64>,
+    /// `body`: the replacement body; `unknown_status`: the async status reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// `stall`: how long the answer is held, in Amplitude seconds (scaled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_secs: Option<f64>,
 }
 
 fn one() -> u32 {
@@ -64,6 +102,8 @@ impl FaultRule {
             status: None,
             retry_after_secs: None,
             after_bytes: None,
+            body: None,
+            delay_secs: None,
         }
     }
 
@@ -73,8 +113,9 @@ impl FaultRule {
         let kind_text = parts.next().unwrap_or_default();
         let kind = FaultKind::parse(kind_text).ok_or_else(|| {
             format!(
-                "unknown fault kind {kind_text:?}: use server_error, rate_limit, reset, \
-                 truncate, slow_job or expired_link"
+                "unknown fault kind {kind_text:?}: use server_error, client_error, \
+                 not_found, rate_limit, reset, truncate, body, stall, slow_job, job_failed, \
+                 unknown_status or expired_link"
             )
         })?;
         let path = parts.next().unwrap_or_default();
@@ -87,18 +128,56 @@ impl FaultRule {
         Ok(FaultRule::new(kind, path, count))
     }
 
+    /// Checks each optional field against the kind: a field the kind does not use is an
+    /// error (it would be silently ignored), and a used one must hold a usable value.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(s) = self.status
-            && !(500..=599).contains(&s)
-        {
-            return Err(format!("status {s} is not a 5xx"));
+        self.validate_status()?;
+        if self.retry_after_secs.is_some() && self.kind != FaultKind::RateLimit {
+            return Err(self.unused("retry_after_secs"));
         }
-        if let Some(r) = self.retry_after_secs
-            && !(r.is_finite() && r >= 0.0)
+        non_negative_secs("retry_after_secs", self.retry_after_secs)?;
+        if self.after_bytes.is_some()
+            && !matches!(self.kind, FaultKind::Reset | FaultKind::Truncate)
         {
-            return Err("retry_after_secs must be a non-negative number".into());
+            return Err(self.unused("after_bytes"));
         }
-        Ok(())
+        if self.body.is_some() && !matches!(self.kind, FaultKind::Body | FaultKind::UnknownStatus) {
+            return Err(self.unused("body"));
+        }
+        if self.delay_secs.is_some() && self.kind != FaultKind::Stall {
+            return Err(self.unused("delay_secs"));
+        }
+        non_negative_secs("delay_secs", self.delay_secs)
+    }
+
+    /// `status` is a 5xx for `server_error`, a 4xx for `client_error`, unset otherwise.
+    fn validate_status(&self) -> Result<(), String> {
+        let Some(s) = self.status else {
+            return Ok(());
+        };
+        let (range, class) = match self.kind {
+            FaultKind::ServerError => (500..=599, "5xx"),
+            FaultKind::ClientError => (400..=499, "4xx"),
+            _ => return Err(self.unused("status")),
+        };
+        if range.contains(&s) {
+            Ok(())
+        } else {
+            Err(format!("status {s} is not a {class}"))
+        }
+    }
+
+    fn unused(&self, field: &str) -> String {
+        format!("{field} does not apply to a {} fault", self.kind.name())
+    }
+}
+
+fn non_negative_secs(field: &str, value: Option<f64>) -> Result<(), String> {
+    match value {
+        Some(v) if !(v.is_finite() && v >= 0.0) => {
+            Err(format!("{field} must be a non-negative number"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -186,5 +265,108 @@ mod tests {
         );
         assert!(FaultRule::parse_flag("boom:/x:1").is_err());
         assert!(FaultRule::parse_flag("reset:/x:many").is_err());
+    }
+
+    #[test]
+    fn flag_accepts_every_new_kind_with_fields_unset() {
+        let cases = [
+            ("body:/file:2", FaultKind::Body),
+            ("job_failed:request-status:1", FaultKind::JobFailed),
+            ("unknown_status:request-status:1", FaultKind::UnknownStatus),
+            ("not_found:/request/:1", FaultKind::NotFound),
+            (
+                "client_error:/api/3/cohorts/membership:3",
+                FaultKind::ClientError,
+            ),
+            ("stall:/api/5/cohorts/request/:1", FaultKind::Stall),
+        ];
+        for (flag, kind) in cases {
+            let r = FaultRule::parse_flag(flag).expect(flag);
+            assert_eq!(r.kind, kind, "{flag}");
+            assert_eq!(
+                (r.status, r.body.as_deref(), r.delay_secs),
+                (None, None, None)
+            );
+            assert_eq!(r.validate(), Ok(()), "{flag}");
+            assert_eq!(FaultKind::parse(&kind.name()), Some(kind));
+        }
+    }
+
+    #[test]
+    fn unknown_kind_message_lists_the_new_kinds() {
+        let err = FaultRule::parse_flag("explode:/x:1").expect_err("unknown kind");
+        for kind in [
+            "client_error",
+            "not_found",
+            "body",
+            "stall",
+            "job_failed",
+            "unknown_status",
+        ] {
+            assert!(err.contains(kind), "{err}");
+        }
+    }
+
+    fn with_status(kind: FaultKind, status: u16) -> FaultRule {
+        FaultRule {
+            status: Some(status),
+            ..FaultRule::new(kind, "", 1)
+        }
+    }
+
+    #[test]
+    fn status_is_checked_per_kind() {
+        assert_eq!(with_status(FaultKind::ServerError, 503).validate(), Ok(()));
+        assert!(with_status(FaultKind::ServerError, 413).validate().is_err());
+        assert_eq!(with_status(FaultKind::ClientError, 413).validate(), Ok(()));
+        assert_eq!(with_status(FaultKind::ClientError, 400).validate(), Ok(()));
+        assert_eq!(with_status(FaultKind::ClientError, 499).validate(), Ok(()));
+        assert_eq!(
+            with_status(FaultKind::ClientError, 500).validate(),
+            Err("status 500 is not a 4xx".into())
+        );
+        assert!(with_status(FaultKind::ClientError, 302).validate().is_err());
+        assert_eq!(
+            with_status(FaultKind::NotFound, 404).validate(),
+            Err("status does not apply to a not_found fault".into())
+        );
+    }
+
+    #[test]
+    fn body_and_delay_only_on_the_kinds_that_use_them() {
+        let body = |kind| FaultRule {
+            body: Some("x".into()),
+            ..FaultRule::new(kind, "", 1)
+        };
+        assert_eq!(body(FaultKind::Body).validate(), Ok(()));
+        assert_eq!(body(FaultKind::UnknownStatus).validate(), Ok(()));
+        assert!(body(FaultKind::JobFailed).validate().is_err());
+        let delay = |kind, secs| FaultRule {
+            delay_secs: Some(secs),
+            ..FaultRule::new(kind, "", 1)
+        };
+        assert_eq!(delay(FaultKind::Stall, 0.5).validate(), Ok(()));
+        assert!(delay(FaultKind::Stall, -1.0).validate().is_err());
+        assert!(delay(FaultKind::Stall, f64::NAN).validate().is_err());
+        assert!(delay(FaultKind::SlowJob, 1.0).validate().is_err());
+    }
+
+    #[test]
+    fn json_shape_of_the_new_fields() {
+        let rule: FaultRule = serde_json::from_str(
+            r#"{"kind":"stall","path_contains":"/request/","count":2,"delay_secs":100}"#,
+        )
+        .expect("stall rule");
+        assert_eq!(rule.delay_secs, Some(100.0));
+        let rule: FaultRule =
+            serde_json::from_str(r#"{"kind":"body","path_contains":"/file","body":"a,b\n"}"#)
+                .expect("body rule");
+        assert_eq!((rule.count, rule.body.as_deref()), (1, Some("a,b\n")));
+        let text = serde_json::to_string(&FaultRule::new(FaultKind::JobFailed, "x", 1))
+            .expect("serializes");
+        assert_eq!(
+            text,
+            r#"{"kind":"job_failed","path_contains":"x","count":1}"#
+        );
     }
 }

@@ -1,7 +1,13 @@
-//! The middleware that applies armed faults to API and presigned requests: answers a 5xx
-//! or 429 instead of the handler, or cuts a 200 body short (`reset`: no length, connection
-//! aborted; `truncate`: `Content-Length` of the whole body, fewer bytes, then closed).
-//! A cut body is buffered first, so aim these faults at files of test size.
+//! The middlewares that apply armed faults to API and presigned requests.
+//!
+//! [`inject`] answers a 5xx, 4xx, 404 or 429 instead of the handler, replaces a 200 body
+//! (`body`), or cuts a 200 body short (`reset`: no length, connection aborted; `truncate`:
+//! `Content-Length` of the whole body, fewer bytes, then closed). A cut body is buffered
+//! first, so aim these faults at files of test size.
+//!
+//! [`stall`] wraps the request log: the request is handled (and logged with its status)
+//! as usual, then the answer is held before it is sent, so a client that times out meets
+//! a call whose effect happened.
 
 use std::io;
 use std::sync::Arc;
@@ -16,11 +22,19 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::json;
 
-use super::errors::{api_error, rate_limited};
-use super::faults::{FaultKind, FaultRule};
+use super::errors::{api_error, not_found, rate_limited};
+use super::faults::{DEFAULT_BODY, DEFAULT_STALL_SECS, FaultKind, FaultRule};
 use super::state::Shared;
 
-const CUTS: [FaultKind; 2] = [FaultKind::Reset, FaultKind::Truncate];
+/// Faults answered instead of the handler.
+const REFUSALS: [FaultKind; 4] = [
+    FaultKind::ServerError,
+    FaultKind::ClientError,
+    FaultKind::NotFound,
+    FaultKind::RateLimit,
+];
+/// Faults applied to a 200 answer of the handler.
+const REWRITES: [FaultKind; 3] = [FaultKind::Reset, FaultKind::Truncate, FaultKind::Body];
 /// Time between the last bytes sent and the cut.
 const FLUSH_PAUSE: Duration = Duration::from_millis(50);
 
@@ -29,45 +43,99 @@ pub async fn inject(State(shared): State<Arc<Shared>>, req: Request, next: Next)
     if path.starts_with("/_emulator") {
         return next.run(req).await;
     }
-    if let Some(rule) = shared
-        .faults
-        .take(&[FaultKind::ServerError, FaultKind::RateLimit], &path)
-    {
+    if let Some(rule) = shared.faults.take(&REFUSALS, &path) {
         return refuse(&shared, &rule);
     }
-    if !shared.faults.armed(&CUTS, &path) {
+    if !shared.faults.armed(&REWRITES, &path) {
         return next.run(req).await;
     }
     let resp = next.run(req).await;
     if resp.status() != StatusCode::OK {
         return resp;
     }
-    match shared.faults.take(&CUTS, &path) {
+    match shared.faults.take(&REWRITES, &path) {
+        Some(rule) if rule.kind == FaultKind::Body => replace_body(resp, &rule),
         Some(rule) => cut_body(resp, &rule).await,
         None => resp,
     }
 }
 
-fn refuse(shared: &Shared, rule: &FaultRule) -> Response {
-    if rule.kind == FaultKind::RateLimit {
-        let secs = rule.retry_after_secs.unwrap_or(1.0);
-        let wait = shared.scaled(Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO));
-        return rate_limited(
-            wait,
-            shared.config.time_scale,
-            "Too many requests (injected fault)",
-        );
+/// Handles the request, then holds the answer (already logged) for the rule's delay.
+/// Layered outside the request log so the log shows the request even when the client
+/// gives up waiting and the connection is dropped during the delay.
+pub async fn stall(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    if path.starts_with("/_emulator") {
+        return next.run(req).await;
     }
-    let status = rule
-        .status
+    let Some(rule) = shared.faults.take(&[FaultKind::Stall], &path) else {
+        return next.run(req).await;
+    };
+    let resp = next.run(req).await;
+    tokio::time::sleep(stall_delay(&shared, &rule)).await;
+    resp
+}
+
+/// The real time a `stall` rule holds its answer.
+fn stall_delay(shared: &Shared, rule: &FaultRule) -> Duration {
+    let secs = rule.delay_secs.unwrap_or(DEFAULT_STALL_SECS);
+    shared.scaled(Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO))
+}
+
+fn refuse(shared: &Shared, rule: &FaultRule) -> Response {
+    match rule.kind {
+        FaultKind::RateLimit => {
+            let secs = rule.retry_after_secs.unwrap_or(1.0);
+            let wait = shared.scaled(Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO));
+            rate_limited(
+                wait,
+                shared.config.time_scale,
+                "Too many requests (injected fault)",
+            )
+        }
+        FaultKind::NotFound => not_found("not_found", "Not found (injected fault)"),
+        FaultKind::ClientError => client_error(status_or(rule.status, StatusCode::BAD_REQUEST)),
+        _ => api_error(
+            status_or(rule.status, StatusCode::INTERNAL_SERVER_ERROR),
+            "internal_server_error",
+            "Internal server error (injected fault)",
+            json!({}),
+        ),
+    }
+}
+
+fn status_or(status: Option<u16>, default: StatusCode) -> StatusCode {
+    status
         .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        .unwrap_or(default)
+}
+
+/// A 4xx with Amplitude's error JSON, its type named after the status
+/// (`payload_too_large` for 413).
+fn client_error(status: StatusCode) -> Response {
+    let reason = status.canonical_reason().unwrap_or("Client error");
+    let kind = reason.to_ascii_lowercase().replace([' ', '-'], "_");
     api_error(
         status,
-        "internal_server_error",
-        "Internal server error (injected fault)",
+        &kind,
+        format!("{reason} (injected fault)"),
         json!({}),
     )
+}
+
+/// The answer with its body replaced by the rule's text, sent as is: `Content-Length`
+/// of the new body, no `Content-Encoding`, other headers kept.
+fn replace_body(resp: Response, rule: &FaultRule) -> Response {
+    let text = rule
+        .body
+        .clone()
+        .unwrap_or_else(|| DEFAULT_BODY.to_string());
+    let (mut parts, _old_body) = resp.into_parts();
+    parts.headers.remove(header::CONTENT_ENCODING);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    Response::from_parts(parts, Body::from(text))
 }
 
 async fn cut_body(resp: Response, rule: &FaultRule) -> Response {

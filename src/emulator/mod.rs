@@ -19,7 +19,7 @@
 //! (deterministic members), `csv_body`/`download` (file bodies), `state` (the mutable
 //! world), `auth` (Basic auth and in-flight gate), `api` (Amplitude routes), `presign`
 //! (the "S3" listener), `admin` (`/_emulator`), `faults`/`inject` (fault rules and their
-//! middleware), `log` (request log), `errors`, `query`.
+//! middlewares), `log` (request log), `errors`, `query`.
 
 mod admin;
 mod api;
@@ -159,19 +159,22 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
     let presign_base_url = format!("http://{presign_addr}");
     let shared = Arc::new(Shared::new(config, presign_base_url.clone()));
 
+    // Outermost first: stall (holds logged answers), log, then the other faults.
     let api = api::router(Arc::clone(&shared))
         .merge(admin::router(Arc::clone(&shared)))
         .layer(from_fn_with_state(Arc::clone(&shared), inject::inject))
         .layer(from_fn_with_state(
             (Arc::clone(&shared), Listener::Api),
             log::record,
-        ));
+        ))
+        .layer(from_fn_with_state(Arc::clone(&shared), inject::stall));
     let presign = presign::router(Arc::clone(&shared))
         .layer(from_fn_with_state(Arc::clone(&shared), inject::inject))
         .layer(from_fn_with_state(
             (Arc::clone(&shared), Listener::Presign),
             log::record,
-        ));
+        ))
+        .layer(from_fn_with_state(Arc::clone(&shared), inject::stall));
 
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![

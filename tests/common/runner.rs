@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use cohort_sync::emulator::{
-    self, AppSpec, CohortSpec, EmulatorConfig, FaultKind, RunningEmulator,
+    self, AppSpec, CohortSpec, EmulatorConfig, FaultKind, FaultRule, RunningEmulator,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -197,6 +197,11 @@ url = "{state}"
 
     pub async fn fault(&self, kind: FaultKind, path: &str, count: u32) {
         super::emulator::fault(&self.emu.base_url, kind, path, count).await;
+    }
+
+    /// Arms a rule with its optional fields (`status`, `body`, `delay_secs`, ...).
+    pub async fn add_fault(&self, rule: &FaultRule) {
+        super::emulator::add_fault(&self.emu.base_url, rule).await;
     }
 
     pub async fn clear_faults(&self) {

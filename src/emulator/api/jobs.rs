@@ -1,7 +1,8 @@
 //! The asynchronous download: `GET /api/5/cohorts/request/:id` starts a job (spending one
 //! monthly download, under the per-app request windows), `request-status/:request_id`
 //! reports it, and `request/:request_id/file` serves the file in the body or as a 302 to
-//! a presigned link on the second listener.
+//! a presigned link on the second listener. The `slow_job`, `job_failed` and
+//! `unknown_status` faults change what `request-status` reports; `expired_link` the link.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +17,20 @@ use crate::emulator::auth::AuthedApp;
 use crate::emulator::csv_body::PropColumns;
 use crate::emulator::download::file_body;
 use crate::emulator::errors::{api_error, bad_request, not_found, rate_limited};
-use crate::emulator::faults::FaultKind;
+use crate::emulator::faults::{DEFAULT_UNKNOWN_STATUS, FaultKind, FaultRule};
 use crate::emulator::log::{Facts, with_facts};
 use crate::emulator::query;
 use crate::emulator::state::{Job, Link, Shared};
 
 const JOB_IN_PROGRESS: &str = "JOB INPROGRESS";
 const JOB_COMPLETED: &str = "JOB COMPLETED";
+const JOB_FAILED: &str = "JOB FAILED";
+/// Faults that change what `request-status` reports.
+const STATUS_FAULTS: [FaultKind; 3] = [
+    FaultKind::SlowJob,
+    FaultKind::JobFailed,
+    FaultKind::UnknownStatus,
+];
 
 /// `GET /api/5/cohorts/request/:id?props=0|1&propKeys=..`
 pub async fn request(
@@ -144,18 +152,28 @@ pub async fn status(
         return unknown_request(&request_id);
     };
     let path = format!("/api/5/cohorts/request-status/{request_id}");
-    let held_back = shared.faults.take(&[FaultKind::SlowJob], &path).is_some();
-    let (code, status) = if held_back || Instant::now() < job.ready_at {
-        (StatusCode::ACCEPTED, JOB_IN_PROGRESS)
-    } else {
-        (StatusCode::OK, JOB_COMPLETED)
-    };
+    let fault = shared.faults.take(&STATUS_FAULTS, &path);
+    let (code, status) = reported_status(&job, fault.as_ref());
     let body =
         json!({"request_id": request_id, "cohort_id": job.cohort_id, "async_status": status});
     with_facts(
         (code, Json(body)).into_response(),
         Facts::request(&request_id, Some(&job.cohort_id)),
     )
+}
+
+/// What `request-status` answers for `job`, or what a fired status fault makes it answer.
+fn reported_status(job: &Job, fault: Option<&FaultRule>) -> (StatusCode, String) {
+    match fault {
+        Some(f) if f.kind == FaultKind::SlowJob => (StatusCode::ACCEPTED, JOB_IN_PROGRESS.into()),
+        Some(f) if f.kind == FaultKind::JobFailed => (StatusCode::OK, JOB_FAILED.into()),
+        Some(f) if f.kind == FaultKind::UnknownStatus => {
+            let status = f.body.as_deref().unwrap_or(DEFAULT_UNKNOWN_STATUS);
+            (StatusCode::OK, status.into())
+        }
+        _ if Instant::now() < job.ready_at => (StatusCode::ACCEPTED, JOB_IN_PROGRESS.into()),
+        _ => (StatusCode::OK, JOB_COMPLETED.into()),
+    }
 }
 
 /// `GET /api/5/cohorts/request/:request_id/file`
