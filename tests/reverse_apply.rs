@@ -917,3 +917,386 @@ async fn state_journal_and_lists_on_s3() {
         "{listed}"
     );
 }
+
+/// `cohort-sync run FILE --report report.json` in `dir`, with extra environment; returns
+/// the exit code (`None` when a signal ended it), the report (`Null` when none was
+/// written) and stderr.
+fn cli_run(
+    dir: &Path,
+    file: &Path,
+    env: &[(&str, &str)],
+) -> (Option<i32>, serde_json::Value, String) {
+    let report = dir.join("report.json");
+    let _ = std::fs::remove_file(&report);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cohort-sync"))
+        .args([
+            "run",
+            file.to_str().expect("path"),
+            "--report",
+            "report.json",
+        ])
+        .current_dir(dir)
+        .env("COHORT_SYNC_TIME_SCALE", "0.01")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run cohort-sync");
+    let json = std::fs::read_to_string(&report)
+        .map(|t| serde_json::from_str(&t).expect("report JSON"))
+        .unwrap_or(serde_json::Value::Null);
+    (
+        out.status.code(),
+        json,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A cohort of `size` members and a mirror source that keeps all but the first `drop` and
+/// brings `new` others: (spec, source ids).
+fn mirror_case(
+    id: &str,
+    size: u64,
+    seed: u64,
+    drop: usize,
+    new: usize,
+) -> (CohortSpec, Vec<String>) {
+    let spec = emu::cohort(id, size, seed);
+    let members: Vec<u64> = member_numbers(seed, id, size).collect();
+    let set: BTreeSet<u64> = members.iter().copied().collect();
+    let newcomers: Vec<u64> = member_numbers(seed + 1, "newcomers", (new * 3) as u64)
+        .filter(|n| !set.contains(n))
+        .take(new)
+        .collect();
+    assert_eq!(newcomers.len(), new);
+    let source = members[drop..]
+        .iter()
+        .chain(&newcomers)
+        .map(|n| amplitude_id(*n).to_string())
+        .collect();
+    (spec, source)
+}
+
+/// The journal head of `pipeline` for `target` in the local state directory.
+fn journal_head(dir: &Path, pipeline: &str, target: &str) -> serde_json::Value {
+    let path = dir.join(format!("state/{pipeline}/journals/{target}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("journal {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("journal JSON")
+}
+
+/// A chunk refused with `status` ends its plan; the next run re-plans (with `retry_tweak`
+/// applied to the pipeline file) and leaves the cohort exactly as the source says.
+async fn a_refused_chunk_ends_the_plan(
+    status: u16,
+    cohort: &str,
+    retry_tweak: Option<(&str, &str)>,
+) {
+    let (spec, source) = mirror_case(cohort, 2000, 110 + status as u64, 300, 1200);
+    let e = emu::start_emulator(emulator_config(vec![spec])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ids(
+        &dir.path().join("crm.csv"),
+        "amplitude_id",
+        source.iter().cloned(),
+    );
+    let name = format!("refused-{status}");
+    let file = pipeline_file(
+        dir.path(),
+        &name,
+        &e.base_url,
+        "crm.csv",
+        "amplitude_id",
+        &format!("cohort_id = \"{cohort}\""),
+        "mode = \"mirror\"\nchunk_size = 1000\nmax_removal_pct = 30",
+    );
+    let mut rule = cohort_sync::emulator::FaultRule::new(FaultKind::ClientError, MEMBERSHIP, 1);
+    rule.status = Some(status);
+    emu::add_fault(&e.base_url, &rule).await;
+
+    let (code, report, stderr) = cli_run(dir.path(), &file, &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let p = &report["pipelines"][0];
+    let err = p["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("chunk 1 of 3 (ADD, 1000 ids)")
+            && err.contains(&format!("HTTP {status}"))
+            && err.contains("re-plans from the current source")
+            && !err.contains("sends the remaining calls"),
+        "{err}"
+    );
+    assert_eq!(p["reverse"]["journal"]["status"], "failed", "{p}");
+    assert_eq!(p["reverse"]["calls"][0]["status"], "failed");
+    assert_eq!(p["reverse"]["calls"][1]["status"], "not_sent");
+    let head = journal_head(dir.path(), &name, cohort);
+    assert_eq!(head["status"], "failed");
+    assert!(
+        head["ended_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("HTTP {status}"))),
+        "{head}"
+    );
+    let log = emu::requests(&e.base_url).await;
+    assert!(changes(&log).is_empty(), "{:?}", changes(&log));
+    let since = log.last().map_or(0, |l| l.seq);
+
+    if let Some((from, to)) = retry_tweak {
+        let text = std::fs::read_to_string(&file).expect("read");
+        assert!(text.contains(from));
+        std::fs::write(&file, text.replace(from, to)).expect("write");
+    }
+    let (code, report, stderr) = cli_run(dir.path(), &file, &[]);
+    assert_eq!(code, Some(0), "{stderr}\n{report}");
+    let rev = &report["pipelines"][0]["reverse"];
+    assert_eq!(rev["journal"]["resumed"], false, "{rev}");
+    assert_eq!(rev["journal"]["status"], "closed");
+    let log = emu::requests_since(&e.base_url, since).await;
+    let sizes: Vec<u64> = changes(&log).iter().map(|(_, n)| *n).collect();
+    let max = if retry_tweak.is_some() { 400 } else { 1000 };
+    assert!(sizes.iter().all(|n| *n <= max), "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<u64>(), 1500, "1,200 ADD + 300 REMOVE");
+    assert_eq!(
+        member_amplitude_ids(&e.base_url, cohort).await,
+        source.iter().cloned().collect()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_refused_with_413_ends_the_plan_and_a_smaller_chunk_size_replans() {
+    a_refused_chunk_ends_the_plan(
+        413,
+        "too-big",
+        Some(("chunk_size = 1000", "chunk_size = 400")),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_refused_with_400_ends_the_plan_and_the_next_run_replans() {
+    a_refused_chunk_ends_the_plan(400, "bad-request", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_source_supersedes_the_unfinished_plan() {
+    let (spec, source) = mirror_case("moving", 2000, 120, 100, 900);
+    let e = emu::start_emulator(emulator_config(vec![spec])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("crm.csv");
+    write_ids(&csv, "amplitude_id", source.iter().cloned());
+    let file = pipeline_file(
+        dir.path(),
+        "moving",
+        &e.base_url,
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "moving""#,
+        "mode = \"mirror\"\nchunk_size = 300",
+    );
+    // A 5xx is retryable: the run fails and the journal stays open.
+    let mut rule = cohort_sync::emulator::FaultRule::new(FaultKind::ServerError, MEMBERSHIP, 1);
+    rule.status = Some(503);
+    emu::add_fault(&e.base_url, &rule).await;
+    let (code, report, stderr) = cli_run(dir.path(), &file, &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let err = report["pipelines"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("the next run sends the remaining calls"),
+        "{err}"
+    );
+    assert_eq!(
+        journal_head(dir.path(), "moving", "moving")["status"],
+        "open"
+    );
+    let first_planner = report["run_id"].clone();
+    let since = emu::requests(&e.base_url).await.last().map_or(0, |l| l.seq);
+
+    // The CRM list changes before the next run: half the newcomers (at its end) leave,
+    // 200 others come.
+    let extra: Vec<String> = member_numbers(777, "late", 1000)
+        .map(|n| amplitude_id(n).to_string())
+        .filter(|id| !source.contains(id))
+        .take(200)
+        .collect();
+    let later: Vec<String> = source[..source.len() - 450]
+        .iter()
+        .cloned()
+        .chain(extra)
+        .collect();
+    write_ids(&csv, "amplitude_id", later.iter().cloned());
+
+    let (code, report, stderr) = cli_run(dir.path(), &file, &[]);
+    assert_eq!(code, Some(0), "{stderr}\n{report}");
+    let rev = &report["pipelines"][0]["reverse"];
+    assert_eq!(rev["superseded"]["marked"], true, "{rev}");
+    assert!(
+        rev["superseded"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("the source changed")),
+        "{rev}"
+    );
+    assert_eq!(rev["superseded"]["planned_by"], first_planner);
+    assert_eq!(rev["journal"]["resumed"], false);
+    let log = emu::requests_since(&e.base_url, since).await;
+    assert_eq!(
+        changes(&log).iter().map(|(_, n)| n).sum::<u64>(),
+        100 + 450 + 200,
+        "the new plan (the old one sent 1,000 ids): {:?}",
+        changes(&log)
+    );
+    assert_eq!(
+        member_amplitude_ids(&e.base_url, "moving").await,
+        later.iter().cloned().collect()
+    );
+    // The superseded head is kept as a record.
+    let history = std::fs::read_dir(dir.path().join("state/moving/journal-history"))
+        .expect("journal history")
+        .count();
+    assert_eq!(history, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_an_answer_and_its_journal_entry_resends_exactly_that_call() {
+    let (spec, source) = mirror_case("doubt", 1000, 130, 50, 700);
+    let e = emu::start_emulator(emulator_config(vec![spec])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ids(
+        &dir.path().join("crm.csv"),
+        "amplitude_id",
+        source.iter().cloned(),
+    );
+    let file = pipeline_file(
+        dir.path(),
+        "doubt",
+        &e.base_url,
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "doubt""#,
+        "mode = \"mirror\"\nchunk_size = 300",
+    );
+    // ADD 300, ADD 300, ADD 100, REMOVE 50: killed once the second ADD is answered.
+    let (code, _, stderr) = cli_run(
+        dir.path(),
+        &file,
+        &[("COHORT_SYNC_CRASH_AT", "reverse.chunk.answered#2")],
+    );
+    assert_eq!(code, None, "killed by its crash point: {stderr}");
+    assert!(stderr.contains("reverse.chunk.answered #2"), "{stderr}");
+    let log = emu::requests(&e.base_url).await;
+    assert_eq!(
+        changes(&log),
+        vec![("ADD".to_string(), 300), ("ADD".to_string(), 300)]
+    );
+    let since = log.last().map_or(0, |l| l.seq);
+
+    let (code, report, stderr) = cli_run(dir.path(), &file, &[]);
+    assert_eq!(code, Some(0), "{stderr}\n{report}");
+    let rev = &report["pipelines"][0]["reverse"];
+    assert_eq!(rev["journal"]["resumed"], true, "{rev}");
+    assert_eq!(rev["calls_resent_in_doubt"], 1, "{rev}");
+    let resent: Vec<u64> = rev["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .filter(|c| c["resent_in_doubt"] == true)
+        .filter_map(|c| c["index"].as_u64())
+        .collect();
+    assert_eq!(resent, vec![1], "the second chunk, and only it");
+    let log = emu::requests_since(&e.base_url, since).await;
+    assert_eq!(cohort_requests(&log), 0, "resumed, not re-planned");
+    assert_eq!(
+        changes(&log),
+        vec![
+            ("ADD".to_string(), 300),
+            ("ADD".to_string(), 100),
+            ("REMOVE".to_string(), 50)
+        ]
+    );
+    assert_eq!(
+        member_amplitude_ids(&e.base_url, "doubt").await,
+        source.iter().cloned().collect()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_creating_plan_reconciles_the_cohort_it_created_instead_of_making_another() {
+    let e = emu::start_emulator(emulator_config(vec![])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ids: Vec<String> = member_numbers(140, "fresh", 1500)
+        .map(|n| amplitude_id(n).to_string())
+        .collect();
+    let csv = dir.path().join("crm.csv");
+    write_ids(&csv, "amplitude_id", ids[..1000].iter().cloned());
+    let file = pipeline_file(
+        dir.path(),
+        "create-doubt",
+        &e.base_url,
+        "crm.csv",
+        "amplitude_id",
+        r#"create = { name = "CRM doubt", owner = "ops@example.com", published = true }"#,
+        "chunk_size = 400",
+    );
+    // Killed after the creating upload was answered, before the journal recorded it.
+    let (code, _, stderr) = cli_run(
+        dir.path(),
+        &file,
+        &[("COHORT_SYNC_CRASH_AT", "reverse.chunk.answered")],
+    );
+    assert_eq!(code, None, "killed by its crash point: {stderr}");
+    let log = emu::requests(&e.base_url).await;
+    assert_eq!(changes(&log), vec![("UPLOAD".to_string(), 400)]);
+    let since = log.last().map_or(0, |l| l.seq);
+
+    // The list grows before the next run: a plan only reports what a run will do.
+    write_ids(&csv, "amplitude_id", ids.iter().cloned());
+    let plan = std::process::Command::new(env!("CARGO_BIN_EXE_cohort-sync"))
+        .args([
+            "plan",
+            file.to_str().expect("path"),
+            "--report",
+            "plan.json",
+        ])
+        .current_dir(dir.path())
+        .env("COHORT_SYNC_TIME_SCALE", "0.01")
+        .output()
+        .expect("plan");
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let planned: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("plan.json")).expect("plan report"),
+    )
+    .expect("plan JSON");
+    let rev = &planned["pipelines"][0]["reverse"];
+    assert_eq!(rev["superseded"]["marked"], false, "{rev}");
+    assert_eq!(rev["outcome"], "planned");
+    assert_eq!(
+        journal_head(dir.path(), "create-doubt", "new-CRM_doubt")["status"],
+        "open",
+        "a plan changes nothing"
+    );
+
+    let (code, report, stderr) = cli_run(dir.path(), &file, &[]);
+    assert_eq!(code, Some(0), "{stderr}\n{report}");
+    let rev = &report["pipelines"][0]["reverse"];
+    assert_eq!(rev["superseded"]["marked"], true, "{rev}");
+    let created = rev["target"]["cohort_id"]
+        .as_str()
+        .expect("cohort id")
+        .to_string();
+    let log = emu::requests_since(&e.base_url, since).await;
+    assert!(
+        !log.iter().any(|l| l.path == UPLOAD),
+        "no second cohort: {:?}",
+        changes(&log)
+    );
+    assert!(
+        log.iter()
+            .filter(|l| l.path == MEMBERSHIP)
+            .all(|l| l.cohort_id.as_deref() == Some(&created))
+    );
+    assert_eq!(
+        member_amplitude_ids(&e.base_url, &created).await,
+        ids.iter().cloned().collect()
+    );
+}

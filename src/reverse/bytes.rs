@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::storage;
 
@@ -101,6 +102,26 @@ impl FileRef {
                     .map_err(std::io::Error::other)?;
                 Ok(b.to_vec())
             }
+        }
+    }
+
+    /// The object's size, last modification time and entity tag (`head`; a local file
+    /// through object_store's local backend, so both kinds answer alike).
+    pub async fn head(&self) -> std::io::Result<ObjectMeta> {
+        match self {
+            FileRef::Local(p) => {
+                let key = Path::from_filesystem_path(p).map_err(|e| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("{}: {e}", p.display()),
+                    )
+                })?;
+                LocalFileSystem::new()
+                    .head(&key)
+                    .await
+                    .map_err(not_found_as_io)
+            }
+            FileRef::Store { store, key, .. } => store.head(key).await.map_err(not_found_as_io),
         }
     }
 
@@ -206,6 +227,25 @@ mod tests {
         assert_eq!(s3.label(), "s3://bucket/a/b/list.CSV.gz");
         assert!(FileRef::parse("s3://bucket", base).is_err());
         assert!(FileRef::parse("gs://b/x", base).is_err());
+    }
+
+    #[tokio::test]
+    async fn head_tells_a_changed_local_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("list.csv");
+        std::fs::write(&path, "id\n1\n").expect("write");
+        let file = FileRef::parse("list.csv", dir.path()).expect("parse");
+        let first = file.head().await.expect("head");
+        assert_eq!(first.size, 5);
+        std::fs::write(&path, "id\n1\n2\n").expect("rewrite");
+        let second = file.head().await.expect("head");
+        assert_eq!(second.size, 7);
+        assert_ne!(first.e_tag, second.e_tag);
+        let missing = FileRef::parse("nope.csv", dir.path()).expect("parse");
+        assert_eq!(
+            missing.head().await.map(|_| ()).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
     }
 
     #[test]

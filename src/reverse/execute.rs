@@ -1,4 +1,5 @@
-//! One reverse pipeline, end to end: finish an interrupted plan if the journal has one;
+//! One reverse pipeline, end to end: finish an interrupted plan if the journal has one and
+//! it was made from what the pipeline reads now (else mark it superseded and plan afresh);
 //! otherwise read the source, get the baseline, diff, guard, write the lists, and (in a
 //! run) journal the chunked plan and apply it. Everything that happened goes into the
 //! pipeline report.
@@ -11,25 +12,31 @@ use super::bytes::FileRef;
 use super::diff::{Diff, diff};
 use super::failure::Failure;
 use super::guard;
-use super::idset::IdCollector;
+use super::idset::{IdCollector, IdList};
 use super::journal::{
-    ChunkEntry, ChunkOp, ChunkState, Journal, JournalDoc, JournalStatus, UploadMeta,
+    ChunkEntry, ChunkOp, ChunkState, Journal, JournalDoc, JournalStatus, PlanFingerprint,
+    UploadMeta,
 };
 use super::lists::write_lists;
 use super::report::{
-    Counts, JournalReport, ReverseReport, SAMPLE, SkippedReport, SourceReport, TargetReport,
+    Counts, JournalReport, ReverseReport, SAMPLE, SkippedReport, SourceReport, SupersededReport,
+    TargetReport,
 };
-use super::source::{ColumnSpec, read_ids};
+use super::source::{ColumnSpec, ReadStats, read_ids};
 use crate::amplitude::AmplitudeClient;
 use crate::amplitude::types::Cohort;
-use crate::config::{MAX_CHUNK_SIZE, Pipeline, PipelineSpec, ReconcileMode, ReverseSpec, Target};
-use crate::exit;
+use crate::config::{
+    CreateCohort, MAX_CHUNK_SIZE, Pipeline, PipelineSpec, Reconcile, ReconcileMode, ReverseSpec,
+    Target,
+};
 use crate::runner::context::RunContext;
 use crate::runner::layout::sanitize;
 use crate::runner::poll::PollSettings;
 use crate::runner::report::PipelineReport;
 use crate::state::{REQUEST_VALIDITY_DAYS, StateStore};
 use crate::storage;
+use crate::{crash, exit};
+use std::ops::Range;
 
 /// Amplitude's largest cohort.
 const MAX_COHORT_MEMBERS: u64 = 2_000_000;
@@ -97,6 +104,20 @@ fn failed(e: impl std::fmt::Display) -> Failure {
     Failure::failed(e.to_string())
 }
 
+/// What the steps of a run share: the client, the state, and the target as resolved.
+struct Setup {
+    client: AmplitudeClient,
+    state: StateStore,
+    /// The journal's key: the cohort id, or `new-<name>` for a cohort to create.
+    target_key: String,
+    cohort_id: Option<String>,
+    /// Set while the cohort is still to be created.
+    create: Option<CreateCohort>,
+}
+
+/// The run, as its steps: finish (or supersede) an unfinished plan; read the source; look
+/// the cohort up; get the baseline; diff; cut the plan into chunks; guard it; write the
+/// lists; journal the plan and apply it.
 async fn run(
     pipeline: &Pipeline,
     spec: &ReverseSpec,
@@ -104,8 +125,67 @@ async fn run(
     report: &mut PipelineReport,
     rev: &mut ReverseReport,
 ) -> Result<(), Failure> {
-    let rc = &spec.reconcile;
-    let kind = spec.source.id_kind;
+    let mut setup = open(pipeline, spec, ctx).await?;
+    rev.target = TargetReport {
+        cohort_id: setup.cohort_id.clone(),
+        name: setup.create.as_ref().map(|c| c.name.clone()),
+        size: None,
+        to_create: setup.create.is_some(),
+        created: false,
+    };
+    let file = FileRef::parse(spec.source.url.as_str(), &ctx.base_dir).map_err(Failure::failed)?;
+
+    if let Some(journal) = unfinished_plan(&mut setup, &file, spec, ctx, rev).await? {
+        return resume(journal, &setup, pipeline, spec, ctx, rev).await;
+    }
+
+    // The fingerprint is taken before the source is read: if the file changes in between,
+    // the next run sees a difference and plans again (never the other way round).
+    let fingerprint = if ctx.mode.applies() {
+        Some(current_fingerprint(spec, &file).await?)
+    } else {
+        None
+    };
+    let source = read_source(&file, spec).await?;
+    let cohort = current_cohort(&setup, rev).await?;
+    refuse_empty_source(&source, &cohort, &file, spec, ctx, rev)?;
+    let base = get_baseline(&setup, &cohort, pipeline, spec, ctx, report, rev).await?;
+    let baseline_known = base.is_some();
+    let diffs = diff_source(source.ids, base.unwrap_or_default()).await?;
+    rev.source = Some(source_report(
+        &file,
+        source.stats.rows,
+        source.stats.blank,
+        diffs.d.counts.source_distinct,
+        diffs.d.counts.source_duplicates,
+    ));
+    let plan = Plan::new(
+        &spec.reconcile,
+        setup.create.is_some(),
+        baseline_known,
+        &diffs,
+    );
+    plan.report_counts(rev);
+    let too_big = plan.check_size(rev);
+    guard_plan(&plan, &cohort, source.empty, ctx, rev);
+    write_plan_lists(&plan, pipeline, ctx, rev).await?;
+
+    if !ctx.mode.applies() {
+        rev.outcome = "planned".into();
+        return Ok(());
+    }
+    refuse_to_apply(&plan, too_big, rev)?;
+    if plan.chunks.is_empty() {
+        rev.outcome = "in_sync".into();
+        return Ok(());
+    }
+    let mut journal = journal_plan(&plan, &setup, &cohort, fingerprint, spec, ctx, rev).await?;
+    apply_journal(&mut journal, &setup, pipeline, spec, ctx, rev).await
+}
+
+/// The client, the state, and the target: an existing cohort, one this pipeline created
+/// earlier, or one to create.
+async fn open(pipeline: &Pipeline, spec: &ReverseSpec, ctx: &RunContext) -> Result<Setup, Failure> {
     let conn = pipeline
         .connection
         .resolve()
@@ -113,8 +193,6 @@ async fn run(
     let client = ctx.client(conn.options, &conn.app_key).map_err(failed)?;
     let state_loc = storage::open(pipeline.state.url.as_str(), &ctx.base_dir).map_err(failed)?;
     let state = StateStore::new(state_loc, &pipeline.name);
-
-    // The target: an existing cohort, one this pipeline created earlier, or one to create.
     let created_key = state.doc_key("reverse", "created-cohort");
     let (target_key, cohort_id, create) = match &spec.target {
         Target::Existing { cohort_id } => (cohort_id.clone(), Some(cohort_id.clone()), None),
@@ -129,96 +207,279 @@ async fn run(
             _ => (format!("new-{}", sanitize(&c.name)), None, Some(c.clone())),
         },
     };
-    rev.target = TargetReport {
-        cohort_id: cohort_id.clone(),
-        name: create.as_ref().map(|c| c.name.clone()),
-        size: None,
-        to_create: create.is_some(),
-        created: false,
+    Ok(Setup {
+        client,
+        state,
+        target_key,
+        cohort_id,
+        create,
+    })
+}
+
+/// The open journal to finish first, if there is one and it was planned from what the
+/// pipeline reads now (or by a version that did not record that). An open journal whose
+/// inputs changed is superseded (marked so in a run, reported in a plan) and `None` is
+/// returned: the caller plans afresh.
+async fn unfinished_plan(
+    setup: &mut Setup,
+    file: &FileRef,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+    rev: &mut ReverseReport,
+) -> Result<Option<Journal>, Failure> {
+    let Some(mut journal) = Journal::load(&setup.state, &setup.target_key)
+        .await
+        .map_err(failed)?
+        .filter(|j| j.doc.status == JournalStatus::Open)
+    else {
+        return Ok(None);
     };
-
-    // An interrupted plan is finished before anything new is planned.
-    let previous = Journal::load(&state, &target_key).await.map_err(failed)?;
-    if let Some(mut journal) = previous.filter(|j| j.doc.status == JournalStatus::Open) {
-        let applied_before = journal.doc.chunks.len() - journal.doc.remaining();
-        rev.journal = Some(JournalReport {
-            location: journal.describe(),
-            planned_by: journal.doc.planned_by.clone(),
-            resumed: ctx.mode.applies(),
-            chunks: journal.doc.chunks.len(),
-            applied_before,
-            status: "open".into(),
-        });
-        rev.counts = Some(journal_counts(&journal.doc));
-        if !ctx.mode.applies() {
-            rev.outcome = "resume_pending".into();
-            rev.baseline = Some(BaselineReport::none(format!(
-                "run {} did not finish its plan ({}): `run` sends its {} remaining calls first, then plans afresh on the next run",
-                journal.doc.planned_by,
-                journal.doc.plan_summary,
-                journal.doc.remaining()
-            )));
-            return Ok(());
-        }
-        tracing::info!(
-            "resuming the plan of run {}: {} of {} calls left",
+    let Some(planned_from) = journal.doc.fingerprint.clone() else {
+        return Ok(Some(journal));
+    };
+    let now = current_fingerprint(spec, file).await.map_err(|f| {
+        Failure::failed(format!(
+            "{f}; the unfinished plan of run {} ({}) is kept until the source can be checked again",
             journal.doc.planned_by,
-            journal.doc.remaining(),
-            journal.doc.chunks.len()
-        );
-        return apply_journal(
-            &mut journal,
-            pipeline,
-            spec,
-            ctx,
-            &client,
-            rev,
-            create.is_some(),
-            &state,
-        )
-        .await;
+            journal.describe()
+        ))
+    })?;
+    let changes = planned_from.differences(&now);
+    if changes.is_empty() {
+        return Ok(Some(journal));
     }
+    let reason = changes.join("; ");
+    tracing::info!(
+        "not resuming the plan of run {}: {reason}; planning afresh",
+        journal.doc.planned_by
+    );
+    rev.superseded = Some(SupersededReport {
+        planned_by: journal.doc.planned_by.clone(),
+        journal: journal.describe(),
+        calls_left: journal.doc.remaining(),
+        reason: reason.clone(),
+        marked: ctx.mode.applies(),
+    });
+    // A creating plan may have created the cohort already: the new plan targets it.
+    if setup.create.is_some()
+        && let Some(id) = created_by(&journal, &setup.client).await
+    {
+        if ctx.mode.applies() {
+            record_created(&setup.state, &journal, &id, &ctx.run_id).await?;
+        }
+        setup.target_key = id.clone();
+        setup.cohort_id = Some(id.clone());
+        setup.create = None;
+        rev.target.cohort_id = Some(id);
+        rev.target.to_create = false;
+    }
+    if ctx.mode.applies() {
+        journal
+            .end(
+                JournalStatus::Superseded,
+                &format!("superseded by run {}: {reason}", ctx.run_id),
+            )
+            .await
+            .map_err(failed)?;
+        crash::point("reverse.journal.superseded");
+    }
+    Ok(None)
+}
 
-    // The source.
-    let file = FileRef::parse(spec.source.url.as_str(), &ctx.base_dir).map_err(Failure::failed)?;
-    let col = ColumnSpec::new(&spec.source.id_column, kind);
-    let (source, stats) = read_ids(&file, spec.source.format, &col)
+/// The cohort an unfinished creating plan created, if its upload went out: recorded in the
+/// journal, or (upload in doubt) found by name among the cohorts.
+async fn created_by(journal: &Journal, client: &AmplitudeClient) -> Option<String> {
+    if let Some(id) = &journal.doc.cohort_id {
+        return Some(id.clone());
+    }
+    let upload = journal
+        .doc
+        .chunks
+        .iter()
+        .find(|c| c.op == ChunkOp::Upload && c.state == ChunkState::Sending)?;
+    let name = &journal.doc.upload.as_ref()?.name;
+    super::apply::created_since(client, name, upload.sent_at?).await
+}
+
+/// Remembers the cohort a `create` target made, so later runs reconcile it.
+async fn record_created(
+    state: &StateStore,
+    journal: &Journal,
+    id: &str,
+    run_id: &str,
+) -> Result<(), Failure> {
+    let doc = CreatedCohort {
+        cohort_id: id.to_string(),
+        name: journal
+            .doc
+            .upload
+            .as_ref()
+            .map(|u| u.name.clone())
+            .unwrap_or_default(),
+        created_at: chrono::Utc::now(),
+        run_id: run_id.to_string(),
+    };
+    state
+        .write(&state.doc_key("reverse", "created-cohort"), &doc)
+        .await
+        .map_err(|e| {
+            Failure::failed(format!(
+                "cohort {id} was created, but recording it in the state failed: {e}"
+            ))
+        })
+}
+
+/// Finishes an unfinished plan (in a run), or reports it (in a plan or dry run).
+async fn resume(
+    mut journal: Journal,
+    setup: &Setup,
+    pipeline: &Pipeline,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+    rev: &mut ReverseReport,
+) -> Result<(), Failure> {
+    let applied_before = journal.doc.chunks.len() - journal.doc.remaining();
+    rev.journal = Some(JournalReport {
+        location: journal.describe(),
+        planned_by: journal.doc.planned_by.clone(),
+        resumed: ctx.mode.applies(),
+        chunks: journal.doc.chunks.len(),
+        applied_before,
+        status: "open".into(),
+    });
+    rev.counts = Some(journal_counts(&journal.doc));
+    if !ctx.mode.applies() {
+        rev.outcome = "resume_pending".into();
+        rev.baseline = Some(BaselineReport::none(format!(
+            "run {} did not finish its plan ({}): `run` sends its {} remaining calls first, then plans afresh on the next run",
+            journal.doc.planned_by,
+            journal.doc.plan_summary,
+            journal.doc.remaining()
+        )));
+        return Ok(());
+    }
+    tracing::info!(
+        "resuming the plan of run {}: {} of {} calls left",
+        journal.doc.planned_by,
+        journal.doc.remaining(),
+        journal.doc.chunks.len()
+    );
+    apply_journal(&mut journal, setup, pipeline, spec, ctx, rev).await
+}
+
+/// What a plan is made from now: the source object (`head`) and the settings that shape
+/// the chunks.
+async fn current_fingerprint(
+    spec: &ReverseSpec,
+    file: &FileRef,
+) -> Result<PlanFingerprint, Failure> {
+    let meta = file
+        .head()
+        .await
+        .map_err(|e| Failure::failed(format!("cannot read the source {}: {e}", file.label())))?;
+    let rc = &spec.reconcile;
+    Ok(PlanFingerprint {
+        source_url: spec.source.url.as_str().to_string(),
+        source_size: meta.size,
+        source_last_modified: meta.last_modified,
+        source_e_tag: meta.e_tag,
+        mode: guard::mode_name(rc.mode).to_string(),
+        chunk_size: rc.chunk_size.clamp(1, MAX_CHUNK_SIZE),
+        id_kind: spec.source.id_kind,
+        id_column: spec.source.id_column.clone(),
+        target: match &spec.target {
+            Target::Existing { cohort_id } => format!("cohort {cohort_id}"),
+            Target::Create(c) => format!(
+                "create {:?} (owner {}, published {})",
+                c.name, c.owner, c.published
+            ),
+        },
+    })
+}
+
+/// The source's distinct ids and what reading them counted.
+struct SourceIds {
+    ids: IdCollector,
+    stats: ReadStats,
+    empty: bool,
+}
+
+async fn read_source(file: &FileRef, spec: &ReverseSpec) -> Result<SourceIds, Failure> {
+    let col = ColumnSpec::new(&spec.source.id_column, spec.source.id_kind);
+    let (ids, stats) = read_ids(file, spec.source.format, &col)
         .await
         .map_err(failed)?;
-    let source_empty = source.total() == 0;
+    let empty = ids.total() == 0;
+    Ok(SourceIds { ids, stats, empty })
+}
 
-    // The cohort as it is now.
-    let cohort = match &cohort_id {
-        Some(id) => Some(find_cohort(&client, id).await?),
+/// The cohort as it is now (`None` while it is still to be created).
+async fn current_cohort(setup: &Setup, rev: &mut ReverseReport) -> Result<Option<Cohort>, Failure> {
+    let cohort = match &setup.cohort_id {
+        Some(id) => Some(find_cohort(&setup.client, id).await?),
         None => None,
     };
     if let Some(c) = &cohort {
         rev.target.name = Some(c.name.clone());
         rev.target.size = c.size;
     }
+    Ok(cohort)
+}
 
-    // Refuse an empty source before spending anything on a baseline.
+/// Refuses an empty source before anything is spent on a baseline.
+fn refuse_empty_source(
+    source: &SourceIds,
+    cohort: &Option<Cohort>,
+    file: &FileRef,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+    rev: &mut ReverseReport,
+) -> Result<(), Failure> {
+    let rc = &spec.reconcile;
     let empties = matches!(rc.mode, ReconcileMode::Mirror | ReconcileMode::Replace);
-    if source_empty && empties && !rc.allow_empty_source && !ctx.force && ctx.mode.applies() {
-        let size = cohort.as_ref().and_then(|c| c.size).unwrap_or(0).max(0) as u64;
+    if source.empty && empties && !rc.allow_empty_source && !ctx.force && ctx.mode.applies() {
+        let size = cohort_size(cohort);
         let g = guard::check(rc.mode, 0, size, true, size, rc, false);
-        rev.source = Some(source_report(&file, stats.rows, stats.blank, 0, 0));
+        rev.source = Some(source_report(
+            file,
+            source.stats.rows,
+            source.stats.blank,
+            0,
+            0,
+        ));
         let msg = g.refusal_message();
         rev.guard = Some(g);
         rev.outcome = "refused".into();
         return Err(Failure::failed(msg));
     }
+    Ok(())
+}
 
-    // The baseline.
-    let base = match &cohort {
+fn cohort_size(cohort: &Option<Cohort>) -> u64 {
+    cohort.as_ref().and_then(|c| c.size).unwrap_or(0).max(0) as u64
+}
+
+/// The cohort's membership (`None` when unknown: no free baseline in a plan, or no cohort
+/// yet), with the quota it spent added to the report.
+async fn get_baseline(
+    setup: &Setup,
+    cohort: &Option<Cohort>,
+    pipeline: &Pipeline,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+    report: &mut PipelineReport,
+    rev: &mut ReverseReport,
+) -> Result<Option<IdCollector>, Failure> {
+    let rc = &spec.reconcile;
+    let base = match cohort {
         Some(c) => {
             let input = BaselineInput {
-                client: &client,
-                state: &state,
+                client: &setup.client,
+                state: &setup.state,
                 cohort: c,
                 reconcile: rc,
                 poll: scaled_poll(pipeline.download.poll_settings(), ctx.time_scale),
-                kind,
+                kind: spec.source.id_kind,
                 mode: ctx.mode,
                 base_dir: &ctx.base_dir,
                 request_validity: request_validity(ctx.time_scale),
@@ -238,175 +499,242 @@ async fn run(
         report.quota_spent += 1;
         report.requests.push(spent);
     }
-    let baseline_known = base.ids.is_some();
     rev.baseline = Some(base.report);
+    Ok(base.ids)
+}
 
-    // The diff (against nothing when there is no baseline: that still dedupes the source).
-    let base_ids = base.ids.unwrap_or_default();
-    let (d, full) =
-        tokio::task::spawn_blocking(move || -> Result<(Diff, Option<Diff>), Failure> {
-            let d = diff(&source, &base_ids, DIFF_THREADS).map_err(failed)?;
-            // Replace uploads every distinct source id, whatever the baseline holds.
-            let full = if base_ids.total() > 0 {
-                Some(diff(&source, &IdCollector::new(), DIFF_THREADS).map_err(failed)?)
-            } else {
-                None
-            };
-            Ok((d, full))
-        })
-        .await
-        .map_err(|e| Failure::failed(format!("diff task failed: {e}")))??;
-    rev.source = Some(source_report(
-        &file,
-        stats.rows,
-        stats.blank,
-        d.counts.source_distinct,
-        d.counts.source_duplicates,
-    ));
+/// The diff against the baseline, and (when the baseline is not empty) against nothing:
+/// every distinct source id, which an upload sends.
+struct Diffs {
+    d: Diff,
+    full: Option<Diff>,
+}
 
-    // What the plan sends.
-    let uploading = create.is_some() || rc.mode == ReconcileMode::Replace;
-    let all_source = full.as_ref().map_or(&d.add, |f| &f.add);
-    let chunk_size = rc.chunk_size.clamp(1, MAX_CHUNK_SIZE);
-    let (adds, removes) = match rc.mode {
-        _ if create.is_some() => (true, false),
-        ReconcileMode::Mirror => (true, true),
-        ReconcileMode::AddOnly => (true, false),
-        ReconcileMode::RemoveOnly => (false, true),
-        ReconcileMode::Replace => (false, false),
-    };
-    // (operation, list, range of the list): the ids are turned into strings one chunk at a
-    // time when the journal is written.
-    let mut chunks: Vec<(ChunkOp, &super::idset::IdList, std::ops::Range<usize>)> = Vec::new();
-    if baseline_known || create.is_some() || uploading {
-        if uploading {
-            let n = all_source.len();
-            if n > 0 {
-                chunks.push((ChunkOp::Upload, all_source, 0..chunk_size.min(n)));
-                let mut at = chunk_size.min(n);
-                while at < n {
-                    let end = (at + chunk_size).min(n);
-                    chunks.push((ChunkOp::Add, all_source, at..end));
-                    at = end;
-                }
-            }
+async fn diff_source(source: IdCollector, base_ids: IdCollector) -> Result<Diffs, Failure> {
+    tokio::task::spawn_blocking(move || -> Result<Diffs, Failure> {
+        let d = diff(&source, &base_ids, DIFF_THREADS).map_err(failed)?;
+        // Replace uploads every distinct source id, whatever the baseline holds.
+        let full = if base_ids.total() > 0 {
+            Some(diff(&source, &IdCollector::new(), DIFF_THREADS).map_err(failed)?)
         } else {
-            for (wanted, op, list) in [
-                (adds, ChunkOp::Add, &d.add),
-                (removes, ChunkOp::Remove, &d.remove),
-            ] {
-                if !wanted {
-                    continue;
+            None
+        };
+        Ok(Diffs { d, full })
+    })
+    .await
+    .map_err(|e| Failure::failed(format!("diff task failed: {e}")))?
+}
+
+/// What the plan sends, cut into chunks.
+struct Plan<'a> {
+    rc: &'a Reconcile,
+    mode: ReconcileMode,
+    d: &'a Diff,
+    /// Every distinct source id (what an upload sends).
+    all_source: &'a IdList,
+    creating: bool,
+    uploading: bool,
+    baseline_known: bool,
+    adds: bool,
+    removes: bool,
+    /// (operation, list, range of the list): the ids are turned into strings one chunk at
+    /// a time when the journal is written.
+    chunks: Vec<(ChunkOp, &'a IdList, Range<usize>)>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(rc: &'a Reconcile, creating: bool, baseline_known: bool, diffs: &'a Diffs) -> Self {
+        let d = &diffs.d;
+        let uploading = creating || rc.mode == ReconcileMode::Replace;
+        let all_source = diffs.full.as_ref().map_or(&d.add, |f| &f.add);
+        let chunk_size = rc.chunk_size.clamp(1, MAX_CHUNK_SIZE);
+        let (adds, removes) = match rc.mode {
+            _ if creating => (true, false),
+            ReconcileMode::Mirror => (true, true),
+            ReconcileMode::AddOnly => (true, false),
+            ReconcileMode::RemoveOnly => (false, true),
+            ReconcileMode::Replace => (false, false),
+        };
+        let mut chunks = Vec::new();
+        if baseline_known || creating || uploading {
+            if uploading {
+                let n = all_source.len();
+                if n > 0 {
+                    chunks.push((ChunkOp::Upload, all_source, 0..chunk_size.min(n)));
+                    let mut at = chunk_size.min(n);
+                    while at < n {
+                        let end = (at + chunk_size).min(n);
+                        chunks.push((ChunkOp::Add, all_source, at..end));
+                        at = end;
+                    }
                 }
-                let mut at = 0;
-                while at < list.len() {
-                    let end = (at + chunk_size).min(list.len());
-                    chunks.push((op, list, at..end));
-                    at = end;
+            } else {
+                for (wanted, op, list) in [
+                    (adds, ChunkOp::Add, &d.add),
+                    (removes, ChunkOp::Remove, &d.remove),
+                ] {
+                    if !wanted {
+                        continue;
+                    }
+                    let mut at = 0;
+                    while at < list.len() {
+                        let end = (at + chunk_size).min(list.len());
+                        chunks.push((op, list, at..end));
+                        at = end;
+                    }
                 }
             }
         }
+        Plan {
+            rc,
+            mode: rc.mode,
+            d,
+            all_source,
+            creating,
+            uploading,
+            baseline_known,
+            adds,
+            removes,
+            chunks,
+        }
     }
-    let upload_ids = if uploading {
-        all_source.len() as u64
-    } else {
-        0
-    };
-    if baseline_known || uploading {
+
+    fn upload_ids(&self) -> u64 {
+        if self.uploading {
+            self.all_source.len() as u64
+        } else {
+            0
+        }
+    }
+
+    /// The counts and samples, when known.
+    fn report_counts(&self, rev: &mut ReverseReport) {
+        let d = self.d;
+        if !(self.baseline_known || self.uploading) {
+            return;
+        }
         rev.counts = Some(Counts {
-            add: if baseline_known || create.is_some() {
+            add: if self.baseline_known || self.creating {
                 d.add.len() as u64
             } else {
                 0
             },
-            remove: if baseline_known {
+            remove: if self.baseline_known {
                 d.remove.len() as u64
             } else {
                 0
             },
             unchanged: d.counts.unchanged,
-            upload: upload_ids,
+            upload: self.upload_ids(),
         });
-        if baseline_known || create.is_some() {
+        if self.baseline_known || self.creating {
             rev.samples.add = d.add.sample(SAMPLE);
         }
         rev.samples.remove = d.remove.sample(SAMPLE);
     }
 
-    // Amplitude cohorts hold at most 2,000,000 users.
-    let resulting = match rc.mode {
-        _ if uploading => Some(all_source.len() as u64),
-        ReconcileMode::Mirror if baseline_known => {
-            Some(d.counts.baseline_distinct + d.add.len() as u64 - d.remove.len() as u64)
+    /// Amplitude cohorts hold at most 2,000,000 users: the size the cohort would have when
+    /// it is over that (warned about here, refused before applying).
+    fn check_size(&self, rev: &mut ReverseReport) -> Option<u64> {
+        let d = self.d;
+        let resulting = match self.mode {
+            _ if self.uploading => Some(self.all_source.len() as u64),
+            ReconcileMode::Mirror if self.baseline_known => {
+                Some(d.counts.baseline_distinct + d.add.len() as u64 - d.remove.len() as u64)
+            }
+            ReconcileMode::AddOnly if self.baseline_known => {
+                Some(d.counts.baseline_distinct + d.add.len() as u64)
+            }
+            _ => None,
+        };
+        let too_big = resulting.filter(|n| *n > MAX_COHORT_MEMBERS);
+        if let Some(n) = too_big {
+            rev.warnings.push(format!(
+                "the cohort would have {n} members; Amplitude cohorts hold at most {MAX_COHORT_MEMBERS}"
+            ));
         }
-        ReconcileMode::AddOnly if baseline_known => {
-            Some(d.counts.baseline_distinct + d.add.len() as u64)
-        }
-        _ => None,
-    };
-    let too_big = resulting.filter(|n| *n > MAX_COHORT_MEMBERS);
-    if let Some(n) = too_big {
-        rev.warnings.push(format!(
-            "the cohort would have {n} members; Amplitude cohorts hold at most {MAX_COHORT_MEMBERS}"
-        ));
+        too_big
     }
+}
 
-    // The guard.
-    let cohort_size = if baseline_known {
+/// The removal guard's decision (reported; a run refuses on it in [`refuse_to_apply`]).
+fn guard_plan(
+    plan: &Plan<'_>,
+    cohort: &Option<Cohort>,
+    source_empty: bool,
+    ctx: &RunContext,
+    rev: &mut ReverseReport,
+) {
+    let d = plan.d;
+    let cohort_size = if plan.baseline_known {
         d.counts.baseline_distinct
     } else {
-        cohort.as_ref().and_then(|c| c.size).unwrap_or(0).max(0) as u64
+        cohort_size(cohort)
     };
-    let (removals, estimated) = match rc.mode {
-        _ if create.is_some() => (0, false),
+    let (removals, estimated) = match plan.mode {
+        _ if plan.creating => (0, false),
         ReconcileMode::AddOnly => (0, false),
-        ReconcileMode::Replace if !baseline_known => {
+        ReconcileMode::Replace if !plan.baseline_known => {
             (cohort_size.saturating_sub(d.counts.source_distinct), true)
         }
-        _ => (d.remove.len() as u64, !baseline_known),
+        _ => (d.remove.len() as u64, !plan.baseline_known),
     };
-    if baseline_known || uploading || source_empty {
+    if plan.baseline_known || plan.uploading || source_empty {
         rev.guard = Some(guard::check(
-            rc.mode,
+            plan.mode,
             d.counts.source_distinct,
             removals,
             estimated,
             cohort_size,
-            rc,
+            plan.rc,
             ctx.force,
         ));
     }
+}
 
-    // The full lists.
-    let mut lists: Vec<(&str, &super::idset::IdList)> = Vec::new();
-    if baseline_known || create.is_some() {
-        if adds || uploading {
+/// The full lists of what the plan adds, removes and uploads.
+async fn write_plan_lists(
+    plan: &Plan<'_>,
+    pipeline: &Pipeline,
+    ctx: &RunContext,
+    rev: &mut ReverseReport,
+) -> Result<(), Failure> {
+    let d = plan.d;
+    let mut lists: Vec<(&str, &IdList)> = Vec::new();
+    if plan.baseline_known || plan.creating {
+        if plan.adds || plan.uploading {
             lists.push(("add", &d.add));
         }
-        if removes || (uploading && baseline_known) {
+        if plan.removes || (plan.uploading && plan.baseline_known) {
             lists.push(("remove", &d.remove));
         }
     }
-    if uploading && create.is_none() {
-        lists.push(("upload", all_source));
+    if plan.uploading && !plan.creating {
+        lists.push(("upload", plan.all_source));
     }
-    if !lists.is_empty() {
-        let written = write_lists(
-            &rc.lists_dir,
-            &ctx.base_dir,
-            &pipeline.name,
-            &ctx.run_id,
-            &lists,
-        )
-        .await
-        .map_err(Failure::failed)?;
-        rev.lists.extend(written);
-    }
-
-    if !ctx.mode.applies() {
-        rev.outcome = "planned".into();
+    if lists.is_empty() {
         return Ok(());
     }
+    let written = write_lists(
+        &plan.rc.lists_dir,
+        &ctx.base_dir,
+        &pipeline.name,
+        &ctx.run_id,
+        &lists,
+    )
+    .await
+    .map_err(Failure::failed)?;
+    rev.lists.extend(written);
+    Ok(())
+}
+
+/// What stops a run from applying the plan: the guard, the cohort size limit, an upload
+/// without ids.
+fn refuse_to_apply(
+    plan: &Plan<'_>,
+    too_big: Option<u64>,
+    rev: &mut ReverseReport,
+) -> Result<(), Failure> {
     if let Some(g) = &rev.guard
         && g.refused()
     {
@@ -418,27 +746,35 @@ async fn run(
             "refusing to apply: the cohort would have {n} members, and Amplitude cohorts hold at most {MAX_COHORT_MEMBERS}"
         )));
     }
-    if uploading && chunks.is_empty() {
+    if plan.uploading && plan.chunks.is_empty() {
         // An upload needs ids: Amplitude has no way to upload an empty list.
-        return Err(Failure::failed(if create.is_some() {
+        return Err(Failure::failed(if plan.creating {
             "the source has no ids: there is nothing to create the cohort from".to_string()
         } else {
             "the source has no ids and replace cannot upload an empty list; use mode = \"mirror\" (with allow_empty_source or --force) to remove every member".to_string()
         }));
     }
-    if chunks.is_empty() {
-        rev.outcome = "in_sync".into();
-        return Ok(());
-    }
+    Ok(())
+}
 
-    // Journal the plan, then apply it.
-    let upload = if let Some(c) = &create {
+/// Writes the plan to the journal (every chunk's ids, then the head) before any call.
+async fn journal_plan(
+    plan: &Plan<'_>,
+    setup: &Setup,
+    cohort: &Option<Cohort>,
+    fingerprint: Option<PlanFingerprint>,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+    rev: &mut ReverseReport,
+) -> Result<Journal, Failure> {
+    let d = plan.d;
+    let upload = if let Some(c) = &setup.create {
         Some(UploadMeta {
             name: c.name.clone(),
             owner: c.owner.clone(),
             published: c.published,
         })
-    } else if uploading {
+    } else if plan.uploading {
         cohort.as_ref().map(|c| UploadMeta {
             name: c.name.clone(),
             owner: c.owners.first().cloned().unwrap_or_default(),
@@ -449,26 +785,29 @@ async fn run(
     };
     let plan_summary = format!(
         "{:?}: +{} / -{} / upload {} against {}",
-        rc.mode,
+        plan.mode,
         d.add.len(),
         d.remove.len(),
-        upload_ids,
+        plan.upload_ids(),
         rev.baseline
             .as_ref()
             .map_or("no baseline".to_string(), |b| b.reason.clone())
     );
     let doc = JournalDoc {
         version: 1,
-        target: target_key.clone(),
-        cohort_id: cohort_id.clone(),
+        target: setup.target_key.clone(),
+        cohort_id: setup.cohort_id.clone(),
         upload,
-        id_kind: kind,
+        id_kind: spec.source.id_kind,
         planned_by: ctx.run_id.clone(),
         planned_at: chrono::Utc::now(),
         plan_summary,
         status: JournalStatus::Open,
         closed_at: None,
-        chunks: chunks
+        ended_reason: None,
+        fingerprint,
+        chunks: plan
+            .chunks
             .iter()
             .enumerate()
             .map(|(index, (op, _, range))| ChunkEntry {
@@ -485,13 +824,17 @@ async fn run(
             })
             .collect(),
     };
-    let previous = Journal::load(&state, &target_key).await.map_err(failed)?;
-    let chunk_ids = chunks
-        .iter()
-        .map(|(_, list, range)| list.strings(range.clone()));
-    let mut journal = Journal::create(&state, doc, chunk_ids, previous)
+    let previous = Journal::load(&setup.state, &setup.target_key)
         .await
         .map_err(failed)?;
+    let chunk_ids = plan
+        .chunks
+        .iter()
+        .map(|(_, list, range)| list.strings(range.clone()));
+    let journal = Journal::create(&setup.state, doc, chunk_ids, previous)
+        .await
+        .map_err(failed)?;
+    crash::point("reverse.journal.created");
     rev.journal = Some(JournalReport {
         location: journal.describe(),
         planned_by: ctx.run_id.clone(),
@@ -500,33 +843,20 @@ async fn run(
         applied_before: 0,
         status: "open".into(),
     });
-    apply_journal(
-        &mut journal,
-        pipeline,
-        spec,
-        ctx,
-        &client,
-        rev,
-        create.is_some(),
-        &state,
-    )
-    .await
+    Ok(journal)
 }
 
 /// Sends the journal's remaining calls and reports them.
-#[allow(clippy::too_many_arguments)]
 async fn apply_journal(
     journal: &mut Journal,
+    setup: &Setup,
     pipeline: &Pipeline,
     spec: &ReverseSpec,
     ctx: &RunContext,
-    client: &AmplitudeClient,
     rev: &mut ReverseReport,
-    creating: bool,
-    state: &StateStore,
 ) -> Result<(), Failure> {
     let settings = ApplySettings {
-        client,
+        client: &setup.client,
         app_id: pipeline.connection.app_id,
         skip_invalid_ids: spec.reconcile.skip_invalid_ids,
         run_id: &ctx.run_id,
@@ -534,44 +864,26 @@ async fn apply_journal(
     let outcome = apply(journal, &settings).await;
     rev.calls = outcome.calls;
     rev.calls_sent = outcome.sent;
+    rev.calls_resent_in_doubt = outcome.resent_in_doubt;
     rev.skipped_ids = SkippedReport {
         count: outcome.skipped_total,
         sample: outcome.skipped_ids.iter().take(SAMPLE).cloned().collect(),
     };
     rev.invalid_ids_sample = outcome.invalid_ids_sample;
     if let Some(j) = &mut rev.journal {
-        j.status = match journal.doc.status {
-            JournalStatus::Open => "open".into(),
-            JournalStatus::Closed => "closed".into(),
-        };
+        j.status = journal.doc.status.as_str().into();
     }
     if let Some(id) = &journal.doc.cohort_id {
         rev.target.cohort_id = Some(id.clone());
     }
-    if creating && let Some(id) = &journal.doc.cohort_id {
+    if setup.create.is_some()
+        && let Some(id) = &journal.doc.cohort_id
+    {
         rev.target.created = outcome.created_cohort_id.is_some();
-        let doc = CreatedCohort {
-            cohort_id: id.clone(),
-            name: journal
-                .doc
-                .upload
-                .as_ref()
-                .map(|u| u.name.clone())
-                .unwrap_or_default(),
-            created_at: chrono::Utc::now(),
-            run_id: ctx.run_id.clone(),
-        };
-        state
-            .write(&state.doc_key("reverse", "created-cohort"), &doc)
-            .await
-            .map_err(|e| {
-                Failure::failed(format!(
-                    "cohort {id} was created, but recording it in the state failed: {e}"
-                ))
-            })?;
+        record_created(&setup.state, journal, id, &ctx.run_id).await?;
     }
     if !outcome.skipped_ids.is_empty() {
-        let skipped: super::idset::IdList = outcome.skipped_ids.iter().collect();
+        let skipped: IdList = outcome.skipped_ids.iter().collect();
         match write_lists(
             &spec.reconcile.lists_dir,
             &ctx.base_dir,
@@ -586,6 +898,11 @@ async fn apply_journal(
         }
     }
     match outcome.error {
+        Some(e) if outcome.plan_failed => Err(Failure::failed(format!(
+            "{e}; the plan is abandoned ({} of its calls not sent; journal {} marked failed) and the next run re-plans from the current source",
+            outcome.not_sent,
+            journal.describe()
+        ))),
         Some(e) => Err(Failure::failed(format!(
             "{e}; the journal {} keeps the plan, the next run sends the remaining calls",
             journal.describe()

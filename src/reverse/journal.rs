@@ -2,11 +2,22 @@
 //! the chunk list (operation and ids of every call) — and each chunk's state updated before
 //! and after its call. A run that crashed is resumed from the journal: the chunks not yet
 //! applied are sent, applied ones never again, and the plan is not recomputed against a
-//! baseline that the partial apply made stale. A finished journal is closed (its chunk
-//! documents deleted, the head kept as the record of the last apply).
+//! baseline that the partial apply made stale. A journal ends in one of three ways, its chunk
+//! documents deleted and its head kept as the record until the next plan replaces it:
 //!
-//! Keys: `{pipeline}/journals/{target}.json` (the head) and
-//! `{pipeline}/journal-chunks/{target}.{run_id}.{index}.json` (the ids of one chunk).
+//! - `closed`: every chunk was applied;
+//! - `failed`: Amplitude refused a chunk for good (400, 404, 413, 422...): sending it again
+//!   cannot help, so the next run plans afresh from the current source;
+//! - `superseded`: the plan's inputs changed since it was made (the source object, the
+//!   reconcile mode, `chunk_size`, the id column or kind, the target — its
+//!   [`PlanFingerprint`]), so the next run plans afresh instead of resuming a stale plan.
+//!
+//! A failed or superseded head is also copied to `{pipeline}/journal-history/`, so the
+//! record outlives the next plan.
+//!
+//! Keys: `{pipeline}/journals/{target}.json` (the head),
+//! `{pipeline}/journal-chunks/{target}.{run_id}.{index}.json` (the ids of one chunk) and
+//! `{pipeline}/journal-history/{target}.{run_id}.json` (an ended head kept as record).
 //! On S3 the head is replaced with compare-and-swap, so two runners cannot both drive it.
 
 use chrono::{DateTime, Utc};
@@ -30,6 +41,17 @@ pub enum ChunkOp {
     Remove,
 }
 
+impl ChunkOp {
+    /// `UPLOAD`, `ADD`, `REMOVE` (as in messages).
+    pub fn label(self) -> &'static str {
+        match self {
+            ChunkOp::Upload => "UPLOAD",
+            ChunkOp::Add => "ADD",
+            ChunkOp::Remove => "REMOVE",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChunkState {
@@ -37,7 +59,9 @@ pub enum ChunkState {
     /// Written just before the call: if a run finds this, the call's outcome is unknown.
     Sending,
     Applied,
-    /// The call failed with an answer (kept so the next run sends it again).
+    /// The call failed: with a retryable error (429 after retries, 5xx, transport, auth)
+    /// the journal stays open and the next run sends it again; refused for good (4xx) the
+    /// journal is marked `failed`.
     Failed,
 }
 
@@ -76,7 +100,91 @@ pub struct UploadMeta {
 #[serde(rename_all = "snake_case")]
 pub enum JournalStatus {
     Open,
+    /// Every chunk applied.
     Closed,
+    /// A chunk was refused for good; the rest of the plan is abandoned.
+    Failed,
+    /// The plan's inputs changed before it was finished; a new plan replaces it.
+    Superseded,
+}
+
+impl JournalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JournalStatus::Open => "open",
+            JournalStatus::Closed => "closed",
+            JournalStatus::Failed => "failed",
+            JournalStatus::Superseded => "superseded",
+        }
+    }
+}
+
+/// What a plan was made from. An open journal whose fingerprint differs from the current
+/// one is superseded, not resumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanFingerprint {
+    /// The source as configured.
+    pub source_url: String,
+    /// The source object as it was read (`head`).
+    pub source_size: u64,
+    pub source_last_modified: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_e_tag: Option<String>,
+    /// `mirror`, `add_only`, `remove_only`, `replace`.
+    pub mode: String,
+    pub chunk_size: usize,
+    pub id_kind: IdKind,
+    pub id_column: String,
+    /// The target as configured (`cohort X` or `create "name" ...`).
+    pub target: String,
+}
+
+impl PlanFingerprint {
+    /// What differs between the plan's fingerprint (`self`) and the current one, in words;
+    /// empty when they are equal.
+    pub fn differences(&self, now: &PlanFingerprint) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.source_url != now.source_url {
+            out.push(format!(
+                "the source URL changed ({} -> {})",
+                self.source_url, now.source_url
+            ));
+        } else if self.source_size != now.source_size
+            || self.source_last_modified != now.source_last_modified
+            || self.source_e_tag != now.source_e_tag
+        {
+            out.push(format!(
+                "the source changed ({} bytes modified {} -> {} bytes modified {})",
+                self.source_size,
+                self.source_last_modified.to_rfc3339(),
+                now.source_size,
+                now.source_last_modified.to_rfc3339()
+            ));
+        }
+        let mut field = |name: &str, was: String, is: String| {
+            if was != is {
+                out.push(format!("{name} changed ({was} -> {is})"));
+            }
+        };
+        field("reconcile.mode", self.mode.clone(), now.mode.clone());
+        field(
+            "reconcile.chunk_size",
+            self.chunk_size.to_string(),
+            now.chunk_size.to_string(),
+        );
+        field(
+            "source.id_kind",
+            format!("{:?}", self.id_kind),
+            format!("{:?}", now.id_kind),
+        );
+        field(
+            "source.id_column",
+            self.id_column.clone(),
+            now.id_column.clone(),
+        );
+        field("the target", self.target.clone(), now.target.clone());
+        out
+    }
 }
 
 /// The journal's head document.
@@ -97,8 +205,15 @@ pub struct JournalDoc {
     #[serde(default)]
     pub plan_summary: String,
     pub status: JournalStatus,
+    /// When the journal ended (closed, failed or superseded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_at: Option<DateTime<Utc>>,
+    /// Why it ended `failed` or `superseded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_reason: Option<String>,
+    /// What the plan was made from; `None` in journals of older versions (resumed as is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<PlanFingerprint>,
     pub chunks: Vec<ChunkEntry>,
 }
 
@@ -248,6 +363,44 @@ impl Journal {
         self.doc.status = JournalStatus::Closed;
         self.doc.closed_at = Some(Utc::now());
         self.save().await?;
+        self.delete_chunks().await
+    }
+
+    /// Ends an unfinished journal as `failed` or `superseded` with the reason: the head is
+    /// written (a later run plans afresh), a copy is kept under `journal-history/`, and the
+    /// chunk documents are deleted. Only the head write must succeed; the rest is tidying,
+    /// logged when it fails.
+    pub async fn end(&mut self, status: JournalStatus, reason: &str) -> Result<(), JournalError> {
+        self.doc.status = status;
+        self.doc.closed_at = Some(Utc::now());
+        self.doc.ended_reason = Some(reason.to_string());
+        self.save().await?;
+        let history = self.history_key();
+        if let Err(e) = self.state.write(&history, &self.doc).await {
+            tracing::warn!(
+                "cannot keep a copy of the {} journal at {}: {e}",
+                status.as_str(),
+                self.state.location().describe(&history)
+            );
+        }
+        if let Err(e) = self.delete_chunks().await {
+            tracing::warn!(
+                "cannot delete the chunk documents of the {} journal {}: {e}",
+                status.as_str(),
+                self.describe()
+            );
+        }
+        Ok(())
+    }
+
+    fn history_key(&self) -> Path {
+        self.state.doc_key(
+            "journal-history",
+            &format!("{}.{}", self.doc.target, self.doc.planned_by),
+        )
+    }
+
+    async fn delete_chunks(&self) -> Result<(), JournalError> {
         for i in 0..self.doc.chunks.len() {
             let key = Self::chunk_key(&self.state, &self.doc, i);
             self.state.delete(&key).await?;
@@ -273,6 +426,8 @@ mod tests {
             plan_summary: String::new(),
             status: JournalStatus::Open,
             closed_at: None,
+            ended_reason: None,
+            fingerprint: None,
             chunks: (0..n)
                 .map(|i| ChunkEntry {
                     index: i,
@@ -333,5 +488,90 @@ mod tests {
         .await
         .expect("a new plan replaces a closed journal");
         assert_eq!(next.chunk_ids(0).await.expect("ids"), vec!["x"]);
+    }
+
+    fn fingerprint() -> PlanFingerprint {
+        PlanFingerprint {
+            source_url: "crm.csv".into(),
+            source_size: 100,
+            source_last_modified: DateTime::from_timestamp(1_700_000_000, 0).expect("time"),
+            source_e_tag: Some("a".into()),
+            mode: "mirror".into(),
+            chunk_size: 1000,
+            id_kind: IdKind::UserId,
+            id_column: "user_id".into(),
+            target: "cohort c1".into(),
+        }
+    }
+
+    #[test]
+    fn fingerprints_name_what_changed() {
+        let a = fingerprint();
+        assert!(a.differences(&a.clone()).is_empty());
+        let mut b = a.clone();
+        b.source_e_tag = Some("b".into());
+        b.chunk_size = 500;
+        let d = a.differences(&b);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].starts_with("the source changed"), "{d:?}");
+        assert_eq!(d[1], "reconcile.chunk_size changed (1000 -> 500)");
+        let mut c = a.clone();
+        c.source_url = "other.csv".into();
+        c.mode = "add_only".into();
+        assert_eq!(
+            a.differences(&c),
+            vec![
+                "the source URL changed (crm.csv -> other.csv)".to_string(),
+                "reconcile.mode changed (mirror -> add_only)".to_string()
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ended_journal_is_kept_as_record_and_replaced_by_the_next_plan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateStore::new(storage::open("s", dir.path()).expect("open"), "p");
+        let mut old = doc("c1", "run1", 1);
+        old.fingerprint = Some(fingerprint());
+        let mut j = Journal::create(&state, old, vec![vec!["a".to_string()]], None)
+            .await
+            .expect("create");
+        j.end(JournalStatus::Superseded, "the source changed")
+            .await
+            .expect("end");
+        let j = Journal::load(&state, "c1")
+            .await
+            .expect("load")
+            .expect("kept");
+        assert_eq!(j.doc.status, JournalStatus::Superseded);
+        assert_eq!(j.doc.ended_reason.as_deref(), Some("the source changed"));
+        assert!(j.doc.closed_at.is_some());
+        assert!(matches!(
+            j.chunk_ids(0).await,
+            Err(JournalError::MissingChunk { .. })
+        ));
+        let kept = state
+            .read::<JournalDoc>(&state.doc_key("journal-history", "c1.run1"))
+            .await
+            .expect("read")
+            .expect("history copy");
+        assert_eq!(kept.0.status, JournalStatus::Superseded);
+        let next = Journal::create(
+            &state,
+            doc("c1", "run2", 1),
+            vec![vec!["x".into()]],
+            Some(j),
+        )
+        .await
+        .expect("a new plan replaces an ended journal");
+        assert_eq!(next.doc.status, JournalStatus::Open);
+    }
+
+    #[test]
+    fn journals_without_a_fingerprint_still_load() {
+        let text = r#"{"version":1,"target":"c1","cohort_id":"c1","id_kind":"user_id",
+            "planned_by":"r","planned_at":"2024-01-01T00:00:00Z","status":"open","chunks":[]}"#;
+        let d: JournalDoc = serde_json::from_str(text).expect("old journal");
+        assert!(d.fingerprint.is_none() && d.ended_reason.is_none());
     }
 }

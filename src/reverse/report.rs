@@ -69,6 +69,22 @@ pub struct JournalReport {
     pub status: String,
 }
 
+/// An unfinished plan that was not resumed because what it was made from changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SupersededReport {
+    /// Run that made it.
+    pub planned_by: String,
+    /// Its journal.
+    pub journal: String,
+    /// Its calls that were not applied (never sent now).
+    pub calls_left: usize,
+    /// What changed since it was made (the source object, reconcile mode, chunk_size, ...).
+    pub reason: String,
+    /// The journal was marked `superseded` (a run); `false` in a plan or dry run, which
+    /// only report that the next run will plan afresh.
+    pub marked: bool,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SkippedReport {
     pub count: u64,
@@ -94,11 +110,17 @@ pub struct ReverseReport {
     pub lists: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guard: Option<GuardReport>,
+    /// An unfinished plan this run did not resume, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded: Option<SupersededReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub journal: Option<JournalReport>,
     pub calls: Vec<CallReport>,
     /// Calls this run sent.
     pub calls_sent: usize,
+    /// Of those, calls sent again because an earlier run died after sending them and
+    /// before journaling their answer (idempotent membership calls; see `reverse::apply`).
+    pub calls_resent_in_doubt: usize,
     /// Ids Amplitude skipped or reported invalid.
     pub skipped_ids: SkippedReport,
     pub invalid_ids_sample: Vec<String>,
@@ -123,9 +145,11 @@ impl ReverseReport {
             samples: Samples::default(),
             lists: BTreeMap::new(),
             guard: None,
+            superseded: None,
             journal: None,
             calls: Vec::new(),
             calls_sent: 0,
+            calls_resent_in_doubt: 0,
             skipped_ids: SkippedReport::default(),
             invalid_ids_sample: Vec::new(),
             warnings: Vec::new(),
@@ -227,6 +251,20 @@ impl ReverseReport {
         for w in &self.warnings {
             out.push(format!("warning: {w}"));
         }
+        if let Some(p) = &self.superseded {
+            out.push(format!(
+                "{} the unfinished plan of run {} ({} calls left; journal {}): {} — planned afresh",
+                if p.marked {
+                    "superseded"
+                } else {
+                    "a run supersedes"
+                },
+                p.planned_by,
+                p.calls_left,
+                p.journal,
+                p.reason
+            ));
+        }
         if let Some(j) = &self.journal
             && j.resumed
         {
@@ -243,11 +281,19 @@ impl ReverseReport {
                     .count()
             };
             out.push(format!(
-                "sent {} calls: {} upload, {} ADD, {} REMOVE",
+                "sent {} calls: {} upload, {} ADD, {} REMOVE{}",
                 self.calls_sent,
                 count(ChunkOp::Upload),
                 count(ChunkOp::Add),
-                count(ChunkOp::Remove)
+                count(ChunkOp::Remove),
+                if self.calls_resent_in_doubt > 0 {
+                    format!(
+                        " ({} sent again: an earlier run died before journaling its answer)",
+                        self.calls_resent_in_doubt
+                    )
+                } else {
+                    String::new()
+                }
             ));
         }
         if self.skipped_ids.count > 0 {
