@@ -11,7 +11,7 @@
 //!   other column is nullable and an empty field is null (CSV cannot tell `""` from
 //!   nothing, and Amplitude writes unset properties and missing user ids as empty).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -90,24 +90,28 @@ fn arrow_type(t: ColumnType) -> DataType {
     }
 }
 
-/// Renames repeated names deterministically (see the module doc).
+/// Renames repeated names deterministically (see the module doc), in time linear in the
+/// header: each name remembers the next suffix to try, and a suffix is only ever skipped
+/// because a name taken (or written) in the header already holds it, so the attempts
+/// add up to at most twice the number of columns.
 fn dedupe(header: &[String]) -> Vec<String> {
     let originals: HashSet<&str> = header.iter().map(String::as_str).collect();
-    let mut used: HashSet<String> = HashSet::new();
+    let mut used: HashSet<String> = HashSet::with_capacity(header.len());
+    let mut next_suffix: HashMap<&str, u64> = HashMap::new();
     let mut out = Vec::with_capacity(header.len());
     for name in header {
         if used.insert(name.clone()) {
             out.push(name.clone());
             continue;
         }
-        let mut k = 2;
+        let k = next_suffix.entry(name.as_str()).or_insert(2);
         loop {
             let candidate = format!("{name}_{k}");
+            *k += 1;
             if !originals.contains(candidate.as_str()) && used.insert(candidate.clone()) {
                 out.push(candidate);
                 break;
             }
-            k += 1;
         }
     }
     out
@@ -128,6 +132,31 @@ mod tests {
             ["amplitude_id", "user_id", "p", "amplitude_id_2"]
         );
         assert_eq!(names(&["a", "a", "a_2", "a"]), ["a", "a_3", "a_2", "a_4"]);
+        assert_eq!(
+            names(&["a", "a_2", "a", "a_2", "a"]),
+            ["a", "a_2", "a_3", "a_2_2", "a_4"]
+        );
+    }
+
+    /// 30,000 copies of one name (a hostile header): every copy gets the next free suffix
+    /// (the renaming remembers where it stopped, so this is linear, not quadratic).
+    #[test]
+    fn many_copies_of_one_name_are_renamed_in_order() {
+        let header: Vec<String> = (0..30_000).map(|_| "x".to_string()).collect();
+        let got = dedupe(&header);
+        assert_eq!(got.len(), 30_000);
+        assert_eq!(got[0], "x");
+        for (i, name) in got.iter().enumerate().skip(1) {
+            assert_eq!(name, &format!("x_{}", i + 1));
+        }
+        // Copies mixed with names that already hold suffixes: all distinct, in order.
+        let mut header: Vec<String> = (0..10_000).map(|_| "y".to_string()).collect();
+        header.extend((2..5_000).map(|k| format!("y_{k}")));
+        let got = dedupe(&header);
+        let distinct: HashSet<&String> = got.iter().collect();
+        assert_eq!(distinct.len(), got.len());
+        assert_eq!(got[1], "y_5000");
+        assert_eq!(got[10_000], "y_2");
     }
 
     #[test]
