@@ -321,6 +321,8 @@ pub struct BatchBuilder {
     rows: usize,
     max_rows: usize,
     max_bytes: usize,
+    /// Bytes of CSV text the rows of this batch came from (see [`BatchBuilder::end_row_of`]).
+    text_bytes: usize,
 }
 
 /// A batch is also cut when its values reach this many bytes: the few batches alive at
@@ -335,16 +337,23 @@ pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 impl BatchBuilder {
     pub fn new(columns: &Columns, max_rows: usize) -> Self {
         let max_rows = max_rows.max(1);
+        // Room for the rows a batch of this width holds at its byte budget (8 bytes a
+        // value): a wide header does not reserve 64 Ki rows for every column up front.
+        let width = columns.specs.len().max(1);
+        let capacity = max_rows
+            .min(64 * 1024)
+            .min((MAX_BATCH_BYTES / (8 * width)).max(256));
         BatchBuilder {
             schema: columns.schema.clone(),
             columns: columns
                 .specs
                 .iter()
-                .map(|s| ColumnBuilder::new(s, max_rows.min(64 * 1024)))
+                .map(|s| ColumnBuilder::new(s, capacity))
                 .collect(),
             rows: 0,
             max_rows,
             max_bytes: MAX_BATCH_BYTES,
+            text_bytes: 0,
         }
     }
 
@@ -379,6 +388,15 @@ impl BatchBuilder {
         self.rows += 1;
     }
 
+    /// Completes the current row, which took `text_bytes` bytes of CSV: a batch whose rows
+    /// are long (up to `max_row_bytes` each) is cut at twice the byte budget without
+    /// waiting for the periodic check.
+    #[inline]
+    pub fn end_row_of(&mut self, text_bytes: usize) {
+        self.rows += 1;
+        self.text_bytes += text_bytes;
+    }
+
     /// Drops the fields pushed for the current row.
     pub fn rollback_row(&mut self) {
         let rows = self.rows;
@@ -392,9 +410,10 @@ impl BatchBuilder {
     }
 
     /// Whether the batch reached its row or byte budget (bytes are looked at every 256
-    /// rows).
+    /// rows, and after every row once its CSV text passed twice the budget).
     pub fn is_full(&self) -> bool {
         self.rows >= self.max_rows
+            || self.text_bytes >= 2 * self.max_bytes
             || (self.rows.is_multiple_of(256)
                 && self
                     .columns
@@ -425,6 +444,7 @@ impl BatchBuilder {
             .collect::<Result<Vec<_>, _>>()?;
         let rows = self.rows;
         self.rows = 0;
+        self.text_bytes = 0;
         RecordBatch::try_new_with_options(
             self.schema.clone(),
             arrays,

@@ -75,7 +75,13 @@ where
 
     let parse_opts = opts.clone();
     let parser = tokio::spawn(async move {
-        let decoded = decode(body, parse_opts.gzip, &parse_opts.source_name).await?;
+        let decoded = decode(
+            body,
+            parse_opts.gzip,
+            &parse_opts.source_name,
+            &parse_opts.limits,
+        )
+        .await?;
         parse_body(decoded, &parse_opts, batch_tx, recycle_rx).await
     });
     let metadata = opts.metadata.clone();

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use super::limits::Limit;
+
 /// Why a data row was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BadRowReason {
@@ -106,6 +108,16 @@ pub enum ExportError {
         reason: BadRowReason,
     },
 
+    /// A limit of the CSV reader was passed (a field, a row or the header too long, too
+    /// many columns, a gzip body expanding too much): the conversion stops there, before
+    /// reading the rest of that record. Not retryable: the same file would be read again.
+    #[error("{source_name}: {message}")]
+    Limit {
+        source_name: String,
+        limit: Limit,
+        message: String,
+    },
+
     /// Encoding Parquet or writing to the store failed.
     #[error("{source_name}: cannot write {destination}: {message}")]
     Write {
@@ -130,7 +142,7 @@ impl ExportError {
     /// True when the body stream failed or ended early (including a gzip stream that is
     /// incomplete or corrupt), or was not the cohort's file (an error page served with 200):
     /// asking `/file` again with the same request id may succeed and spends no quota.
-    /// False for bad rows, bad headers and write errors.
+    /// False for bad rows, bad headers, passed limits and write errors.
     pub fn is_retryable_download(&self) -> bool {
         matches!(
             self,
@@ -139,6 +151,14 @@ impl ExportError {
                 | ExportError::Decompress { .. }
                 | ExportError::NotACohort { .. }
         )
+    }
+
+    /// The limit a [`ExportError::Limit`] error passed.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            ExportError::Limit { limit, .. } => Some(*limit),
+            _ => None,
+        }
     }
 
     /// The row number of a bad-row error.

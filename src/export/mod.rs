@@ -2,8 +2,9 @@
 //! written as Parquet through object_store, published atomically.
 //!
 //! ```text
-//! body stream ─▶ decode (count bytes, gunzip)                         ┐
-//!             ─▶ records + reader (CSV → Arrow RecordBatch)           ┘ async task
+//! body stream ─▶ decode (count bytes, gunzip within max_gzip_ratio)   ┐
+//!             ─▶ csv + records (the one CSV reader, with its limits)  │ async task
+//!             ─▶ reader + columns (rows → Arrow RecordBatch)          ┘
 //!             ─▶ encode (Parquet; columns on several threads, sha256)   blocking thread
 //!             ─▶ upload (multipart; complete on success, abort on error) caller's task
 //! ```
@@ -30,14 +31,23 @@
 //!   `amplitude_id` at the end when properties are included: it becomes `amplitude_id_2`
 //!   (Int64, nullable). Nothing is dropped, so a disagreement between the two stays
 //!   visible.
-//! - **Bad rows** (wrong field count, a value not of its column's type, invalid UTF-8,
-//!   text after a closing quote): `BadRowPolicy::Fail` stops with an error naming the
+//! - **Bad rows** (wrong field count, a value not of its column's type, invalid UTF-8 in a
+//!   text column, text after a closing quote): `BadRowPolicy::Fail` stops with an error naming the
 //!   source, the 1-based data row (the header is not counted) and the line where the row
 //!   starts; `Skip` leaves the row out, counts it and keeps the first
 //!   20 (row, line, reason) in [`ConvertStats::skipped_sample`].
 //! - **A truncated body** (empty, ends inside a quoted field, an incomplete gzip stream, or a
 //!   malformed last row without a final line break) is an error that
 //!   [`ExportError::is_retryable_download`] marks retryable — never a short file.
+//! - **Limits** (`limits`, [`CsvLimits`]; defaults in parentheses, each raisable through
+//!   [`ConvertOptions::limits`], `convert --max-…` and a pipeline's `[download.limits]`):
+//!   a field (64 KiB as written), a row (1 MiB), the header (1 MiB, 1,000 columns), the
+//!   gzip expansion (1,000:1 after 8 MiB). The reader holds one read block and one
+//!   record, and fails as soon as the record it is reading passes a limit, so memory stays
+//!   bounded whatever the body. Passing a limit is [`ExportError::Limit`], naming the
+//!   limit, the row, line and column, and how to raise it; it is not a bad row (`skip`
+//!   does not skip it) and not retryable (the file behind a request id is fixed: asking
+//!   again reads the same bytes; a real cohort's rows are far below every default).
 //! - **Not a cohort file**: with [`ConvertOptions::expect`] set (the runner sets
 //!   [`BodyExpectation::cohort`]), a header without `amplitude_id` (an HTML error page, a
 //!   `"foo","bar"` file) fails right after the header, and a row count outside the listed
@@ -53,10 +63,12 @@
 
 mod columns;
 mod convert;
+mod csv;
 mod decode;
 mod encode;
 mod error;
 mod input;
+mod limits;
 mod options;
 mod props;
 mod reader;
@@ -68,13 +80,19 @@ mod upload;
 
 pub use columns::{BatchBuilder, parse_i64};
 pub use convert::{ConvertStats, convert_stream};
+pub use csv::{CsvReader, Flow, Header, Progress, RowAt, SKIPPED_SAMPLE};
 pub use decode::GZIP_MAGIC;
 pub use encode::ROWS_KEY;
 pub use error::{BadRowReason, ExportError, SkippedRow};
+pub use limits::{
+    CsvLimits, DEFAULT_MAX_COLUMNS, DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_GZIP_RATIO,
+    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_ROW_BYTES, GZIP_RATIO_GRACE_BYTES, Limit, RaiseWith,
+};
 pub use options::{
     BadRowPolicy, BodyExpectation, COHORT_ROW_SLACK, ColumnType, Compression, ConvertOptions,
     DEFAULT_BATCH_ROWS, DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL, GzipHint, MAX_COHORT_MEMBERS,
     ParquetOptions,
 };
+pub use records::{FieldSink, unquote_raw};
 pub use schema::{AMPLITUDE_ID, ColumnSpec, Columns, columns_from_header};
 pub use stages::{encode_to_parquet, parse_batches, parse_to_batches};

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use super::limits::CsvLimits;
+
 /// Whether the body is gzip-encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GzipHint {
@@ -179,11 +181,14 @@ pub struct ConvertOptions {
     /// What the body must look like to be published (a cohort file); `None` converts any
     /// CSV (the `convert` command).
     pub expect: Option<BodyExpectation>,
+    /// How large a field, a row, the header and the gzip expansion may be (see
+    /// [`CsvLimits`] for the defaults).
+    pub limits: CsvLimits,
 }
 
 impl ConvertOptions {
     /// Defaults: gzip sniffed, no declared types, fail on a bad row, 16 Ki-row batches,
-    /// zstd level 3, 128 Ki-row row groups, no extra metadata.
+    /// zstd level 3, 128 Ki-row row groups, no extra metadata, the default limits.
     pub fn new(source_name: impl Into<String>) -> Self {
         ConvertOptions {
             source_name: source_name.into(),
@@ -195,6 +200,7 @@ impl ConvertOptions {
             metadata: Vec::new(),
             cancel: None,
             expect: None,
+            limits: CsvLimits::default(),
         }
     }
 }

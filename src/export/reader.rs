@@ -1,25 +1,20 @@
-//! Drives the parse: reads the header, builds the schema, splits the body into records
-//! (see `records`), fills record batches of bounded size, applies the bad-row policy and
-//! tells a body cut short from a malformed one.
+//! The export's side of the CSV reader: the header becomes the schema (checked against
+//! the body expectation), the rows fill record batches of bounded size, and the batches
+//! go to the encoder. Splitting, limits, positions and the bad-row policy are the shared
+//! reader's (see `csv`).
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
 
 use super::columns::BatchBuilder;
+use super::csv::{CsvReader, Flow, Header, Progress};
 use super::decode::DecodedBody;
-use super::error::{BadRowReason, ExportError, SkippedRow};
-use super::input::{Input, READ_BLOCK};
-use super::options::{BadRowPolicy, BodyExpectation, ConvertOptions};
-use super::records::{Record, Splitter, raw_fields};
+use super::error::{ExportError, SkippedRow};
+use super::input::READ_BLOCK;
+use super::limits::Limit;
+use super::options::{BodyExpectation, ConvertOptions};
 use super::schema::{Columns, columns_from_header};
-
-/// How many skipped rows are kept as a sample in the stats.
-pub const SKIPPED_SAMPLE: usize = 20;
-
-/// With an expectation, a header row longer than this is not a cohort file's (an endless
-/// body without a line break must not fill memory).
-const MAX_EXPECTED_HEADER_BYTES: usize = 1024 * 1024;
 
 /// Header columns quoted in a "not a cohort file" message, and characters kept of each.
 const SHOWN_COLUMNS: usize = 5;
@@ -65,16 +60,20 @@ async fn parse_body_in_blocks(
     recycle: mpsc::Receiver<RecordBatch>,
     block: usize,
 ) -> Result<ParseSummary, ExportError> {
-    let source = opts.source_name.as_str();
-    let mut input = Input::new(body, block);
-    let columns = read_header(&mut input, opts).await?;
+    let mut reader = CsvReader::with_block(
+        body,
+        &opts.source_name,
+        opts.limits,
+        opts.on_bad_row,
+        block,
+    );
+    let columns = read_header(&mut reader, opts).await?;
     let mut p = Parse {
         opts,
         summary: ParseSummary {
             columns: columns.specs.iter().map(|s| s.name.clone()).collect(),
             ..ParseSummary::default()
         },
-        row: 0,
         max_rows: opts
             .expect
             .as_ref()
@@ -90,122 +89,37 @@ async fn parse_body_in_blocks(
         return Ok(p.summary);
     }
     let mut builder = BatchBuilder::new(&columns, opts.batch_rows);
-    let mut splitter = Splitter::default();
-    while !input.done() {
-        let Some(limit) = input.region_end() else {
-            input.fill(source).await?;
-            continue;
-        };
-        let at_eof = input.eof && limit == input.buf.len();
-        let start = input.start;
-        let ends_with_line_break = input.ends_with_line_break();
-        // Records of the valid text; stops at the first one the text does not hold whole.
-        let mut pos = 0;
-        let mut invalid_at = None;
-        {
-            let region = &input.buf[start..limit];
-            let text = match simdutf8::basic::from_utf8(region) {
-                Ok(t) => t,
-                Err(_) => {
-                    // Rare: find where the invalid bytes start (std says where).
-                    let valid = match std::str::from_utf8(region) {
-                        Ok(_) => region.len(),
-                        Err(e) => e.valid_up_to(),
-                    };
-                    invalid_at = Some(start + valid);
-                    std::str::from_utf8(&region[..valid]).map_err(|e| internal(source, e))?
-                }
-            };
-            let eof = at_eof && invalid_at.is_none();
-            while pos < text.len() {
-                let (record, next) = splitter.record(text, pos, eof, &mut builder);
-                match record {
-                    Record::Row => {
-                        builder.end_row();
-                        p.count_row()?;
-                        if builder.is_full() && !p.send(&mut builder, &tx).await? {
-                            return Ok(p.summary);
-                        }
-                    }
-                    Record::Blank => {}
-                    Record::Bad(reason) => {
-                        p.count_row()?;
-                        let line = input.lines.line_at(&input.buf, start + pos);
-                        if eof && next >= text.len() && !ends_with_line_break {
-                            return Err(ExportError::Truncated {
-                                source_name: source.to_string(),
-                                bytes: input.info.received(),
-                                what: format!(
-                                    "the last row ({}, line {line}) is incomplete: {reason}",
-                                    p.row
-                                ),
-                            });
-                        }
-                        p.bad(line, reason)?;
-                    }
-                    Record::Incomplete => break,
-                    Record::Unterminated => {
-                        return Err(ExportError::Truncated {
-                            source_name: source.to_string(),
-                            bytes: input.info.received(),
-                            what: "it ends inside a quoted field".into(),
-                        });
+    loop {
+        let progress = reader
+            .advance(&mut builder, |b, row| {
+                p.count_row(row.row)?;
+                if row.good {
+                    b.end_row_of(row.len);
+                    if b.is_full() {
+                        return Ok::<_, ExportError>(Flow::Pause);
                     }
                 }
-                pos = next;
+                Ok(Flow::Continue)
+            })
+            .await?;
+        match progress {
+            Progress::Paused => {
+                if !p.send(&mut builder, &tx).await? {
+                    return Ok(p.summary);
+                }
             }
-        }
-        let mut consumed = start + pos;
-        if let Some(bad_at) = invalid_at
-            && consumed <= bad_at
-        {
-            // The record holding the invalid byte (slow path, byte by byte).
-            match raw_fields(&input.buf[..limit], consumed, at_eof) {
-                Some((fields, next)) if next > bad_at => {
-                    p.count_row()?;
-                    let line = input.lines.line_at(&input.buf, consumed);
-                    let column = fields
-                        .iter()
-                        .position(|&(a, b)| (a..b).contains(&bad_at))
-                        .unwrap_or(fields.len());
-                    let reason = if fields.len() != builder.width() {
-                        BadRowReason::FieldCount {
-                            expected: builder.width(),
-                            found: fields.len(),
-                        }
-                    } else {
-                        BadRowReason::InvalidUtf8 {
-                            column: p.summary.columns.get(column).cloned().unwrap_or_default(),
-                        }
-                    };
-                    p.bad(line, reason)?;
-                    consumed = next;
-                }
-                Some(_) => {}
-                None if at_eof => {
-                    return Err(ExportError::Truncated {
-                        source_name: source.to_string(),
-                        bytes: input.info.received(),
-                        what: "it ends inside a quoted field".into(),
-                    });
-                }
-                None => {}
-            }
-        }
-        input.start = consumed;
-        if !input.eof {
-            input.fill(source).await?;
-        } else if consumed == start && !input.done() {
-            // Nothing could be parsed although the whole body is here.
-            return Err(internal(source, "the parser made no progress"));
+            Progress::End => break,
         }
     }
     // Before the last batch and `End`: a body with too few rows is never completed.
-    p.check_min_rows()?;
+    p.check_min_rows(reader.rows())?;
     if builder.rows() > 0 && !p.send(&mut builder, &tx).await? {
         return Ok(p.summary);
     }
-    p.summary.body_bytes = input.info.received();
+    let (skipped, sample) = reader.skipped();
+    p.summary.skipped_rows = skipped;
+    p.summary.skipped_sample = sample.to_vec();
+    p.summary.body_bytes = reader.body_bytes();
     // If the encoder is gone, its error explains the failure.
     let _ = tx.send(ParsedMsg::End).await;
     Ok(p.summary)
@@ -215,8 +129,6 @@ async fn parse_body_in_blocks(
 struct Parse<'a> {
     opts: &'a ConvertOptions,
     summary: ParseSummary,
-    /// 1-based number of the last data row seen (good or bad).
-    row: u64,
     /// The expectation's most rows (`u64::MAX` without one).
     max_rows: u64,
     /// Batches the encoder is done with.
@@ -224,16 +136,14 @@ struct Parse<'a> {
 }
 
 impl Parse<'_> {
-    /// Counts a data row (good or bad); fails as soon as there are more than expected.
+    /// Checks data row `row` (good or bad): fails as soon as there are more than expected.
     #[inline]
-    fn count_row(&mut self) -> Result<(), ExportError> {
-        self.row += 1;
-        if self.row > self.max_rows {
+    fn count_row(&self, row: u64) -> Result<(), ExportError> {
+        if row > self.max_rows {
             return Err(self.not_a_cohort(|e| {
                 format!(
-                    "it has more than {} rows (stopped reading at row {}); {}",
+                    "it has more than {} rows (stopped reading at row {row}); {}",
                     self.max_rows,
-                    self.row,
                     e.describe_rows()
                 )
             }));
@@ -242,11 +152,10 @@ impl Parse<'_> {
     }
 
     /// At the end of the body: fails when it has fewer rows than expected.
-    fn check_min_rows(&self) -> Result<(), ExportError> {
+    fn check_min_rows(&self, rows: u64) -> Result<(), ExportError> {
         match &self.opts.expect {
-            Some(e) if self.row < e.min_rows => {
-                Err(self
-                    .not_a_cohort(|e| format!("it has {} rows; {}", self.row, e.describe_rows())))
+            Some(e) if rows < e.min_rows => {
+                Err(self.not_a_cohort(|e| format!("it has {rows} rows; {}", e.describe_rows())))
             }
             _ => Ok(()),
         }
@@ -278,102 +187,48 @@ impl Parse<'_> {
             .map_err(|e| internal(&self.opts.source_name, e))?;
         Ok(tx.send(ParsedMsg::Batch(batch)).await.is_ok())
     }
-
-    fn bad(&mut self, line: u64, reason: BadRowReason) -> Result<(), ExportError> {
-        let row = self.row;
-        match self.opts.on_bad_row {
-            BadRowPolicy::Fail => Err(ExportError::BadRow {
-                source_name: self.opts.source_name.clone(),
-                row,
-                line,
-                reason,
-            }),
-            BadRowPolicy::Skip => {
-                self.summary.skipped_rows += 1;
-                if self.summary.skipped_sample.len() < SKIPPED_SAMPLE {
-                    self.summary.skipped_sample.push(SkippedRow {
-                        row,
-                        line,
-                        reason: reason.to_string(),
-                    });
-                }
-                tracing::debug!(source = %self.opts.source_name, row, line, %reason, "skipped bad row");
-                Ok(())
-            }
-        }
-    }
 }
 
-/// Reads the header record and turns it into the columns.
-async fn read_header(input: &mut Input, opts: &ConvertOptions) -> Result<Columns, ExportError> {
+/// Reads the header and turns it into the columns. With an expectation, a header without
+/// the expected column, or one that does not end within `max_header_bytes` (an endless
+/// error page), is not the cohort's file.
+async fn read_header(reader: &mut CsvReader, opts: &ConvertOptions) -> Result<Columns, ExportError> {
     let source = opts.source_name.as_str();
-    let header_error = |message: String| ExportError::Header {
-        source_name: source.to_string(),
-        message,
-    };
-    loop {
-        // Blank lines before the header are skipped.
-        while matches!(input.buf.get(input.start), Some(b'\n' | b'\r')) {
-            input.start += 1;
-        }
-        if input.done() {
-            // A cohort file always has a header: an empty body ended early.
-            return Err(ExportError::Truncated {
-                source_name: source.to_string(),
-                bytes: input.info.received(),
-                what: "it is empty: no header row".into(),
-            });
-        }
-        if let Some((fields, next)) = raw_fields(&input.buf, input.start, input.eof) {
-            if let Some(expect) = &opts.expect {
-                check_header(&input.buf, &fields, expect, source)?;
-            }
-            let names = fields
-                .iter()
-                .enumerate()
-                .map(|(i, &(a, b))| header_name(&input.buf[a..b], i))
-                .collect::<Result<Vec<String>, String>>()
-                .map_err(header_error)?;
-            input.start = next;
-            return columns_from_header(&names, &opts.column_types).map_err(header_error);
-        }
-        if input.eof {
-            return Err(ExportError::Truncated {
-                source_name: source.to_string(),
-                bytes: input.info.received(),
-                what: "it ends inside the quoted header".into(),
-            });
-        }
-        if opts.expect.is_some() && input.buf.len() - input.start > MAX_EXPECTED_HEADER_BYTES {
-            let start = &input.buf[input.start..];
+    let header = match reader.read_header().await {
+        Ok(h) => h,
+        Err(e) if e.limit() == Some(Limit::HeaderBytes) && opts.expect.is_some() => {
             let shown = show(&String::from_utf8_lossy(
-                &start[..start.len().min(4 * SHOWN_CHARS)],
+                reader.unread_start(4 * SHOWN_CHARS),
             ));
             return Err(ExportError::NotACohort {
                 source_name: source.to_string(),
                 message: format!(
                     "no complete header row in its first {} KiB (it starts with {shown})",
-                    MAX_EXPECTED_HEADER_BYTES / 1024
+                    opts.limits.max_header_bytes / 1024
                 ),
             });
         }
-        input.fill(source).await?;
+        Err(e) => return Err(e),
+    };
+    let header_error = |message: String| ExportError::Header {
+        source_name: source.to_string(),
+        message,
+    };
+    if let Some(expect) = &opts.expect {
+        check_header(&header, expect, source)?;
     }
+    let names = header.names().map_err(header_error)?;
+    columns_from_header(&names, &opts.column_types).map_err(header_error)
 }
 
 /// Fails unless the header (names as written, before repeated ones are renamed) has the
 /// expected column; the message quotes the header's first columns.
 fn check_header(
-    buf: &[u8],
-    fields: &[(usize, usize)],
+    header: &Header,
     expect: &BodyExpectation,
     source: &str,
 ) -> Result<(), ExportError> {
-    let names: Vec<String> = fields
-        .iter()
-        .enumerate()
-        .map(|(i, &(a, b))| header_name_lossy(&buf[a..b], i))
-        .collect();
+    let names = header.lossy_names();
     if names.contains(&expect.column) {
         return Ok(());
     }
@@ -409,33 +264,6 @@ fn show(text: &str) -> String {
     }
 }
 
-/// One header name: unquoted, `""` unescaped, a leading byte-order mark dropped.
-fn header_name(raw: &[u8], index: usize) -> Result<String, String> {
-    let text = std::str::from_utf8(without_bom(raw, index))
-        .map_err(|_| format!("column {} of the header is not valid UTF-8", index + 1))?;
-    Ok(unquote(text))
-}
-
-/// [`header_name`] with invalid UTF-8 replaced (for checks and messages).
-fn header_name_lossy(raw: &[u8], index: usize) -> String {
-    unquote(&String::from_utf8_lossy(without_bom(raw, index)))
-}
-
-fn without_bom(raw: &[u8], index: usize) -> &[u8] {
-    if index == 0 {
-        raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw)
-    } else {
-        raw
-    }
-}
-
-fn unquote(text: &str) -> String {
-    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        Some(inner) => inner.replace("\"\"", "\""),
-        None => text.to_string(),
-    }
-}
-
 fn internal(source: &str, e: impl std::fmt::Display) -> ExportError {
     ExportError::Internal {
         source_name: source.to_string(),
@@ -447,6 +275,7 @@ fn internal(source: &str, e: impl std::fmt::Display) -> ExportError {
 mod tests {
     use super::*;
     use crate::export::decode::decode;
+    use crate::export::limits::CsvLimits;
     use crate::export::options::GzipHint;
     use arrow::array::{Array, StringArray};
     use bytes::Bytes;
@@ -490,7 +319,12 @@ mod tests {
         if at < body.len() {
             pieces.push(Ok(Bytes::copy_from_slice(&body[at..])));
         }
-        let decoded = decode(futures::stream::iter(pieces), GzipHint::Auto, "t")
+        let decoded = decode(
+            futures::stream::iter(pieces),
+            GzipHint::Auto,
+            "t",
+            &CsvLimits::default(),
+        )
             .await
             .expect("decode");
         let mut opts = ConvertOptions::new("t");
@@ -547,7 +381,7 @@ mod tests {
     where
         S: futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     {
-        let decoded = decode(body, GzipHint::Auto, "cohort c1")
+        let decoded = decode(body, GzipHint::Auto, "cohort c1", &CsvLimits::default())
             .await
             .expect("decode");
         let mut opts = ConvertOptions::new("cohort c1");

@@ -1,14 +1,52 @@
 //! The record splitter: RFC 4180 CSV (quoted or not, `""` escapes, LF / CRLF / CR line
 //! ends, line breaks inside quotes) split into fields that go straight into a
-//! [`BatchBuilder`]. It works on text already validated as UTF-8 (a whole buffer at once),
-//! jumps between delimiters with `memchr`, and only copies a field when it holds a
-//! doubled quote. A record cut off by the end of the buffer is reported as incomplete so
-//! the caller can read more and try again.
+//! [`FieldSink`] (the export's [`BatchBuilder`], the reverse's id column). It works on
+//! text already validated as UTF-8 (a whole buffer at once), jumps between delimiters
+//! with `memchr`, and only copies a field when it holds a doubled quote. A record cut off
+//! by the end of the buffer is reported as incomplete so the caller can read more and try
+//! again. [`scan_record`] finds the same records' boundaries in raw bytes (the header,
+//! rows holding invalid UTF-8, and records too long to finish).
+//!
+//! A quote opens a quoted field only as the field's first byte; elsewhere it is data.
+//! Text between a closing quote and the next delimiter makes the row malformed.
 
 use memchr::{memchr, memchr3};
 
 use super::columns::BatchBuilder;
 use super::error::BadRowReason;
+
+/// Where the fields of a record go, one at a time, in column order.
+pub trait FieldSink {
+    /// How many fields a row must have.
+    fn width(&self) -> usize;
+    /// Field `col` of the current row, known to be UTF-8 (quotes removed, `""` unescaped).
+    fn push_str(&mut self, col: usize, field: &str) -> Result<(), BadRowReason>;
+    /// Field `col` of the current row as raw bytes (from a row holding invalid UTF-8
+    /// somewhere; the sink checks what it needs).
+    fn push_bytes(&mut self, col: usize, field: &[u8]) -> Result<(), BadRowReason>;
+    /// Forgets the fields pushed for the current row.
+    fn rollback_row(&mut self);
+}
+
+impl FieldSink for BatchBuilder {
+    #[inline]
+    fn width(&self) -> usize {
+        BatchBuilder::width(self)
+    }
+
+    #[inline]
+    fn push_str(&mut self, col: usize, field: &str) -> Result<(), BadRowReason> {
+        BatchBuilder::push_str(self, col, field)
+    }
+
+    fn push_bytes(&mut self, col: usize, field: &[u8]) -> Result<(), BadRowReason> {
+        BatchBuilder::push_bytes(self, col, field)
+    }
+
+    fn rollback_row(&mut self) {
+        BatchBuilder::rollback_row(self)
+    }
+}
 
 /// How parsing one record ended.
 #[derive(Debug, PartialEq)]
@@ -23,23 +61,35 @@ pub enum Record {
     Incomplete,
     /// The body ended inside a quoted field.
     Unterminated,
+    /// Field `column` (0-based) is longer than the splitter's `max_field` bytes; nothing
+    /// left pushed.
+    FieldTooLong { column: usize },
 }
 
 /// Splits records; keeps the buffer used to unescape `""`.
-#[derive(Default)]
 pub struct Splitter {
     scratch: String,
+    /// Longest field accepted, in bytes as written (quotes included).
+    max_field: usize,
 }
 
 impl Splitter {
+    /// A splitter refusing fields longer than `max_field` bytes as written.
+    pub fn new(max_field: usize) -> Self {
+        Splitter {
+            scratch: String::new(),
+            max_field,
+        }
+    }
+
     /// Parses the record starting at byte `pos` of `text` and returns how it ended and
     /// where the next record starts. `eof` says that `text` ends the body.
-    pub fn record(
+    pub fn record<S: FieldSink>(
         &mut self,
         text: &str,
         pos: usize,
         eof: bool,
-        builder: &mut BatchBuilder,
+        builder: &mut S,
     ) -> (Record, usize) {
         let bytes = text.as_bytes();
         match bytes.get(pos) {
@@ -64,6 +114,10 @@ impl Splitter {
             let (field_end, after) = if bytes.get(p) == Some(&b'"') {
                 match self.quoted(text, p, eof) {
                     Quoted::Field { end } => {
+                        if end - p > self.max_field {
+                            builder.rollback_row();
+                            return (Record::FieldTooLong { column: col }, end);
+                        }
                         let value = match self.scratch.is_empty() {
                             true => text.get(p + 1..end - 1),
                             false => Some(self.scratch.as_str()),
@@ -97,6 +151,10 @@ impl Splitter {
                         return (Record::Incomplete, pos);
                     }
                 };
+                if end - p > self.max_field {
+                    builder.rollback_row();
+                    return (Record::FieldTooLong { column: col }, end);
+                }
                 if col < width && error.is_none() {
                     let r = match text.get(p..end) {
                         Some(v) => builder.push_str(col, v),
@@ -155,9 +213,9 @@ impl Splitter {
         }
     }
 
-    fn finish(
+    fn finish<S: FieldSink>(
         &mut self,
-        builder: &mut BatchBuilder,
+        builder: &mut S,
         fields: usize,
         error: Option<BadRowReason>,
         next: usize,
@@ -259,51 +317,135 @@ fn internal_split() -> BadRowReason {
     }
 }
 
-/// The fields of one record as raw byte ranges, for rows whose text is not valid UTF-8
-/// (the slow path): returns the field ranges (quotes included) and where the next record
-/// starts, or `None` when the bytes end before the record does.
-pub fn raw_fields(bytes: &[u8], pos: usize, eof: bool) -> Option<(Vec<(usize, usize)>, usize)> {
-    let mut fields = Vec::new();
+/// How [`scan_record`] found a record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// The record ends at `next` (where the next record starts).
+    Complete { next: usize },
+    /// The bytes end before the record does (or, at the end of the body, inside a quoted
+    /// field). `fields` were started so far; `longest` is `(column, bytes)` of the longest
+    /// field so far, the unfinished one included.
+    Incomplete {
+        fields: usize,
+        longest: (usize, usize),
+    },
+    /// The record has more than the `max_fields` asked for.
+    TooManyFields,
+}
+
+/// Finds the record starting at `pos` of raw `bytes` (same rules as the [`Splitter`]),
+/// pushing each field's byte range (quotes included) onto `fields` when given. `eof` says
+/// that `bytes` end the body.
+pub fn scan_record(
+    bytes: &[u8],
+    pos: usize,
+    eof: bool,
+    max_fields: usize,
+    mut fields: Option<&mut Vec<(usize, usize)>>,
+) -> Scan {
+    let mut count = 0usize;
+    let mut longest = (0usize, 0usize);
     let mut p = pos;
-    let mut start = pos;
-    let mut in_quotes = false;
-    while p < bytes.len() {
-        let b = bytes[p];
-        if in_quotes {
-            if b == b'"' {
-                if bytes.get(p + 1) == Some(&b'"') {
-                    p += 2;
-                    continue;
+    loop {
+        // One field starting at p.
+        let start = p;
+        if count == max_fields {
+            return Scan::TooManyFields;
+        }
+        count += 1;
+        if bytes.get(p) == Some(&b'"') {
+            // The closing quote: a quote not followed by another one.
+            let mut q = p + 1;
+            loop {
+                match memchr(b'"', &bytes[q.min(bytes.len())..]) {
+                    Some(k) if bytes.get(q + k + 1) == Some(&b'"') => q += k + 2,
+                    Some(k) if q + k + 1 < bytes.len() || eof => {
+                        p = q + k + 1;
+                        break;
+                    }
+                    // A quote at the very end may be the first half of a `""`.
+                    _ => {
+                        longest = longer(longest, count - 1, bytes.len() - start);
+                        return Scan::Incomplete {
+                            fields: count,
+                            longest,
+                        };
+                    }
                 }
-                in_quotes = false;
             }
-            p += 1;
-            continue;
         }
-        match b {
-            b'"' => in_quotes = true,
-            b',' => {
-                fields.push((start, p));
-                start = p + 1;
-            }
-            b'\n' | b'\r' => {
-                fields.push((start, p));
-                let next = if b == b'\r' && bytes.get(p + 1) == Some(&b'\n') {
-                    p + 2
-                } else {
-                    p + 1
+        let end = match memchr3(b',', b'\n', b'\r', &bytes[p..]) {
+            Some(k) => p + k,
+            None if eof => bytes.len(),
+            None => {
+                longest = longer(longest, count - 1, bytes.len() - start);
+                return Scan::Incomplete {
+                    fields: count,
+                    longest,
                 };
-                return Some((fields, next));
             }
-            _ => {}
+        };
+        longest = longer(longest, count - 1, end - start);
+        if let Some(f) = fields.as_deref_mut() {
+            f.push((start, end));
         }
-        p += 1;
+        match bytes.get(end) {
+            Some(b',') => p = end + 1,
+            Some(b'\r') if bytes.get(end + 1) == Some(&b'\n') => {
+                return Scan::Complete { next: end + 2 };
+            }
+            Some(b'\r') if end + 1 == bytes.len() && !eof => {
+                // A CR at the very end may be the first half of a CRLF.
+                return Scan::Incomplete {
+                    fields: count,
+                    longest,
+                };
+            }
+            Some(_) => return Scan::Complete { next: end + 1 },
+            None => return Scan::Complete { next: end },
+        }
     }
-    if eof && !in_quotes {
-        fields.push((start, p));
-        return Some((fields, p));
+}
+
+fn longer(a: (usize, usize), column: usize, len: usize) -> (usize, usize) {
+    if len > a.1 { (column, len) } else { a }
+}
+
+/// A raw field's value: quotes removed and `""` unescaped. `None` when text follows the
+/// closing quote.
+pub fn unquote_raw(raw: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    let Some(inner) = raw.strip_prefix(b"\"") else {
+        return Some(std::borrow::Cow::Borrowed(raw));
+    };
+    let mut out: Option<Vec<u8>> = None;
+    let mut i = 0;
+    while i < inner.len() {
+        if inner[i] == b'"' {
+            if inner.get(i + 1) == Some(&b'"') {
+                let v = out.get_or_insert_with(|| inner[..i].to_vec());
+                v.push(b'"');
+                i += 2;
+                continue;
+            }
+            // The closing quote: it must end the field.
+            if i + 1 != inner.len() {
+                return None;
+            }
+            return Some(match out {
+                Some(v) => std::borrow::Cow::Owned(v),
+                None => std::borrow::Cow::Borrowed(&inner[..i]),
+            });
+        }
+        if let Some(v) = out.as_mut() {
+            v.push(inner[i]);
+        }
+        i += 1;
     }
-    None
+    // No closing quote (only at the end of a cut body): the bytes as they are.
+    Some(match out {
+        Some(v) => std::borrow::Cow::Owned(v),
+        None => std::borrow::Cow::Borrowed(inner),
+    })
 }
 
 #[cfg(test)]

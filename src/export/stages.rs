@@ -31,7 +31,13 @@ where
     let (_no_recycling, recycle) = mpsc::channel(1);
     let parse_opts = opts.clone();
     let parser = tokio::spawn(async move {
-        let decoded = decode(body, parse_opts.gzip, &parse_opts.source_name).await?;
+        let decoded = decode(
+            body,
+            parse_opts.gzip,
+            &parse_opts.source_name,
+            &parse_opts.limits,
+        )
+        .await?;
         parse_body(decoded, &parse_opts, tx, recycle).await
     });
     let mut schema = None;
