@@ -371,6 +371,147 @@ fn usage_errors_exit_2() {
     assert!(!out.exists());
 }
 
+/// `convert IN IN`, `convert IN DIR/`, `convert DIR OUT`: refused with a message saying
+/// what to give instead (exit 2), the input untouched, nothing written.
+#[test]
+fn misuse_of_paths_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write(dir.path(), "a.csv", EDGE_CSV);
+    let refused = |args: &[&str]| {
+        let res = convert(args);
+        assert_eq!(
+            res.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        String::from_utf8_lossy(&res.stderr).to_string()
+    };
+    // The input as output: as given, through `./` and `..`, through a symbolic link and
+    // a hard link.
+    let via_dots = format!("{}/./../{}/a.csv", s(dir.path()), {
+        dir.path()
+            .file_name()
+            .expect("name")
+            .to_str()
+            .expect("utf-8")
+    });
+    std::os::unix::fs::symlink(&input, dir.path().join("link.csv")).expect("symlink");
+    std::fs::hard_link(&input, dir.path().join("hard.csv")).expect("hard link");
+    for out in [
+        s(&input).to_string(),
+        via_dots,
+        s(&dir.path().join("link.csv")).to_string(),
+        s(&dir.path().join("hard.csv")).to_string(),
+    ] {
+        let err = refused(&[s(&input), &out]);
+        assert!(
+            err.contains("is the input file") && err.contains("choose another output path"),
+            "{out}: {err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&input).expect("input"),
+        EDGE_CSV,
+        "input untouched"
+    );
+    // A directory as output, existing or written with a trailing slash.
+    let out_dir = dir.path().join("OUT");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    for out in [
+        s(&out_dir).to_string(),
+        format!("{}/", s(&dir.path().join("NEW"))),
+    ] {
+        let err = refused(&[s(&input), &out]);
+        assert!(
+            err.contains("is a directory: give the Parquet file's path, e.g. ")
+                && err.contains("a.parquet"),
+            "{out}: {err}"
+        );
+    }
+    assert!(!dir.path().join("NEW").exists());
+    assert_eq!(std::fs::read_dir(&out_dir).expect("read_dir").count(), 0);
+    // A directory as input.
+    let err = refused(&[s(&out_dir), s(&dir.path().join("x.parquet"))]);
+    assert!(
+        err.contains("OUT is a directory: give the CSV file to convert"),
+        "{err}"
+    );
+    assert!(!err.contains("download failed"), "{err}");
+    assert!(!dir.path().join("x.parquet").exists());
+    // The limits are options: at least 1.
+    refused(&[
+        s(&input),
+        s(&dir.path().join("y.parquet")),
+        "--max-field-bytes",
+        "0",
+    ]);
+}
+
+/// Inputs past a limit: the message names the limit, where, and the flag that raises it;
+/// raising it converts the file.
+#[test]
+fn limits_stop_hostile_inputs_and_can_be_raised() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A field of 100 KiB (a real cohort's are below 32 KiB).
+    let mut body = b"\"amplitude_id\",\"note\"\n\"1\",\"short\"\n\"2\",\"".to_vec();
+    body.extend(std::iter::repeat_n(b'x', 100 * 1024));
+    body.extend(b"\"\n");
+    let input = write(dir.path(), "long.csv", &body);
+    let out = dir.path().join("long.parquet");
+    let res = convert(&[s(&input), s(&out)]);
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        err.contains("long.csv: row 2 (line 3), column \"note\": a field is longer than 65536 bytes (limit max_field_bytes; raise it with --max-field-bytes)"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    ok(&convert(&[
+        s(&input),
+        s(&out),
+        "--max-field-bytes",
+        "200000",
+    ]));
+    assert_eq!(dump(s(&out))["num_rows"], 2);
+
+    // A single 8 MiB field compressed (a gzip bomb's shape): stopped at the field limit.
+    let input = write(
+        dir.path(),
+        "bomb.csv.gz",
+        &gzip(&{
+            let mut b = b"a\n".to_vec();
+            b.extend(std::iter::repeat_n(b'0', 8 << 20));
+            b
+        }),
+    );
+    let res = convert(&[s(&input), s(&dir.path().join("bomb.parquet"))]);
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("limit max_field_bytes"), "{err}");
+
+    // Too many columns.
+    let header: Vec<String> = (0..1001).map(|i| format!("c{i}")).collect();
+    let input = write(
+        dir.path(),
+        "wide.csv",
+        format!("{}\n", header.join(",")).as_bytes(),
+    );
+    let res = convert(&[s(&input), s(&dir.path().join("wide.parquet"))]);
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        err.contains("wide.csv: the header has more than 1000 columns (limit max_columns; raise it with --max-columns)"),
+        "{err}"
+    );
+    ok(&convert(&[
+        s(&input),
+        s(&dir.path().join("wide.parquet")),
+        "--max-columns",
+        "1001",
+    ]));
+}
+
 #[test]
 fn compression_row_groups_and_footer_metadata() {
     let dir = tempfile::tempdir().expect("tempdir");

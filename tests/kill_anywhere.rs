@@ -163,7 +163,9 @@ async fn export_case(case: Case) -> Result<String, String> {
     // A SIGTERM after the last pipeline finished finds nothing left to stop: exit 0.
     let finished = case.term && case.point == "run.report.before" && first == 0;
     ensure(first == expected_first || finished, || {
-        format!("first run exited {first}, expected {expected_first} (point not reached?)\n{first_err}")
+        format!(
+            "first run exited {first}, expected {expected_first} (point not reached?)\n{first_err}"
+        )
     })?;
     if case.term {
         ensure(first_report.is_some(), || {
@@ -224,7 +226,12 @@ fn check_outputs(h: &Harness, root: &str, report: &Value) -> Result<(), String> 
             .filter(|(k, _)| k.starts_with(&format!("cohort_id={}/", spec.id)))
             .collect();
         ensure(mine.len() == 1, || {
-            format!("cohort {}: {} files: {:?}", spec.id, mine.len(), files.keys())
+            format!(
+                "cohort {}: {} files: {:?}",
+                spec.id,
+                mine.len(),
+                files.keys()
+            )
         })?;
         let (path, f) = mine[0];
         ensure(f["rows"].as_u64() == Some(spec.size), || {
@@ -237,7 +244,10 @@ fn check_outputs(h: &Harness, root: &str, report: &Value) -> Result<(), String> 
         total += spec.size;
     }
     ensure(tree["dataset_rows"].as_u64() == Some(total), || {
-        format!("pyarrow.dataset read {} rows, expected {total}", tree["dataset_rows"])
+        format!(
+            "pyarrow.dataset read {} rows, expected {total}",
+            tree["dataset_rows"]
+        )
     })?;
     if !root.starts_with("s3://") {
         ensure(tree["duckdb_rows"].as_u64() == Some(total), || {

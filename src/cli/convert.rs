@@ -8,8 +8,9 @@ use std::sync::Arc;
 use clap::Args;
 use cohort_sync::exit;
 use cohort_sync::export::{
-    BadRowPolicy, ColumnType, Compression, ConvertOptions, DEFAULT_BATCH_ROWS,
-    DEFAULT_ROW_GROUP_ROWS, GzipHint, convert_stream,
+    BadRowPolicy, ColumnType, Compression, ConvertOptions, CsvLimits, DEFAULT_BATCH_ROWS,
+    DEFAULT_MAX_COLUMNS, DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_GZIP_RATIO, DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_ROW_BYTES, DEFAULT_ROW_GROUP_ROWS, GzipHint, RaiseWith, convert_stream,
 };
 use cohort_sync::storage;
 use object_store::ObjectStore;
@@ -23,6 +24,11 @@ unless --column-type says otherwise; an empty field is null. A repeated column n
 suffix: the second `amplitude_id` becomes `amplitude_id_2`.
 Output: the file appears at OUT only when complete (S3: multipart upload; local: a staging
 file `OUT#N` renamed into place). The footer carries --metadata pairs and cohort_sync.rows.
+OUT must name the file itself: a directory (or a path ending in `/`) is refused, and so is
+OUT being IN (also through `./`, symbolic or hard links).
+Limits: a field, a row, the header or the gzip expansion past its --max-… limit stops the
+conversion (naming the limit, row, line and column) before more of that record is read,
+so memory stays bounded whatever the input; the defaults are far above any cohort file.
 Exit codes: 0 done, 1 bad input or write failure (the message names the file, row and
 line), 2 bad usage.")]
 pub struct ConvertArgs {
@@ -48,9 +54,31 @@ pub struct ConvertArgs {
     /// Extra footer metadata: KEY=VALUE (repeatable).
     #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = parse_pair)]
     metadata: Vec<(String, String)>,
+    /// Longest field, in bytes as written (quotes included).
+    #[arg(long, default_value_t = DEFAULT_MAX_FIELD_BYTES, value_parser = at_least_one)]
+    max_field_bytes: usize,
+    /// Longest row, in bytes as written.
+    #[arg(long, default_value_t = DEFAULT_MAX_ROW_BYTES, value_parser = at_least_one)]
+    max_row_bytes: usize,
+    /// Longest header row, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_HEADER_BYTES, value_parser = at_least_one)]
+    max_header_bytes: usize,
+    /// Most columns in the header.
+    #[arg(long, default_value_t = DEFAULT_MAX_COLUMNS, value_parser = at_least_one)]
+    max_columns: usize,
+    /// Most bytes a gzip input may expand to per compressed byte (checked after 8 MiB).
+    #[arg(long, default_value_t = DEFAULT_MAX_GZIP_RATIO, value_parser = clap::value_parser!(u64).range(1..))]
+    max_gzip_ratio: u64,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number of at least 1, got {s:?}")),
+    }
 }
 
 fn parse_compression(s: &str) -> Result<Compression, String> {
@@ -71,6 +99,69 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 fn parse_column_type(s: &str) -> Result<(String, ColumnType), String> {
     let (name, ty) = parse_pair(s)?;
     Ok((name, ty.parse()?))
+}
+
+/// Refuses an input that is a directory, an output that is a directory (or written as
+/// one), and an output that is the input itself.
+fn check_paths(input: &FsPath, output: &str) -> Result<(), String> {
+    let stdin = input.as_os_str() == "-";
+    if !stdin && input.is_dir() {
+        return Err(format!(
+            "{} is a directory: give the CSV file to convert",
+            input.display()
+        ));
+    }
+    if output.starts_with("s3://") {
+        return Ok(());
+    }
+    let out = FsPath::new(output.strip_prefix("file://").unwrap_or(output));
+    if output.ends_with('/') || out.is_dir() {
+        let stem = if stdin {
+            "out".to_string()
+        } else {
+            input_stem(input)
+        };
+        return Err(format!(
+            "{output} is a directory: give the Parquet file's path, e.g. {}",
+            out.join(format!("{stem}.parquet")).display()
+        ));
+    }
+    if !stdin && same_file(input, out) {
+        return Err(format!(
+            "{output} is the input file: convert writes a new file, choose another output path"
+        ));
+    }
+    Ok(())
+}
+
+/// The input's file name without `.gz` and `.csv`.
+fn input_stem(input: &FsPath) -> String {
+    let name = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    let name = name.strip_suffix(".csv").unwrap_or(name);
+    name.to_string()
+}
+
+/// Whether both paths exist and are one file: the same canonical path (`./`, `..`,
+/// symbolic links), or on unix the same device and inode (hard links).
+fn same_file(a: &FsPath, b: &FsPath) -> bool {
+    let (Ok(ca), Ok(cb)) = (std::fs::canonicalize(a), std::fs::canonicalize(b)) else {
+        return false;
+    };
+    if ca == cb {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(ma), Ok(mb)) = (std::fs::metadata(&ca), std::fs::metadata(&cb)) {
+            return ma.dev() == mb.dev() && ma.ino() == mb.ino();
+        }
+    }
+    false
 }
 
 /// Where the output goes.
@@ -99,6 +190,10 @@ pub async fn convert(args: ConvertArgs) -> u8 {
             return exit::USAGE;
         }
     }
+    if let Err(e) = check_paths(&args.input, &args.output) {
+        eprintln!("error: {e}");
+        return exit::USAGE;
+    }
     let (store, key, shown) = match destination(&args.output) {
         Ok(d) => d,
         Err(e) => {
@@ -115,6 +210,14 @@ pub async fn convert(args: ConvertArgs) -> u8 {
     opts.parquet.compression = args.compression;
     opts.parquet.row_group_rows = args.row_group_rows.max(1);
     opts.metadata = args.metadata.clone();
+    opts.limits = CsvLimits {
+        max_field_bytes: args.max_field_bytes,
+        max_row_bytes: args.max_row_bytes,
+        max_header_bytes: args.max_header_bytes,
+        max_columns: args.max_columns,
+        max_gzip_ratio: args.max_gzip_ratio,
+        raise_with: RaiseWith::ConvertFlags,
+    };
 
     let result = if args.input.as_os_str() == "-" {
         let body = ReaderStream::with_capacity(tokio::io::stdin(), 256 * 1024);

@@ -669,8 +669,9 @@ mod tests {
     /// `head`, then `piece` forever.
     fn endless(head: &'static [u8], piece: &'static [u8]) -> Body {
         Box::pin(
-            futures::stream::once(async move { Ok(Bytes::from_static(head)) })
-                .chain(futures::stream::repeat_with(move || Ok(Bytes::from_static(piece)))),
+            futures::stream::once(async move { Ok(Bytes::from_static(head)) }).chain(
+                futures::stream::repeat_with(move || Ok(Bytes::from_static(piece))),
+            ),
         )
     }
 
@@ -756,7 +757,10 @@ mod tests {
             read(body, CsvLimits::default(), READ_BLOCK).await,
             Limit::FieldBytes,
         );
-        assert!(message.starts_with("t.csv: row 1 (line 2), column \"b\": "), "{message}");
+        assert!(
+            message.starts_with("t.csv: row 1 (line 2), column \"b\": "),
+            "{message}"
+        );
         assert_bounded(&pulled, DEFAULT_MAX_FIELD_BYTES);
     }
 
@@ -777,7 +781,10 @@ mod tests {
     #[tokio::test]
     async fn a_header_may_have_max_columns() {
         let header = |n: usize| {
-            let mut h = (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>().join(",");
+            let mut h = (0..n)
+                .map(|i| format!("c{i}"))
+                .collect::<Vec<_>>()
+                .join(",");
             h.push('\n');
             h
         };
@@ -831,7 +838,9 @@ mod tests {
         );
         // At the limits exactly (fields of 8 bytes with their quotes), rows are read.
         let text = b"a,b\n\"123456\",\"a\"\"cd\"\n12345678,x\n";
-        let rows = read(once(text), limits, 5).await.expect("within the limits");
+        let rows = read(once(text), limits, 5)
+            .await
+            .expect("within the limits");
         assert_eq!(rows, [["123456", "a\"cd"], ["12345678", "x"]]);
     }
 
@@ -851,8 +860,9 @@ mod tests {
         let pieces = futures::stream::repeat_with(move || member.chunks(4096))
             .flat_map(futures::stream::iter)
             .map(|c| Ok(Bytes::from_static(c)));
-        let body: Body =
-            Box::pin(futures::stream::once(async move { Ok(Bytes::from_static(head)) }).chain(pieces));
+        let body: Body = Box::pin(
+            futures::stream::once(async move { Ok(Bytes::from_static(head)) }).chain(pieces),
+        );
         let (body, pulled) = counted(body);
         let message = limit_error(
             read(body, CsvLimits::default(), READ_BLOCK).await,
@@ -865,10 +875,15 @@ mod tests {
         assert!(message.ends_with("(limit max_gzip_ratio)"), "{message}");
         // It stopped within the first megabytes of output: a few members of input.
         let pulled = pulled.load(Ordering::Relaxed);
-        assert!(pulled < 4 * member.len() as u64, "read {pulled} compressed bytes");
+        assert!(
+            pulled < 4 * member.len() as u64,
+            "read {pulled} compressed bytes"
+        );
         // The same rows at a lower ratio are read.
         let body = gzip(&[&b"a,b\n"[..], &b"1,a\n2,b\n".repeat(1000)].concat());
-        let rows = read(once(&body), CsvLimits::default(), 64).await.expect("gzip");
+        let rows = read(once(&body), CsvLimits::default(), 64)
+            .await
+            .expect("gzip");
         assert_eq!(rows.len(), 2000);
     }
 

@@ -174,8 +174,9 @@ mod tests {
         limits.raise_with = RaiseWith::DownloadLimits;
         let e = limits.error("cohort c", Limit::RowBytes, "", "x");
         assert!(
-            e.to_string()
-                .ends_with("(limit max_row_bytes; raise it with max_row_bytes in [download.limits])"),
+            e.to_string().ends_with(
+                "(limit max_row_bytes; raise it with max_row_bytes in [download.limits])"
+            ),
             "{e}"
         );
         assert_eq!(limits.value(Limit::GzipRatio), 1000);

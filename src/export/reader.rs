@@ -60,13 +60,8 @@ async fn parse_body_in_blocks(
     recycle: mpsc::Receiver<RecordBatch>,
     block: usize,
 ) -> Result<ParseSummary, ExportError> {
-    let mut reader = CsvReader::with_block(
-        body,
-        &opts.source_name,
-        opts.limits,
-        opts.on_bad_row,
-        block,
-    );
+    let mut reader =
+        CsvReader::with_block(body, &opts.source_name, opts.limits, opts.on_bad_row, block);
     let columns = read_header(&mut reader, opts).await?;
     let mut p = Parse {
         opts,
@@ -192,7 +187,10 @@ impl Parse<'_> {
 /// Reads the header and turns it into the columns. With an expectation, a header without
 /// the expected column, or one that does not end within `max_header_bytes` (an endless
 /// error page), is not the cohort's file.
-async fn read_header(reader: &mut CsvReader, opts: &ConvertOptions) -> Result<Columns, ExportError> {
+async fn read_header(
+    reader: &mut CsvReader,
+    opts: &ConvertOptions,
+) -> Result<Columns, ExportError> {
     let source = opts.source_name.as_str();
     let header = match reader.read_header().await {
         Ok(h) => h,
@@ -325,8 +323,8 @@ mod tests {
             "t",
             &CsvLimits::default(),
         )
-            .await
-            .expect("decode");
+        .await
+        .expect("decode");
         let mut opts = ConvertOptions::new("t");
         opts.batch_rows = 7;
         let (tx, mut rx) = mpsc::channel(1_000_000);
