@@ -189,7 +189,173 @@ async fn a_non_integer_amplitude_id_is_a_clear_error() {
     assert!(matches!(err, ReadError::NotAnInteger { .. }), "{err}");
     let text = err.to_string();
     assert!(
-        text.contains("ids.csv") && text.contains("line 4") && text.contains("\"12x\""),
+        text.contains("ids.csv") && text.contains("row 3 (line 4)") && text.contains("\"12x\""),
         "{text}"
+    );
+}
+
+/// A Parquet id column is read only when its type can hold the id kind: strings for
+/// either kind, integers for `amplitude_id`; anything else is refused naming the column
+/// and its Arrow type (never stringified into `true`, `2.0`, `[a]` or a date).
+#[tokio::test]
+async fn parquet_id_columns_of_other_types_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("typed.parquet");
+    write_parquet(
+        &path,
+        serde_json::json!({
+            "columns": {
+                "s": {"type": "string", "values": ["12", "13"]},
+                "ls": {"type": "large_string", "values": ["12", "13"]},
+                "sv": {"type": "string_view", "values": ["12", "13"]},
+                "dict": {"type": "dictionary", "values": ["12", "12"]},
+                "i32": {"type": "int32", "values": [12, 13]},
+                "i64": {"type": "int64", "values": [12, null]},
+                "u64": {"type": "uint64", "values": [12, 13]},
+                "f": {"type": "float64", "values": [2.0, 3.0]},
+                "b": {"type": "bool", "values": [true, false]},
+                "t": {"type": "timestamp", "values": [1, 2]},
+                "l": {"type": "list", "values": [["a"], ["b"]]},
+                "bin": {"type": "binary", "values": ["a", "b"]},
+            }
+        }),
+    );
+    let read = |column: &'static str, kind: IdKind| {
+        let file = FileRef::parse("typed.parquet", dir.path()).expect("url");
+        async move { read_ids(&file, SourceFormat::Auto, &ColumnSpec::new(column, kind)).await }
+    };
+    for column in ["s", "ls", "sv", "dict"] {
+        for kind in [IdKind::UserId, IdKind::AmplitudeId] {
+            let (ids, stats) = read(column, kind)
+                .await
+                .unwrap_or_else(|e| panic!("{column} {kind:?}: {e}"));
+            assert_eq!(stats.rows, 2, "{column}");
+            assert!(ids.total() >= 1, "{column}");
+        }
+    }
+    for column in ["i32", "i64", "u64"] {
+        let (ids, stats) = read(column, IdKind::AmplitudeId)
+            .await
+            .unwrap_or_else(|e| panic!("{column}: {e}"));
+        assert_eq!(stats.rows, 2, "{column}");
+        assert_eq!(ids.total() as u64, 2 - stats.blank, "{column}");
+        let err = read(column, IdKind::UserId).await.unwrap_err();
+        assert!(matches!(err, ReadError::Parquet { .. }), "{column}: {err}");
+        assert!(
+            err.to_string()
+                .contains("cannot hold user_id ids: id_kind = \"user_id\" takes a string column"),
+            "{err}"
+        );
+    }
+    for (column, arrow_type) in [
+        ("f", "Float64"),
+        ("b", "Boolean"),
+        ("t", "Timestamp("),
+        ("l", "List("),
+        ("bin", "Binary"),
+    ] {
+        for kind in [IdKind::UserId, IdKind::AmplitudeId] {
+            let err = read(column, kind).await.unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("typed.parquet")
+                    && text.contains(&format!("column {column:?} is of Arrow type {arrow_type}")),
+                "{column} {kind:?}: {text}"
+            );
+        }
+    }
+}
+
+/// An `amplitude_id` outside 1..=i64::MAX (from an unsigned or signed integer column, or
+/// text) is an error naming the file, the row and the value: never sent.
+#[tokio::test]
+async fn amplitude_ids_out_of_range_are_refused_from_parquet_and_csv() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ids.parquet");
+    write_parquet(
+        &path,
+        serde_json::json!({
+            "columns": {
+                "u": {"type": "uint64", "values": [7, 18446744073709551615u64, 8]},
+                "i": {"type": "int64", "values": [7, null, -3]},
+                "s": {"type": "string", "values": ["7", "9223372036854775808", "8"]},
+            }
+        }),
+    );
+    for (column, row, value) in [
+        ("u", 2, "18446744073709551615"),
+        ("i", 3, "-3"),
+        ("s", 2, "9223372036854775808"),
+    ] {
+        let file = FileRef::parse("ids.parquet", dir.path()).expect("url");
+        let err = read_ids(
+            &file,
+            SourceFormat::Auto,
+            &ColumnSpec::new(column, IdKind::AmplitudeId),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ReadError::OutOfRange { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("ids.parquet")
+                && text.contains(&format!("row {row}: amplitude_id {value} is out of range")),
+            "{text}"
+        );
+    }
+    std::fs::write(dir.path().join("ids.csv"), "amplitude_id\n7\n0\n").expect("write");
+    let file = FileRef::parse("ids.csv", dir.path()).expect("url");
+    let err = read_ids(
+        &file,
+        SourceFormat::Auto,
+        &ColumnSpec::new("amplitude_id", IdKind::AmplitudeId),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("ids.csv: row 2 (line 3): amplitude_id 0 is out of range"),
+        "{err}"
+    );
+}
+
+/// A CSV source ending inside an open quote (a cut export) is an error naming the file and
+/// the line, plain or gzip, never a shorter list.
+#[tokio::test]
+async fn a_csv_source_ending_inside_a_quote_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "email,user_id\na@x.com,alice\nb@x.com,\"bob\nc@x.com,carol\n";
+    std::fs::write(dir.path().join("cut.csv"), text).expect("write");
+    std::fs::write(dir.path().join("cut.csv.gz"), gzip(text.as_bytes())).expect("write");
+    for name in ["cut.csv", "cut.csv.gz"] {
+        let file = FileRef::parse(name, dir.path()).expect("url");
+        let err = read_ids(
+            &file,
+            SourceFormat::Auto,
+            &ColumnSpec::new("user_id", IdKind::UserId),
+        )
+        .await
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(name)
+                && text.contains("ends inside a quoted field of row 2, which starts on line 3"),
+            "{text}"
+        );
+    }
+    // A short row, too: the export's strictness.
+    std::fs::write(dir.path().join("short.csv"), "email,user_id\na@x.com\n").expect("write");
+    let file = FileRef::parse("short.csv", dir.path()).expect("url");
+    let err = read_ids(
+        &file,
+        SourceFormat::Auto,
+        &ColumnSpec::new("user_id", IdKind::UserId),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("short.csv: bad row 1 (line 2): expected 2 fields, found 1"),
+        "{err}"
     );
 }

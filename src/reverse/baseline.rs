@@ -11,14 +11,14 @@ use std::path::Path;
 use chrono::Utc;
 use serde::Serialize;
 
-use super::bytes::stream_reader;
 use super::failure::Failure;
 use super::idset::IdCollector;
 use super::snapshot::{self, Snapshot, SnapshotInfo};
-use super::source::{ColumnSpec, ReadError, ReadStats, collect_csv, read_ids};
+use super::source::{ColumnSpec, ReadStats, collect_csv_with, read_ids};
 use crate::amplitude::types::{Cohort, IdKind};
 use crate::amplitude::{AmplitudeClient, ApiError};
 use crate::config::{Baseline as BaselineSetting, Reconcile, SourceFormat};
+use crate::export::GzipHint;
 use crate::runner::context::RunMode;
 use crate::runner::poll::{PollError, PollSettings, wait_for_job};
 use crate::runner::report::{RequestReason, SpentRequest};
@@ -410,11 +410,8 @@ async fn fetch(
                 ))));
             }
         };
-        let reader = stream_reader(dl.body);
-        let (spec2, label2) = (spec.clone(), label.clone());
-        let parsed = tokio::task::spawn_blocking(move || collect_csv(reader, &spec2, &label2))
-            .await
-            .map_err(|e| Failure::failed(format!("baseline reader failed: {e}")))?;
+        let gzip = GzipHint::from_content_encoding(dl.content_encoding.as_deref());
+        let parsed = collect_csv_with(dl.body, gzip, &spec, &label).await;
         match parsed {
             Ok((ids, stats)) => {
                 let mut report = BaselineReport::none(reason);
@@ -431,7 +428,8 @@ async fn fetch(
                     spent,
                 });
             }
-            Err(ReadError::Io { source, .. }) => last = source.to_string(),
+            // A failed or cut body: ask /file again.
+            Err(e) if e.is_retryable() => last = e.to_string(),
             Err(e) => {
                 return Err(Failure::failed(with_spent(format!(
                     "reading the baseline: {e}"

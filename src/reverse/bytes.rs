@@ -1,13 +1,13 @@
-//! Where the bytes of a source list or a baseline come from: a local file, an object on S3,
-//! or an HTTP body, handed to the (blocking) parsers as one `std::io::Read`, gunzipped when
-//! the bytes start with the gzip magic (whatever the file is called).
+//! Where the bytes of a source list or a baseline come from: a local file or an object on
+//! S3, named by a URL, read as a stream of byte chunks (the CSV reader gunzips them when
+//! they start with the gzip magic, whatever the file is called).
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path as FsPath, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{Stream, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
@@ -125,17 +125,34 @@ impl FileRef {
         }
     }
 
-    /// A blocking reader of the raw bytes (read it on a blocking thread).
-    pub async fn reader(&self) -> std::io::Result<Box<dyn Read + Send>> {
+    /// The raw bytes as a stream of chunks.
+    pub async fn byte_stream(&self) -> std::io::Result<ByteStream> {
         match self {
-            FileRef::Local(p) => Ok(Box::new(std::fs::File::open(p)?)),
+            FileRef::Local(p) => {
+                let f = tokio::fs::File::open(p).await?;
+                if f.metadata().await?.is_dir() {
+                    return Err(std::io::Error::other(format!(
+                        "{} is a directory, not a file",
+                        p.display()
+                    )));
+                }
+                Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                    f, READ_CHUNK,
+                )))
+            }
             FileRef::Store { store, key, .. } => {
                 let got = store.get(key).await.map_err(not_found_as_io)?;
-                Ok(Box::new(stream_reader(got.into_stream())))
+                Ok(Box::pin(got.into_stream().map_err(std::io::Error::other)))
             }
         }
     }
 }
+
+/// A file's bytes, chunk by chunk.
+pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// Bytes read from a local file at a time.
+const READ_CHUNK: usize = 256 * 1024;
 
 fn not_found_as_io(e: object_store::Error) -> std::io::Error {
     match e {
@@ -146,72 +163,9 @@ fn not_found_as_io(e: object_store::Error) -> std::io::Error {
     }
 }
 
-/// Turns an async stream of byte chunks into a blocking reader; the stream is driven by a
-/// task on the current runtime and at most a few chunks are buffered between the two.
-pub fn stream_reader<S, E>(stream: S) -> ChannelReader
-where
-    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
-    E: std::fmt::Display + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(8);
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(item) = stream.next().await {
-            let failed = item.is_err();
-            if tx.send(item.map_err(|e| e.to_string())).await.is_err() || failed {
-                break;
-            }
-        }
-    });
-    ChannelReader {
-        rx,
-        current: Bytes::new(),
-    }
-}
-
-/// See [`stream_reader`].
-pub struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
-    current: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.current = b,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        let _ = self.current.split_to(n);
-        Ok(n)
-    }
-}
-
-/// `reader`, gunzipped if its bytes start with the gzip magic.
-pub fn maybe_gunzip(reader: impl Read + Send + 'static) -> std::io::Result<Box<dyn Read + Send>> {
-    let mut buffered = BufReader::with_capacity(1 << 20, reader);
-    let head = loop {
-        match buffered.fill_buf() {
-            Ok(h) => break h,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    };
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(buffered)))
-    } else {
-        Ok(Box::new(buffered))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     #[test]
     fn urls_resolve() {
@@ -248,52 +202,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn gzip_is_detected_by_content() {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(b"id\n1\n").expect("gzip");
-        let bytes = gz.finish().expect("gzip");
-        let mut out = String::new();
-        maybe_gunzip(std::io::Cursor::new(bytes))
+    #[tokio::test]
+    async fn local_files_and_directories_as_streams() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("list.csv"), "id\n1\n").expect("write");
+        let file = FileRef::parse("list.csv", dir.path()).expect("parse");
+        let chunks: Vec<Bytes> = file
+            .byte_stream()
+            .await
             .expect("open")
-            .read_to_string(&mut out)
+            .try_collect()
+            .await
             .expect("read");
-        assert_eq!(out, "id\n1\n");
-        let mut out = String::new();
-        maybe_gunzip(std::io::Cursor::new(b"id\n2\n".to_vec()))
-            .expect("open")
-            .read_to_string(&mut out)
-            .expect("read");
-        assert_eq!(out, "id\n2\n");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn streams_become_blocking_readers() {
-        let chunks: Vec<Result<Bytes, String>> = vec![
-            Ok(Bytes::from_static(b"ab")),
-            Ok(Bytes::new()),
-            Ok(Bytes::from_static(b"cde")),
-        ];
-        let r = stream_reader(futures::stream::iter(chunks));
-        let text = tokio::task::spawn_blocking(move || {
-            let mut s = String::new();
-            let mut r = r;
-            r.read_to_string(&mut s).map(|_| s)
-        })
-        .await
-        .expect("join")
-        .expect("read");
-        assert_eq!(text, "abcde");
-        let failing: Vec<Result<Bytes, String>> =
-            vec![Ok(Bytes::from_static(b"x")), Err("connection reset".into())];
-        let mut r = stream_reader(futures::stream::iter(failing));
-        let err = tokio::task::spawn_blocking(move || {
-            let mut s = String::new();
-            r.read_to_string(&mut s)
-        })
-        .await
-        .expect("join")
-        .unwrap_err();
-        assert!(err.to_string().contains("connection reset"), "{err}");
+        assert_eq!(chunks.concat(), b"id\n1\n");
+        let err = FileRef::Local(dir.path().to_path_buf())
+            .byte_stream()
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::bytes::FileRef;
 use super::diff::{Diff, diff};
-use super::source::{ColumnSpec, ReadError, ReadStats, collect_csv};
+use super::source::{ColumnSpec, ReadError, ReadStats, read_ids};
 use crate::config::SourceFormat;
 use crate::reverse::idset::IdCollector;
 
@@ -20,23 +20,21 @@ pub struct LocalDiff {
 
 fn read_local(path: &Path, spec: &ColumnSpec) -> Result<(IdCollector, ReadStats), ReadError> {
     let label = path.display().to_string();
-    let name = FileRef::Local(path.to_path_buf()).file_name();
-    if name.ends_with(".parquet") || name.ends_with(".pq") {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| ReadError::Io {
-                file: label.clone(),
-                source,
-            })?;
-        let file = FileRef::Local(path.to_path_buf());
-        return rt.block_on(super::source::read_ids(&file, SourceFormat::Parquet, spec));
-    }
-    let f = std::fs::File::open(path).map_err(|source| ReadError::Io {
-        file: label.clone(),
-        source,
-    })?;
-    collect_csv(f, spec, &label)
+    let file = FileRef::Local(path.to_path_buf());
+    let name = file.file_name();
+    let format = if name.ends_with(".parquet") || name.ends_with(".pq") {
+        SourceFormat::Parquet
+    } else {
+        SourceFormat::Csv
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ReadError::Io {
+            file: label.clone(),
+            source,
+        })?;
+    rt.block_on(read_ids(&file, format, spec))
 }
 
 /// Reads `source` and `baseline` (CSV, gzip CSV or Parquet by extension) and diffs them.

@@ -3,7 +3,6 @@
 pub mod apply;
 pub mod baseline;
 pub mod bytes;
-pub mod csv_scan;
 pub mod diff;
 pub mod execute;
 pub mod failure;

@@ -1,6 +1,7 @@
 //! Turns a raw id value into the form that is compared and sent: surrounding whitespace
-//! trimmed, blanks set aside, and an `amplitude_id` checked to be an integer and written
-//! without leading zeros (so `007` in a CRM export matches Amplitude's `7`).
+//! trimmed, blanks set aside, and an `amplitude_id` checked to be a positive 64-bit
+//! integer (what Amplitude ids are: 1..=9223372036854775807) and written without leading
+//! zeros (so `007` in a CRM export matches Amplitude's `7`).
 
 use crate::amplitude::types::IdKind;
 
@@ -9,7 +10,12 @@ use crate::amplitude::types::IdKind;
 pub enum Invalid {
     NotUtf8,
     NotAnInteger,
+    /// An integer, but zero, negative or past `i64::MAX`.
+    OutOfRange,
 }
+
+/// `i64::MAX`, the largest Amplitude id.
+const MAX_ID: &[u8] = b"9223372036854775807";
 
 /// `Ok(None)` for a blank value, `Ok(Some(id))` for a usable one.
 #[inline]
@@ -23,11 +29,23 @@ pub fn normalize(raw: &[u8], kind: IdKind) -> Result<Option<&[u8]>, Invalid> {
         return Ok(None);
     }
     if kind == IdKind::AmplitudeId {
-        if !id.iter().all(u8::is_ascii_digit) {
+        let (negative, digits) = match id.strip_prefix(b"-") {
+            Some(rest) => (true, rest),
+            None => (false, id),
+        };
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
             return Err(Invalid::NotAnInteger);
         }
-        let zeros = id.iter().take_while(|b| **b == b'0').count();
-        id = &id[zeros.min(id.len() - 1)..];
+        let zeros = digits.iter().take_while(|b| **b == b'0').count();
+        id = &digits[zeros..];
+        // Same length: digit strings compare like their numbers.
+        if negative
+            || id.is_empty()
+            || id.len() > MAX_ID.len()
+            || (id.len() == MAX_ID.len() && id > MAX_ID)
+        {
+            return Err(Invalid::OutOfRange);
+        }
     }
     Ok(Some(id))
 }
@@ -61,10 +79,41 @@ mod tests {
     fn amplitude_ids_must_be_integers() {
         let k = IdKind::AmplitudeId;
         assert_eq!(normalize(b" 0012 ", k), Ok(Some(&b"12"[..])));
-        assert_eq!(normalize(b"000", k), Ok(Some(&b"0"[..])));
         assert_eq!(normalize(b"12.0", k), Err(Invalid::NotAnInteger));
-        assert_eq!(normalize(b"-3", k), Err(Invalid::NotAnInteger));
         assert_eq!(normalize(b"abc", k), Err(Invalid::NotAnInteger));
+        assert_eq!(normalize(b"-", k), Err(Invalid::NotAnInteger));
+        assert_eq!(normalize(b"+3", k), Err(Invalid::NotAnInteger));
         assert_eq!(normalize(b" ", k), Ok(None));
+    }
+
+    #[test]
+    fn amplitude_ids_must_be_positive_int64() {
+        let k = IdKind::AmplitudeId;
+        assert_eq!(
+            normalize(b"9223372036854775807", k),
+            Ok(Some(&b"9223372036854775807"[..]))
+        );
+        assert_eq!(
+            normalize(b"0009223372036854775807", k),
+            Ok(Some(&b"9223372036854775807"[..]))
+        );
+        assert_eq!(normalize(b"1", k), Ok(Some(&b"1"[..])));
+        for out in [
+            &b"9223372036854775808"[..],
+            b"9999999999999999999",
+            b"10000000000000000000",
+            b"18446744073709551615",
+            b"0",
+            b"000",
+            b"-3",
+            b"-0",
+        ] {
+            assert_eq!(
+                normalize(out, k),
+                Err(Invalid::OutOfRange),
+                "{}",
+                String::from_utf8_lossy(out)
+            );
+        }
     }
 }

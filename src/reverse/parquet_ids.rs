@@ -1,13 +1,23 @@
-//! Parquet access for the reverse pipeline: one column read as ids (any string or integer
-//! type), and the footer's key-value metadata (`cohort_sync.*` of export snapshots), from a
-//! local file or an object store, reading only the byte ranges needed.
+//! Parquet access for the reverse pipeline: one column read as ids, and the footer's
+//! key-value metadata (`cohort_sync.*` of export snapshots), from a local file or an object
+//! store, reading only the byte ranges needed.
+//!
+//! An id column must be of a type that can hold its kind of id: a string (`utf8`,
+//! `large_utf8`, `utf8_view`) for either kind, or a signed or unsigned integer for
+//! `amplitude_id` (written in decimal, then checked to be in 1..=i64::MAX like any other
+//! value); a dictionary of such values counts as its values. Anything else (booleans,
+//! floats, timestamps, lists, binary...) is refused naming the column and its Arrow type,
+//! never turned into text such as `true`, `2.0` or `[a]`.
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::DataType;
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
+};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
@@ -20,6 +30,7 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
 use super::bytes::FileRef;
+use crate::amplitude::types::IdKind;
 
 /// Random access to an object for the Parquet reader.
 pub struct StoreFileReader {
@@ -127,11 +138,50 @@ pub enum ColumnError<E> {
     Sink(E),
 }
 
+/// Whether a column of type `t` can hold ids of `kind` (see the module doc).
+pub fn can_hold(t: &DataType, kind: IdKind) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => kind == IdKind::AmplitudeId,
+        DataType::Dictionary(_, values) => can_hold(values, kind),
+        _ => false,
+    }
+}
+
+fn kind_name(kind: IdKind) -> &'static str {
+    match kind {
+        IdKind::UserId => "user_id",
+        IdKind::AmplitudeId => "amplitude_id",
+    }
+}
+
+/// Why a column of type `t` is refused for `kind`.
+fn refused(column: &str, t: &DataType, kind: IdKind) -> String {
+    let takes = match kind {
+        IdKind::UserId => "a string column (utf8, large_utf8 or utf8_view)",
+        IdKind::AmplitudeId => "a string column (utf8, large_utf8 or utf8_view) or an integer one",
+    };
+    format!(
+        "column {column:?} is of Arrow type {t}, which cannot hold {} ids: id_kind = {:?} takes {takes}",
+        kind_name(kind),
+        kind_name(kind)
+    )
+}
+
 /// Calls `sink(row, value)` for every row of `column` (rows counted from 1; `None` for
-/// nulls). String columns are read as they are, other types are cast to text.
+/// nulls): strings as they are, integers in decimal. Fails before reading any row when
+/// the column's type cannot hold ids of `kind`.
 pub async fn read_column<E>(
     file: &FileRef,
     column: &str,
+    kind: IdKind,
     mut sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
 ) -> Result<(), ColumnError<E>> {
     let reader = open(file).await.map_err(ColumnError::File)?;
@@ -149,6 +199,10 @@ pub async fn read_column<E>(
             )));
         }
     };
+    let declared = fields[index].data_type().clone();
+    if !can_hold(&declared, kind) {
+        return Err(ColumnError::File(refused(column, &declared, kind)));
+    }
     let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
     let mut stream = builder
         .with_projection(mask)
@@ -156,46 +210,72 @@ pub async fn read_column<E>(
         .build()
         .map_err(|e| ColumnError::File(e.to_string()))?;
     let mut row = 0u64;
+    let mut text = String::new();
     while let Some(batch) = stream
         .try_next()
         .await
         .map_err(|e| ColumnError::File(e.to_string()))?
     {
-        let col = batch.column(0);
-        let text = match col.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => col.clone(),
-            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => col.clone(),
-            other => arrow::compute::cast(col, &DataType::Utf8).map_err(|e| {
-                ColumnError::File(format!(
-                    "column {column:?} of type {other} cannot be read as ids: {e}"
-                ))
-            })?,
-        };
+        let mut col: ArrayRef = batch.column(0).clone();
+        if let DataType::Dictionary(_, values) = col.data_type() {
+            let values = values.as_ref().clone();
+            col = arrow::compute::cast(&col, &values).map_err(|e| {
+                ColumnError::File(format!("column {column:?}: reading its dictionary: {e}"))
+            })?;
+        }
         let mut each = |v: Option<&[u8]>| {
             row += 1;
             sink(row, v).map_err(ColumnError::Sink)
         };
-        match text.data_type() {
-            DataType::Utf8 => text
+        match col.data_type() {
+            DataType::Utf8 => col
                 .as_string::<i32>()
                 .iter()
                 .try_for_each(|v| each(v.map(str::as_bytes)))?,
-            DataType::LargeUtf8 => text
+            DataType::LargeUtf8 => col
                 .as_string::<i64>()
                 .iter()
                 .try_for_each(|v| each(v.map(str::as_bytes)))?,
-            DataType::Utf8View => text
+            DataType::Utf8View => col
                 .as_string_view()
                 .iter()
                 .try_for_each(|v| each(v.map(str::as_bytes)))?,
-            DataType::Binary => text.as_binary::<i32>().iter().try_for_each(&mut each)?,
-            DataType::LargeBinary => text.as_binary::<i64>().iter().try_for_each(&mut each)?,
-            DataType::BinaryView => text.as_binary_view().iter().try_for_each(&mut each)?,
+            DataType::Int8 => integers::<Int8Type, _>(&col, &mut text, &mut each)?,
+            DataType::Int16 => integers::<Int16Type, _>(&col, &mut text, &mut each)?,
+            DataType::Int32 => integers::<Int32Type, _>(&col, &mut text, &mut each)?,
+            DataType::Int64 => integers::<Int64Type, _>(&col, &mut text, &mut each)?,
+            DataType::UInt8 => integers::<UInt8Type, _>(&col, &mut text, &mut each)?,
+            DataType::UInt16 => integers::<UInt16Type, _>(&col, &mut text, &mut each)?,
+            DataType::UInt32 => integers::<UInt32Type, _>(&col, &mut text, &mut each)?,
+            DataType::UInt64 => integers::<UInt64Type, _>(&col, &mut text, &mut each)?,
             other => {
-                return Err(ColumnError::File(format!(
-                    "column {column:?} of type {other} cannot be read as ids"
-                )));
+                return Err(ColumnError::File(refused(column, other, kind)));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Each value of an integer column, in decimal (nulls as `None`).
+fn integers<T, E>(
+    col: &ArrayRef,
+    text: &mut String,
+    each: &mut impl FnMut(Option<&[u8]>) -> Result<(), E>,
+) -> Result<(), E>
+where
+    T: ArrowPrimitiveType,
+    T::Native: std::fmt::Display,
+{
+    use std::fmt::Write;
+    for v in col.as_primitive::<T>().iter() {
+        match v {
+            Some(n) => {
+                text.clear();
+                // Writing to a String cannot fail.
+                let _ = write!(text, "{n}");
+                each(Some(text.as_bytes()))?;
+            }
+            None => each(None)?,
         }
     }
     Ok(())

@@ -1,7 +1,10 @@
 """Files for the reverse-pipeline tests, written by independent tools (pyarrow, boto3).
 
 usage: reverse_files.py parquet OUT SPEC_JSON
-         SPEC_JSON: {"columns": {"name": {"type": "string"|"int64", "values": [...]}},
+         SPEC_JSON: {"columns": {"name": {"type": TYPE, "values": [...]}},
+                     TYPE: string, large_string, string_view, dictionary (of strings),
+                     int64, int32, uint64, float64, bool, timestamp (seconds),
+                     list (of strings), binary
                      "metadata": {"key": "value", ...}}   (null values are nulls)
        reverse_files.py put ENDPOINT BUCKET KEY FILE
 """
@@ -16,7 +19,20 @@ def parquet(out, spec_json):
     spec = json.loads(spec_json)
     arrays, names = [], []
     for name, col in spec["columns"].items():
-        kind = {"string": pa.string(), "int64": pa.int64()}[col["type"]]
+        kind = {
+            "string": pa.string(),
+            "large_string": pa.large_string(),
+            "string_view": pa.string_view(),
+            "dictionary": pa.dictionary(pa.int32(), pa.string()),
+            "int64": pa.int64(),
+            "int32": pa.int32(),
+            "uint64": pa.uint64(),
+            "float64": pa.float64(),
+            "bool": pa.bool_(),
+            "timestamp": pa.timestamp("s"),
+            "list": pa.list_(pa.string()),
+            "binary": pa.binary(),
+        }[col["type"]]
         arrays.append(pa.array(col["values"], type=kind))
         names.append(name)
     table = pa.Table.from_arrays(arrays, names=names)
