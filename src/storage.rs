@@ -19,6 +19,8 @@ pub struct Location {
     pub display: String,
     /// Whether the store is a local directory (no conditional overwrite support).
     pub is_local: bool,
+    /// The directory, when the store is local.
+    pub local_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Location {
@@ -108,6 +110,7 @@ pub fn open(url: &str, base_dir: &FsPath) -> Result<Location, StorageError> {
         prefix: Path::default(),
         display: dir.display().to_string(),
         is_local: true,
+        local_dir: Some(dir),
     })
 }
 
@@ -164,12 +167,75 @@ fn open_s3(url: &str, rest: &str) -> Result<Location, StorageError> {
         prefix,
         display: url.to_string(),
         is_local: false,
+        local_dir: None,
     })
+}
+
+/// Creates (or truncates) `path` readable and writable by its owner only (mode 0600 on
+/// unix, whatever the umask): for files holding people's ids (reverse lists, run reports).
+pub fn create_private(path: &FsPath) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let file = options.open(path)?;
+        // An existing file keeps its mode on open: set it.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    {
+        options.open(path)
+    }
+}
+
+/// Writes `bytes` to `path` through a private temporary file renamed into place: never a
+/// half-written file, and the file is readable by its owner only (see [`create_private`]).
+pub fn write_private(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut f = create_private(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Creates directory `path` (not its parents) accessible by its owner only (0700 on unix).
+pub fn create_private_dir(path: &FsPath) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_are_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ids.txt");
+        std::fs::write(&path, "old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        write_private(&path, b"a\nb\n").expect("write");
+        let meta = std::fs::metadata(&path).expect("meta");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read(&path).expect("read"), b"a\nb\n");
+        let sub = dir.path().join("spill");
+        create_private_dir(&sub).expect("mkdir");
+        let mode = std::fs::metadata(&sub).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
 
     #[test]
     fn keys_join_the_prefix() {

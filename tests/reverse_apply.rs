@@ -693,6 +693,16 @@ async fn a_run_killed_after_its_second_chunk_is_resumed_with_only_the_rest() {
         planned["pipelines"][0]["reverse"]["outcome"],
         "resume_pending"
     );
+    // The report lists ids: readable by its owner only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("plan.json"))
+            .expect("plan report")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     let log = emu::requests_since(&e.base_url, since).await;
     assert!(changes(&log).is_empty() && cohort_requests(&log) == 0);
     let since = log.last().map_or(since, |l| l.seq);

@@ -201,9 +201,8 @@ fn convert_options(download: &config::Download, output: &config::Output) -> Conv
 }
 
 /// Writes the report next to its final name, then renames: never a half-written report.
+/// It lists skipped and invalid ids: readable by its owner only (0600).
 fn write_report(path: &Path, report: &RunReport) -> std::io::Result<()> {
     let text = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    cohort_sync::storage::write_private(path, &text)
 }

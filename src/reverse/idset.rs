@@ -198,7 +198,8 @@ impl SpillDir {
                 std::process::id(),
                 fastrand::u64(..)
             ));
-            match std::fs::create_dir(&dir) {
+            // The ids are people's: the folder is its owner's only.
+            match crate::storage::create_private_dir(&dir) {
                 Ok(()) => return Ok(SpillDir { dir }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
