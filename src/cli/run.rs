@@ -193,6 +193,7 @@ fn convert_options(download: &config::Download, output: &config::Output) -> Conv
     opts.column_types = download.column_types.clone();
     opts.on_bad_row = download.on_bad_row;
     opts.batch_rows = download.batch_rows;
+    opts.limits = download.limits.csv_limits();
     opts.parquet = ParquetOptions {
         compression: output.compression(),
         row_group_rows: output.row_group_rows,

@@ -7,7 +7,11 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::export::{BadRowPolicy, ColumnType, DEFAULT_BATCH_ROWS};
+use crate::export::{
+    BadRowPolicy, ColumnType, CsvLimits, DEFAULT_BATCH_ROWS, DEFAULT_MAX_COLUMNS,
+    DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_GZIP_RATIO, DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_ROW_BYTES, RaiseWith,
+};
 use crate::runner::poll::PollSettings;
 
 /// Download settings.
@@ -43,6 +47,82 @@ pub struct Download {
     /// Column name → type; columns not listed are `utf8` (`amplitude_id`: `int64`).
     #[serde(default)]
     pub column_types: BTreeMap<String, ColumnType>,
+    /// Limits of the CSV reader (the defaults are far above any cohort file).
+    #[serde(default)]
+    pub limits: DownloadLimits,
+}
+
+/// `[download.limits]`: how large a cohort file's field, row and header may be, and how
+/// much a gzip body may expand. A body past one fails the cohort naming the limit.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadLimits {
+    /// Longest field, in bytes as written (quotes included), ≥ 1.
+    #[serde(default = "default_max_field_bytes")]
+    #[schemars(range(min = 1))]
+    pub max_field_bytes: usize,
+    /// Longest row, in bytes as written, ≥ 1.
+    #[serde(default = "default_max_row_bytes")]
+    #[schemars(range(min = 1))]
+    pub max_row_bytes: usize,
+    /// Longest header row, in bytes, ≥ 1.
+    #[serde(default = "default_max_header_bytes")]
+    #[schemars(range(min = 1))]
+    pub max_header_bytes: usize,
+    /// Most columns in the header, ≥ 1.
+    #[serde(default = "default_max_columns")]
+    #[schemars(range(min = 1))]
+    pub max_columns: usize,
+    /// Most bytes a gzip body may expand to per compressed byte (after 8 MiB), ≥ 1.
+    #[serde(default = "default_max_gzip_ratio")]
+    #[schemars(range(min = 1))]
+    pub max_gzip_ratio: u64,
+}
+
+fn default_max_field_bytes() -> usize {
+    DEFAULT_MAX_FIELD_BYTES
+}
+
+fn default_max_row_bytes() -> usize {
+    DEFAULT_MAX_ROW_BYTES
+}
+
+fn default_max_header_bytes() -> usize {
+    DEFAULT_MAX_HEADER_BYTES
+}
+
+fn default_max_columns() -> usize {
+    DEFAULT_MAX_COLUMNS
+}
+
+fn default_max_gzip_ratio() -> u64 {
+    DEFAULT_MAX_GZIP_RATIO
+}
+
+impl Default for DownloadLimits {
+    fn default() -> Self {
+        DownloadLimits {
+            max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
+            max_row_bytes: DEFAULT_MAX_ROW_BYTES,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_columns: DEFAULT_MAX_COLUMNS,
+            max_gzip_ratio: DEFAULT_MAX_GZIP_RATIO,
+        }
+    }
+}
+
+impl DownloadLimits {
+    /// The reader's limits (a 0 reads as 1); messages point at `[download.limits]`.
+    pub fn csv_limits(&self) -> CsvLimits {
+        CsvLimits {
+            max_field_bytes: self.max_field_bytes.max(1),
+            max_row_bytes: self.max_row_bytes.max(1),
+            max_header_bytes: self.max_header_bytes.max(1),
+            max_columns: self.max_columns.max(1),
+            max_gzip_ratio: self.max_gzip_ratio.max(1),
+            raise_with: RaiseWith::DownloadLimits,
+        }
+    }
 }
 
 fn default_poll_initial() -> u64 {
@@ -72,6 +152,7 @@ impl Default for Download {
             on_bad_row: BadRowPolicy::default(),
             batch_rows: default_batch_rows(),
             column_types: BTreeMap::new(),
+            limits: DownloadLimits::default(),
         }
     }
 }
@@ -89,5 +170,29 @@ impl Download {
             max_interval: Duration::from_secs(self.poll_max_secs),
             max_wait: Duration::from_secs(self.max_wait_secs),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_default_and_can_be_raised() {
+        let d: Download = toml::from_str("").expect("empty");
+        assert_eq!(
+            d.limits.csv_limits(),
+            CsvLimits {
+                raise_with: RaiseWith::DownloadLimits,
+                ..CsvLimits::default()
+            }
+        );
+        let d: Download =
+            toml::from_str("[limits]\nmax_field_bytes = 262144\nmax_columns = 5000\n")
+                .expect("limits");
+        let l = d.limits.csv_limits();
+        assert_eq!((l.max_field_bytes, l.max_columns), (262_144, 5000));
+        assert_eq!(l.max_row_bytes, DEFAULT_MAX_ROW_BYTES);
+        assert!(toml::from_str::<Download>("[limits]\nmax_fields = 3\n").is_err());
     }
 }
