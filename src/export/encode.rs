@@ -25,6 +25,12 @@ use super::sink::{PartMsg, PartSink};
 /// The footer key that carries the number of rows written.
 pub const ROWS_KEY: &str = "cohort_sync.rows";
 
+/// A row group is also closed once its column writers hold this many bytes: a row group
+/// is buffered whole until closed, and rows up to `max_row_bytes` long would otherwise
+/// let 128 Ki of them fill gigabytes. A cohort's row groups stay far below it (about
+/// 5 MB for 128 Ki rows with five properties), so its files are unchanged.
+pub const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+
 /// At most this many threads encode the columns of one file.
 pub const MAX_ENCODE_THREADS: usize = 4;
 
@@ -147,7 +153,7 @@ impl Encoder {
         }
     }
 
-    /// Writes a batch, cutting row groups at `max_group_rows`.
+    /// Writes a batch, cutting row groups at `max_group_rows` rows or [`MAX_GROUP_BYTES`].
     fn write(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
         let mut offset = 0;
         while offset < batch.num_rows() {
@@ -160,10 +166,11 @@ impl Encoder {
                     .insert(self.factory.create_column_writers(self.group_index)?),
             };
             write_columns(writers, &self.schema, &part, self.threads)?;
+            let held: usize = writers.iter().map(ArrowColumnWriter::memory_size).sum();
             self.group_rows += take;
             self.rows += take as u64;
             offset += take;
-            if self.group_rows >= self.max_group_rows {
+            if self.group_rows >= self.max_group_rows || held >= MAX_GROUP_BYTES {
                 self.flush_group()?;
             }
         }
@@ -249,4 +256,45 @@ fn write_columns(
         }
         result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::options::Compression;
+    use crate::export::stages::encode_to_parquet;
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use std::sync::Arc;
+
+    /// Rows of 1 MiB (within `max_row_bytes`): the row group is closed by its bytes long
+    /// before its 128 Ki rows, so the encoder never holds more than about 64 MiB.
+    #[test]
+    fn long_rows_close_row_groups_by_bytes() {
+        let schema = Arc::new(Schema::new(vec![Field::new("blob", DataType::Utf8, false)]));
+        let filler = "x".repeat(1024 * 1024 - 8);
+        let batches: Vec<RecordBatch> = (0..10)
+            .map(|b| {
+                let values: Vec<String> = (0..8).map(|r| format!("{b:03}{r:05}{filler}")).collect();
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(values))])
+                    .expect("batch")
+            })
+            .collect();
+        let opts = ParquetOptions {
+            compression: Compression::None,
+            ..ParquetOptions::default()
+        };
+        let file = encode_to_parquet(schema, batches, &opts, Vec::new()).expect("encode");
+        let reader = SerializedFileReader::new(bytes::Bytes::from(file)).expect("parquet");
+        let groups: Vec<i64> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        assert_eq!(groups.iter().sum::<i64>(), 80);
+        assert!(groups.len() >= 2, "{groups:?}");
+        assert!(groups.iter().all(|&rows| rows <= 72), "{groups:?}");
+    }
 }
