@@ -238,7 +238,7 @@ async fn parquet_id_columns_of_other_types_are_refused() {
             .await
             .unwrap_or_else(|e| panic!("{column}: {e}"));
         assert_eq!(stats.rows, 2, "{column}");
-        assert_eq!(ids.total() as u64, 2 - stats.blank, "{column}");
+        assert_eq!(ids.total(), 2 - stats.blank, "{column}");
         let err = read(column, IdKind::UserId).await.unwrap_err();
         assert!(matches!(err, ReadError::Parquet { .. }), "{column}: {err}");
         assert!(

@@ -767,9 +767,11 @@ mod tests {
     #[tokio::test]
     async fn an_endless_header_fails_at_max_header_bytes() {
         let (body, pulled) = counted(endless(b"", b"a,b,c,d,e,f,g,h,"));
-        let mut limits = CsvLimits::default();
-        limits.max_columns = usize::MAX;
-        limits.raise_with = RaiseWith::ConvertFlags;
+        let limits = CsvLimits {
+            max_columns: usize::MAX,
+            raise_with: RaiseWith::ConvertFlags,
+            ..CsvLimits::default()
+        };
         let message = limit_error(read(body, limits, READ_BLOCK).await, Limit::HeaderBytes);
         assert_eq!(
             message,
