@@ -44,7 +44,10 @@ impl Input {
         }
     }
 
-    /// Drops the parsed bytes and reads at least one more block (or up to the end).
+    /// Drops the parsed bytes and reads at least one more block (or up to the end), or as
+    /// many bytes as are held already when that is more: a long record is parsed again
+    /// after each read, and doubling keeps that linear in its length (the reader's limits
+    /// keep what is held small).
     pub async fn fill(&mut self, source: &str) -> Result<(), ExportError> {
         if self.start > 0 {
             self.lines.line_at(&self.buf, self.start);
@@ -52,7 +55,7 @@ impl Input {
             self.lines.pos -= self.start;
             self.start = 0;
         }
-        let want = self.buf.len() + self.block;
+        let want = self.buf.len() + self.block.max(self.buf.len());
         while !self.eof && self.buf.len() < want {
             self.buf.reserve(want - self.buf.len());
             match self.reader.read_buf(&mut self.buf).await {
