@@ -120,7 +120,13 @@ fn export_cases() -> Vec<Case> {
         term("export.published", 1),
         term("export.manifest.before", 1),
         term("run.report.before", 1),
+        s3("export.lease.acquired", 1),
+        s3("export.request.answered", 1),
         s3("export.request.saved", 1),
+        s3("export.poll", 1),
+        s3("export.download.chunk", 1),
+        s3("export.upload.part", 2),
+        s3("export.published", 1),
         s3("export.poll", 2),
         s3("export.download.chunk", 6),
         s3("export.upload.part", 1),
@@ -198,17 +204,26 @@ async fn export_case(case: Case) -> Result<String, String> {
         .run_env(&files, &[], &[("COHORT_SYNC_CRASH_AT", &case.arm())])
         .await;
     let expected_first = if case.term { 143 } else { -9 };
-    // A SIGTERM after the last pipeline finished finds nothing left to stop: exit 0.
-    let finished = case.term && case.point == "run.report.before" && first == 0;
+    // A SIGTERM is handled asynchronously: when it lands as the run finishes its last
+    // step, the run may complete instead — then it must have done everything.
+    let finished = case.term && first == 0;
     ensure(first == expected_first || finished, || {
         format!(
             "first run exited {first}, expected {expected_first} (point not reached?)\n{first_err}"
         )
     })?;
     if case.term {
-        ensure(first_report.is_some(), || {
-            "a stopped run writes its report".to_string()
-        })?;
+        let report = first_report
+            .as_ref()
+            .ok_or("a stopped run writes its report")?;
+        if finished {
+            let all_done = report["pipelines"][0]["cohorts"]
+                .as_array()
+                .is_some_and(|c| c.iter().all(|c| c["outcome"] == "exported"));
+            ensure(all_done, || {
+                format!("exit 0 after SIGTERM with work left: {report:#}")
+            })?;
+        }
     }
     let (second, second_report, second_err) = h.run_env(&files, &[], &[]).await;
     ensure(second == 0, || {
@@ -228,10 +243,11 @@ async fn export_case(case: Case) -> Result<String, String> {
     let possibly = second_report["pipelines"][0]["quota_possibly_spent"]
         .as_u64()
         .unwrap_or(0);
-    let window = case.point == "export.request.answered";
+    // Cohorts run in parallel: whatever point the kill was armed at, another cohort may
+    // have been inside the request → state-write window then. Only there can a second
+    // request happen, and the rerun then reports the first as possibly spent.
     for (cohort, n) in &spent {
-        let allowed = if window { 2 } else { 1 };
-        ensure(*n <= allowed, || {
+        ensure(*n <= 2, || {
             format!("cohort {cohort} was requested {n} times: {spent:?}")
         })?;
     }
@@ -367,11 +383,17 @@ chunk_size = 300
         ),
     );
     let files = [file.as_path()];
-    let (first, _, first_err) = h
+    let (first, first_report, first_err) = h
         .run_env(&files, &[], &[("COHORT_SYNC_CRASH_AT", &case.arm())])
         .await;
     let expected_first = if case.term { 143 } else { -9 };
-    ensure(first == expected_first, || {
+    // A SIGTERM landing as the last call is answered may find nothing left to stop.
+    let finished = case.term
+        && first == 0
+        && first_report
+            .as_ref()
+            .is_some_and(|r| r["pipelines"][0]["reverse"]["outcome"] == "applied");
+    ensure(first == expected_first || finished, || {
         format!(
             "first run exited {first}, expected {expected_first} (point not reached?)\n{first_err}"
         )
@@ -467,7 +489,7 @@ async fn run_all(cases: Vec<Case>, parallel: usize, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn export_survives_a_kill_or_stop_at_every_point() {
     let cases = export_cases();
-    assert!(cases.len() >= 40, "{} export cases", cases.len());
+    assert!(cases.len() >= 50, "{} export cases", cases.len());
     run_all(cases, 3, "export").await;
 }
 
