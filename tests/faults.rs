@@ -502,3 +502,104 @@ async fn a_5xx_on_the_cohort_list_is_retried_before_anything_is_spent() {
     assert_eq!(spent(&h).await, 1);
     assert_exact(&h);
 }
+
+// ---- the usage endpoint and the quota ledger ------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_usage_endpoint_runs_go_on_with_the_ledger() {
+    let h = harness(true).await;
+    let file = pipeline(&h, "");
+    h.add_fault(&rule(FaultKind::NotFound, "/api/3/cohorts/usage", 1_000))
+        .await;
+    let (code, report, stderr) = run(&h, &file).await;
+    assert_eq!(code, 0, "{stderr}\n{report:#}");
+    let usage = &report["pipelines"][0]["usage_before"];
+    assert_eq!(usage["source"], "ledger_only", "{usage:#}");
+    assert_eq!(usage["used"], 0);
+    assert_eq!(usage["limit"], 500);
+    assert!(
+        usage["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("usage endpoint is unavailable")),
+        "{usage:#}"
+    );
+    assert_eq!(
+        stderr.matches("usage endpoint is unavailable").count(),
+        1,
+        "one warning: {stderr}"
+    );
+    assert_exact(&h);
+
+    // Both cohorts recomputed: the next run counts the first run's two requests.
+    for id in ["a", "b"] {
+        h.patch_cohort(
+            id,
+            serde_json::json!({ "last_computed_ms": 1_765_000_000_000i64 }),
+        )
+        .await;
+    }
+    let (code, report, stderr) = run(&h, &file).await;
+    assert_eq!(code, 0, "{stderr}\n{report:#}");
+    let usage = &report["pipelines"][0]["usage_before"];
+    assert_eq!(
+        (usage["used"].as_u64(), usage["ledger_used"].as_u64()),
+        (Some(2), Some(2))
+    );
+
+    // `cohort-sync usage` shows both figures and where the count comes from.
+    let out = h
+        .command(&[
+            "usage",
+            "--base-url",
+            &h.emu.base_url,
+            "--state",
+            "state",
+            "--app-id",
+            "4242",
+            "--json",
+        ])
+        .env("AMPLITUDE_API_KEY", runner::API_KEY)
+        .env("AMPLITUDE_SECRET_KEY", runner::SECRET_KEY)
+        .output()
+        .await
+        .expect("usage");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("usage JSON");
+    assert_eq!(shown["usage"], 4, "{shown:#}");
+    assert_eq!(shown["source"], "ledger_only");
+    assert_eq!(shown["ledger"]["spent"], 4);
+    assert!(shown["endpoint"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_usage_endpoint_cannot_make_a_run_overspend() {
+    let h = harness(true).await;
+    // 500 - 498 reserved = 2 downloads this month, whatever the endpoint says later.
+    let file = pipeline(&h, "[quota]\nreserve = 498\n");
+    let (code, report, stderr) = run(&h, &file).await;
+    assert_eq!(code, 0, "{stderr}\n{report:#}");
+    assert_eq!(spent(&h).await, 2);
+    // The endpoint forgets them (lags, or was reset); the ledger does not.
+    h.set_usage(0).await;
+    for id in ["a", "b"] {
+        h.patch_cohort(
+            id,
+            serde_json::json!({ "last_computed_ms": 1_765_000_000_000i64 }),
+        )
+        .await;
+    }
+    h.clear_requests().await;
+    let (code, report, stderr) = run(&h, &file).await;
+    assert_eq!(code, 3, "deferred by quota: {stderr}\n{report:#}");
+    let usage = &report["pipelines"][0]["usage_before"];
+    assert_eq!(usage["source"], "ledger", "{usage:#}");
+    assert_eq!(
+        (usage["endpoint_used"].as_u64(), usage["used"].as_u64()),
+        (Some(0), Some(2))
+    );
+    assert_eq!(spent(&h).await, 0, "nothing left in the budget");
+}

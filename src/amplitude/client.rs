@@ -158,6 +158,11 @@ impl AmplitudeClient {
         &self.base_url
     }
 
+    /// The api key (names the quota ledger of a project without an app id, hashed).
+    pub fn api_key(&self) -> &str {
+        self.credentials.api_key()
+    }
+
     /// `GET /api/3/cohorts[?includeSyncInfo=true]`: every discoverable cohort. Costs no quota.
     pub async fn list_cohorts(&self, include_sync_info: bool) -> Result<CohortList, ApiError> {
         self.retry

@@ -33,6 +33,7 @@ use crate::runner::context::RunContext;
 use crate::runner::layout::sanitize;
 use crate::runner::poll::PollSettings;
 use crate::runner::report::PipelineReport;
+use crate::state::Ledger;
 use crate::state::{REQUEST_VALIDITY_DAYS, StateStore};
 use crate::storage;
 use crate::{crash, exit};
@@ -484,6 +485,13 @@ async fn get_baseline(
                 base_dir: &ctx.base_dir,
                 request_validity: request_validity(ctx.time_scale),
                 free_only: rc.mode == ReconcileMode::Replace,
+                ledger: &Ledger::new(
+                    setup.state.location().clone(),
+                    pipeline.connection.app_id,
+                    setup.client.api_key(),
+                ),
+                pipeline: &pipeline.name,
+                run_id: &ctx.run_id,
             };
             baseline::acquire(&input).await?
         }
