@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::export::{ExportSettings, ManifestFile, cohort_report};
 use super::layout::{LayoutValues, render};
+use super::leases::{LeaseKeeper, LeaseRefused};
 use super::plan::{Action, PlannedCohort};
 use super::poll::{PollError, wait_for_job_until};
 use super::report::{CohortReport, Outcome, RequestReason, SpentRequest};
@@ -37,8 +38,7 @@ use crate::amplitude::{AmplitudeClient, ApiError};
 use crate::crash;
 use crate::export::{BodyExpectation, ConvertStats, GzipHint, convert_stream};
 use crate::state::{
-    CohortRecord, Holder, Lease, LeaseOutcome, Ledger, LedgerEntry, LedgerOutcome, Renewal,
-    RequestRecord, StateStore,
+    CohortRecord, Holder, Ledger, LedgerEntry, LedgerOutcome, RequestRecord, StateStore,
 };
 use crate::storage::Location;
 
@@ -119,11 +119,30 @@ impl CohortJob {
             out.report.detail = Some("not started: the run is stopping".into());
             return out;
         }
-        let mut lease = match self.take_lease(&cohort_id).await {
+        let keeper = LeaseKeeper {
+            state: &self.state,
+            holder: &self.holder,
+            ttl: self.lease_ttl,
+            stop: &self.stop,
+        };
+        let mut lease = match keeper.take(&cohort_id, true).await {
             Ok(lease) => lease,
-            Err(f) => {
-                out.report.outcome = f.outcome;
-                out.report.detail = Some(f.message);
+            Err(LeaseRefused::Held(message)) => {
+                out.report.outcome = Outcome::SkippedLeased;
+                out.report.detail = Some(message);
+                return out;
+            }
+            Err(LeaseRefused::Stopped) => {
+                out.report.outcome = Outcome::Interrupted;
+                out.report.detail = Some(
+                    "not started: the run is stopping (it was waiting for another runner's lease)"
+                        .into(),
+                );
+                return out;
+            }
+            Err(LeaseRefused::Failed(message)) => {
+                out.report.outcome = Outcome::Failed;
+                out.report.detail = Some(message);
                 return out;
             }
         };
@@ -133,7 +152,7 @@ impl CohortJob {
         let mut lost_to = None;
         let result = {
             let work = self.download(&item, &mut out, &cohort_stop);
-            let heartbeat = self.heartbeat(&mut lease);
+            let heartbeat = keeper.heartbeat(&mut lease);
             tokio::pin!(work, heartbeat);
             loop {
                 tokio::select! {
@@ -146,9 +165,7 @@ impl CohortJob {
                 }
             }
         };
-        if let Err(e) = self.state.release(&lease).await {
-            tracing::warn!(cohort = %cohort_id, "releasing the lease: {e}");
-        }
+        keeper.release(&lease).await;
         out.report.duration_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(file) => {
@@ -181,74 +198,6 @@ impl CohortJob {
             }
         }
         out
-    }
-
-    /// Takes the cohort's lease. A lease whose holder is gone from this host is taken at
-    /// once; one held elsewhere is waited for, at most one lease TTL past its expiry time
-    /// as first seen: a holder that keeps renewing is alive and working on the cohort.
-    async fn take_lease(&self, cohort_id: &str) -> Result<Lease, Failure> {
-        let started = Utc::now();
-        let mut first_expiry = None;
-        loop {
-            let outcome = self
-                .state
-                .try_lease(cohort_id, &self.holder, self.lease_ttl)
-                .await
-                .map_err(|e| Failure::failed(format!("taking the cohort's lease: {e}")))?;
-            let (holder, expires_at) = match outcome {
-                LeaseOutcome::Acquired(lease) => return Ok(lease),
-                LeaseOutcome::Held {
-                    holder, expires_at, ..
-                } => (holder, expires_at),
-            };
-            let deadline = *first_expiry.get_or_insert(expires_at.min(started + self.lease_ttl));
-            let now = Utc::now();
-            if now >= deadline + self.lease_ttl {
-                return Err(Failure {
-                    outcome: Outcome::SkippedLeased,
-                    message: format!(
-                        "{} is working on this cohort (its lease is renewed, now until {expires_at}); waited {:.1}s",
-                        holder.describe(),
-                        (now - started).num_milliseconds() as f64 / 1000.0
-                    ),
-                });
-            }
-            tracing::info!(
-                cohort = cohort_id,
-                "{} holds the cohort's lease until {expires_at}; waiting",
-                holder.describe()
-            );
-            let pause = heartbeat_interval(self.lease_ttl);
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = self.stop.cancelled() => {
-                    return Err(Failure::interrupted("not started: the run is stopping (it was waiting for another runner's lease)"));
-                }
-            }
-        }
-    }
-
-    /// Renews the lease every quarter TTL; returns (only) when the lease is lost.
-    async fn heartbeat(&self, lease: &mut Lease) -> String {
-        let interval = heartbeat_interval(self.lease_ttl);
-        loop {
-            tokio::time::sleep(interval).await;
-            match self.state.renew(lease, self.lease_ttl).await {
-                Ok(Renewal::Renewed) => {}
-                Ok(Renewal::Lost { now_held_by }) => {
-                    return match now_held_by {
-                        Some(h) => format!("now held by {}", h.describe()),
-                        None => "it was removed".to_string(),
-                    };
-                }
-                Err(e) => {
-                    tracing::warn!("renewing the lease: {e}");
-                    if Utc::now() >= lease.expires_at {
-                        return format!("it expired while renewals failed: {e}");
-                    }
-                }
-            }
-        }
     }
 
     async fn download(
@@ -745,12 +694,4 @@ impl CohortJob {
 struct Staged {
     staged: object_store::path::Path,
     final_key: object_store::path::Path,
-}
-
-/// How often a held lease is renewed: four times per TTL.
-pub fn heartbeat_interval(ttl: chrono::Duration) -> Duration {
-    ttl.to_std()
-        .map(|t| t / 4)
-        .unwrap_or(Duration::from_secs(30))
-        .max(Duration::from_millis(50))
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::cohort_job::{CohortJob, CohortResult};
 use super::context::RunContext;
+use super::leases::lease_ttl;
 use super::plan::{Action, ExportPlan, PlanOptions, PlannedCohort, plan_export};
 use super::poll::PollSettings;
 use super::report::{
@@ -278,17 +279,6 @@ async fn remove_orphaned_staging(
     }
 }
 
-/// How long a cohort's lease lives without a heartbeat (renewed every quarter of it).
-pub const LEASE_TTL: Duration = Duration::from_secs(120);
-
-/// The lease TTL at this run's time scale (never under one second).
-fn lease_ttl(time_scale: f64) -> chrono::Duration {
-    let ttl = LEASE_TTL
-        .mul_f64(time_scale.clamp(0.0, 1.0))
-        .max(Duration::from_secs(1));
-    chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(2))
-}
-
 fn log_plan(settings: &ExportSettings, plan: &ExportPlan) {
     tracing::info!(
         pipeline = %settings.name,
@@ -417,13 +407,6 @@ mod tests {
     fn request_validity_scales() {
         assert_eq!(request_validity(1.0), chrono::Duration::days(7));
         assert_eq!(request_validity(0.01).num_seconds(), 7 * 86_400 / 100);
-    }
-
-    #[test]
-    fn leases_are_short_and_scale_with_time() {
-        assert_eq!(lease_ttl(1.0), chrono::Duration::seconds(120));
-        assert_eq!(lease_ttl(0.01), chrono::Duration::milliseconds(1200));
-        assert_eq!(lease_ttl(0.0001), chrono::Duration::seconds(1));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod cohort_job;
 pub mod context;
 pub mod export;
 pub mod layout;
+pub mod leases;
 pub mod plan;
 pub mod poll;
 pub mod report;
