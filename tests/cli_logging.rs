@@ -8,6 +8,9 @@ use common::emulator::*;
 
 const APP: u64 = 7070;
 
+/// `--log` value, environment, whether a debug line is expected.
+type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], bool);
+
 /// Runs `cohort-sync cohorts` with only the given log settings; (exit code, stderr).
 async fn cohorts(
     base_url: &str,
@@ -46,7 +49,7 @@ async fn rust_log_is_honoured_after_the_flag_and_cohort_sync_log() {
     assert!(err.contains("DEBUG") && err.contains(debug_line), "{err}");
     assert!(err.contains("from RUST_LOG"), "{err}");
 
-    let cases: [(Option<&str>, &[(&str, &str)], bool); 5] = [
+    let cases: [Case; 5] = [
         (None, &[], false),
         (None, &[("COHORT_SYNC_LOG", "debug")], true),
         (

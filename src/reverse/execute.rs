@@ -860,6 +860,7 @@ async fn apply_journal(
         app_id: pipeline.connection.app_id,
         skip_invalid_ids: spec.reconcile.skip_invalid_ids,
         run_id: &ctx.run_id,
+        stop: &ctx.stop,
     };
     let outcome = apply(journal, &settings).await;
     rev.calls = outcome.calls;

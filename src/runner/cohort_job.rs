@@ -36,7 +36,10 @@ use crate::amplitude::types::{Cohort, Timestamp};
 use crate::amplitude::{AmplitudeClient, ApiError};
 use crate::crash;
 use crate::export::{BodyExpectation, ConvertStats, GzipHint, convert_stream};
-use crate::state::{CohortRecord, Holder, Lease, LeaseOutcome, Renewal, RequestRecord, StateStore};
+use crate::state::{
+    CohortRecord, Holder, Lease, LeaseOutcome, Ledger, LedgerEntry, LedgerOutcome, Renewal,
+    RequestRecord, StateStore,
+};
 use crate::storage::Location;
 
 /// `/file` attempts per request (the same request id each time: never a second request).
@@ -61,6 +64,8 @@ pub struct CohortJob {
     pub shared_requests: Arc<SharedRequests>,
     /// The run's stop token (SIGTERM/SIGINT).
     pub stop: CancellationToken,
+    /// The app's monthly quota ledger (every request issued or of unknown outcome).
+    pub ledger: Ledger,
 }
 
 /// What one cohort's work produced.
@@ -279,6 +284,8 @@ impl CohortJob {
                 cohort = %cohort.id,
                 "an earlier run sent a download request at {sent_at} and stopped before saving its answer: it is counted as possibly spent"
             );
+            self.record_in_ledger(&cohort.id, None, LedgerOutcome::Unknown, sent_at)
+                .await;
         }
         let mut reason = match &item.action {
             Action::Download {
@@ -455,9 +462,20 @@ impl CohortJob {
         match result {
             Ok(issued) => {
                 crash::point("export.request.answered");
+                self.record_in_ledger(
+                    &cohort.id,
+                    Some(&issued.request_id),
+                    LedgerOutcome::Spent,
+                    Utc::now(),
+                )
+                .await;
                 Ok(issued.request_id)
             }
             Err(e) => {
+                if e.outcome_unknown() {
+                    self.record_in_ledger(&cohort.id, None, LedgerOutcome::Unknown, Utc::now())
+                        .await;
+                }
                 if !e.outcome_unknown() {
                     // Certainly not counted: no intent to remember.
                     record.request_in_doubt = None;
@@ -471,6 +489,31 @@ impl CohortJob {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Adds a request to the month's ledger. A failure is logged, not fatal: the request
+    /// is already in the cohort's state, and the usage endpoint counts it too.
+    async fn record_in_ledger(
+        &self,
+        cohort_id: &str,
+        request_id: Option<&str>,
+        outcome: LedgerOutcome,
+        at: chrono::DateTime<Utc>,
+    ) {
+        let entry = LedgerEntry {
+            at,
+            cohort_id: cohort_id.to_string(),
+            request_id: request_id.map(str::to_string),
+            outcome,
+            pipeline: self.settings.name.clone(),
+            run_id: self.run_id.clone(),
+        };
+        if let Err(e) = self.ledger.record(&entry).await {
+            tracing::warn!(
+                cohort = cohort_id,
+                "recording the request in the quota ledger: {e}"
+            );
         }
     }
 

@@ -20,10 +20,11 @@ use super::report::{
 };
 use super::select::{Selection, select};
 use super::staging::Staging;
+use super::usage::read_usage;
 use crate::amplitude::ClientOptions;
 use crate::exit;
 use crate::export::ConvertOptions;
-use crate::state::{REQUEST_VALIDITY_DAYS, StateStore};
+use crate::state::{Ledger, REQUEST_VALIDITY_DAYS, StateStore};
 use crate::storage::{self, Location};
 
 /// Everything one export pipeline needs, already checked by the config loader.
@@ -36,6 +37,8 @@ pub struct ExportSettings {
     pub connection: ClientOptions,
     /// Keys the per-app rate limits.
     pub app_key: String,
+    /// The Amplitude project id, when configured (names the quota ledger).
+    pub app_id: Option<u64>,
     pub selection: Selection,
     pub plan: PlanOptions,
     pub poll: PollSettings,
@@ -100,17 +103,15 @@ async fn execute_into(
         .map_err(|e| (exit::USAGE, format!("{}: {e}", settings.file)))?;
     let state_location = storage::open(&settings.state_url, &ctx.base_dir)
         .map_err(|e| (exit::USAGE, format!("state url: {e}")))?;
+    let ledger = Ledger::new(
+        state_location.clone(),
+        settings.app_id,
+        settings.connection.credentials.api_key(),
+    );
     let state = StateStore::new(state_location, &settings.name);
-    let usage = client
-        .usage()
-        .await
-        .map_err(|e| (exit::FAILED, format!("reading monthly usage: {e}")))?;
-    report.usage_before = Some(UsageSnapshot {
-        limit: usage.limit,
-        used: usage.usage,
-        remaining: usage.remaining(),
-        reserve: settings.plan.reserve,
-    });
+    let monthly = read_usage(&client, Some(&ledger), Utc::now()).await;
+    report.usage_before = Some(UsageSnapshot::of(&monthly, settings.plan.reserve));
+    let usage = monthly.effective;
     let limits = ctx.limits.for_app(&settings.app_key, &ctx.limit_settings());
     let mut plan_opts = settings.plan.clone();
     plan_opts.force = plan_opts.force || ctx.force;
@@ -144,6 +145,7 @@ async fn execute_into(
         )),
         shared_requests: Arc::clone(&ctx.shared_requests),
         stop: ctx.stop.clone(),
+        ledger,
     });
 
     let mut order = Vec::new();

@@ -12,3 +12,4 @@ pub mod report;
 pub mod select;
 pub mod shared_requests;
 pub mod staging;
+pub mod usage;

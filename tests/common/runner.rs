@@ -200,7 +200,11 @@ url = "{state}"
         let parsed = std::fs::read_to_string(&report)
             .ok()
             .map(|t| serde_json::from_str(&t).expect("report is JSON"));
-        (code, parsed, String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            code,
+            parsed,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
