@@ -410,9 +410,18 @@ impl AmplitudeClient {
     }
 
     async fn send(&self, endpoint: &str, rb: RequestBuilder) -> Result<Response, ApiError> {
-        rb.send()
+        let resp = rb
+            .send()
             .await
-            .map_err(|e| ApiError::transport(endpoint, e))
+            .map_err(|e| ApiError::transport(endpoint, e))?;
+        // The path only: a presigned link's query string is its signature.
+        tracing::debug!(
+            endpoint,
+            path = resp.url().path(),
+            status = resp.status().as_u16(),
+            "amplitude answered"
+        );
+        Ok(resp)
     }
 }
 
@@ -509,7 +518,10 @@ fn classify(
     let body = ErrorBody::parse(text);
     let code = status.as_u16();
     match code {
-        401 | 403 => ApiError::Auth { status: code, body },
+        401 | 403 => ApiError::Auth {
+            status: code,
+            body: body.or_else(|| plain_text_body(code, text)),
+        },
         404 => ApiError::NotFound {
             what: what.to_string(),
             body,
@@ -537,6 +549,15 @@ fn classify(
             text: quote(text),
         },
     }
+}
+
+/// A body that is not Amplitude's error JSON, quoted as the message (none when empty).
+fn plain_text_body(code: u16, text: &str) -> Option<ErrorBody> {
+    (!text.trim().is_empty()).then(|| ErrorBody {
+        http_code: Some(code),
+        message: Some(quote(text)),
+        ..ErrorBody::default()
+    })
 }
 
 /// `Retry-After` as delta-seconds (fractions accepted) or an HTTP date.
@@ -582,6 +603,33 @@ mod tests {
     fn ids_are_escaped_in_paths() {
         assert_eq!(path_segment("abc_12-3"), "abc_12-3");
         assert_eq!(path_segment("../x y"), "..%2Fx%20y");
+    }
+
+    #[test]
+    fn refused_keys_name_the_cause_and_what_to_check() {
+        let combination = r#"{"error":{"http_code":403,"type":"unspecified","metadata":{"details":"Invalid API/Secret Key combination"}}}"#;
+        let e = classify(
+            StatusCode::FORBIDDEN,
+            None,
+            combination,
+            "list cohorts",
+            "x",
+        );
+        assert!(matches!(e, ApiError::Auth { status: 403, .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("authentication failed (HTTP 403): Invalid API/Secret Key combination; check AMPLITUDE_API_KEY / AMPLITUDE_SECRET_KEY"),
+            "{text}"
+        );
+        let unknown = combination.replace("Invalid API/Secret Key combination", "Invalid API Key");
+        let text = classify(StatusCode::FORBIDDEN, None, &unknown, "usage", "x").to_string();
+        assert!(
+            text.contains("Invalid API Key; check AMPLITUDE_API_KEY"),
+            "{text}"
+        );
+        assert!(text.contains("region"), "{text}");
+        let html = classify(StatusCode::UNAUTHORIZED, None, "<h1>401</h1>", "usage", "x");
+        assert!(html.to_string().contains("<h1>401</h1>"), "{html}");
     }
 
     #[test]
