@@ -192,7 +192,7 @@ async fn run_steps(
     let file = FileRef::parse(spec.source.url.as_str(), &ctx.base_dir).map_err(Failure::failed)?;
 
     if let Some(journal) = unfinished_plan(setup, &file, spec, ctx, rev).await? {
-        return resume(journal, &setup, pipeline, spec, ctx, rev).await;
+        return resume(journal, setup, pipeline, spec, ctx, rev).await;
     }
 
     // The fingerprint is taken before the source is read: if the file changes in between,
@@ -203,9 +203,9 @@ async fn run_steps(
         None
     };
     let source = read_source(&file, spec).await?;
-    let cohort = current_cohort(&setup, rev).await?;
+    let cohort = current_cohort(setup, rev).await?;
     refuse_empty_source(&source, &cohort, &file, spec, ctx, rev)?;
-    let base = get_baseline(&setup, &cohort, pipeline, spec, ctx, report, rev).await?;
+    let base = get_baseline(setup, &cohort, pipeline, spec, ctx, report, rev).await?;
     let baseline_known = base.is_some();
     let diffs = diff_source(source.ids, base.unwrap_or_default()).await?;
     rev.source = Some(source_report(
@@ -235,8 +235,8 @@ async fn run_steps(
         rev.outcome = "in_sync".into();
         return Ok(());
     }
-    let mut journal = journal_plan(&plan, &setup, &cohort, fingerprint, spec, ctx, rev).await?;
-    apply_journal(&mut journal, &setup, pipeline, spec, ctx, rev).await
+    let mut journal = journal_plan(&plan, setup, &cohort, fingerprint, spec, ctx, rev).await?;
+    apply_journal(&mut journal, setup, pipeline, spec, ctx, rev).await
 }
 
 /// The client, the state, and the target: an existing cohort, one this pipeline created
