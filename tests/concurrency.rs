@@ -207,3 +207,98 @@ async fn a_second_reverse_run_on_the_same_target_sends_nothing_and_says_why() {
         got.difference(&source).count()
     );
 }
+
+/// Whether process `pid` is stopped (state `T` in /proc/PID/stat).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next().map(str::to_string))
+        })
+        .is_some_and(|state| state == "T" || state == "t")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_paused_past_its_lease_is_taken_over_and_its_writes_are_refused() {
+    let h = runner::start(vec![cohort("paused", 2_000, &[])], |_| {}).await;
+    let bucket = common::create_bucket("paused");
+    let file = h.export_pipeline(
+        "paused",
+        &["paused"],
+        &format!("s3://{bucket}/out"),
+        &format!("s3://{bucket}/state"),
+        "",
+    );
+    let file_s = file.to_string_lossy().into_owned();
+    let report_a = h.path("report-a.json");
+    // A freezes (SIGSTOP) with its file complete, just before publishing it.
+    let a = h
+        .command(&["run", &file_s, "--report", &report_a.to_string_lossy()])
+        .env("COHORT_SYNC_CRASH_AT", "export.upload.completed:stop")
+        .spawn()
+        .expect("spawn A");
+    let pid = a.id().expect("pid");
+    for _ in 0..6_000 {
+        if is_stopped(pid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(is_stopped(pid), "A never reached its stop point");
+
+    // B waits out A's lease (A's heartbeat is frozen too) and exports the cohort.
+    let (code_b, report_b, err_b) = h.run_env(&[&file], &[], &[]).await;
+    assert_eq!(code_b, 0, "{err_b}");
+    let report_b = report_b.expect("report B");
+    assert_eq!(
+        report_b["pipelines"][0]["cohorts"][0]["outcome"],
+        "exported"
+    );
+    assert_eq!(
+        report_b["pipelines"][0]["cohorts"][0]["request_reused"], true,
+        "B downloads A's request: {report_b:#}"
+    );
+
+    // A wakes up: its fence finds the lease taken over and it writes nothing.
+    let resumed = std::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status()
+        .expect("kill -CONT");
+    assert!(resumed.success());
+    let out_a = a.wait_with_output().await.expect("A ends");
+    let err_a = String::from_utf8_lossy(&out_a.stderr);
+    assert_eq!(out_a.status.code(), Some(1), "{err_a}");
+    let report_a: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_a).expect("report A")).expect("JSON");
+    let a_cohort = &report_a["pipelines"][0]["cohorts"][0];
+    assert_eq!(a_cohort["outcome"], "failed", "{a_cohort:#}");
+    let detail = a_cohort["detail"].as_str().unwrap_or_default();
+    // (B has finished and released the lease by then: it is gone rather than B's.)
+    assert!(detail.contains("not publishing the file"), "{detail}");
+    assert!(detail.contains("lease was lost"), "{detail}");
+
+    // One request in all, one exact file, B's _SUCCESS only.
+    assert_eq!(spent_requests(&h.requests().await).len(), 1);
+    let root = format!("s3://{bucket}/out");
+    let tree = common::runner::check_tree(&root, &common::runner::export_columns(&h.cohorts[0]));
+    let objects: Vec<&str> = tree["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let successes: Vec<&&str> = objects.iter().filter(|o| o.ends_with("_SUCCESS")).collect();
+    assert_eq!(successes.len(), 1, "{objects:?}");
+    assert!(successes[0].contains(report_b["run_id"].as_str().unwrap_or("?")));
+    assert_eq!(tree["dataset_rows"].as_u64(), Some(2_000), "{tree:#}");
+    let spec = &h.cohorts[0];
+    let file = tree["files"]
+        .as_object()
+        .and_then(|f| f.values().next())
+        .expect("a file");
+    assert_eq!(
+        file["digest"].as_str(),
+        Some(common::runner::expected_digest(spec, &spec.props).as_str())
+    );
+}

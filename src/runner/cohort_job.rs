@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::export::{ExportSettings, ManifestFile, cohort_report};
 use super::layout::{LayoutValues, render};
-use super::leases::{LeaseKeeper, LeaseRefused};
+use super::leases::{Fence, LeaseKeeper, LeaseRefused};
 use super::plan::{Action, PlannedCohort};
 use super::poll::{PollError, wait_for_job_until};
 use super::report::{CohortReport, Outcome, RequestReason, SpentRequest};
@@ -150,8 +150,9 @@ impl CohortJob {
         // The cohort's own stop: the run's, or a heartbeat that found the lease lost.
         let cohort_stop = self.stop.child_token();
         let mut lost_to = None;
+        let fence = Fence::new(&self.state, &lease, self.lease_ttl);
         let result = {
-            let work = self.download(&item, &mut out, &cohort_stop);
+            let work = self.download(&item, &mut out, &cohort_stop, &fence);
             let heartbeat = keeper.heartbeat(&mut lease);
             tokio::pin!(work, heartbeat);
             loop {
@@ -205,6 +206,7 @@ impl CohortJob {
         item: &PlannedCohort,
         out: &mut CohortResult,
         stop: &CancellationToken,
+        fence: &Fence,
     ) -> Result<Option<ManifestFile>, Failure> {
         let cohort = &item.selected.cohort;
         let last_computed = cohort.last_computed.clone();
@@ -245,7 +247,7 @@ impl CohortJob {
         let mut replaced = 0;
         loop {
             let request_id = self
-                .obtain_request(cohort, &mut record, reason, out)
+                .obtain_request(cohort, &mut record, reason, out, fence)
                 .await?;
             out.report.request_id = Some(request_id.clone());
             match self
@@ -254,7 +256,7 @@ impl CohortJob {
             {
                 Ok(stats_and_key) => {
                     return self
-                        .record_export(cohort, &mut record, &request_id, stats_and_key, out)
+                        .record_export(cohort, &mut record, &request_id, stats_and_key, out, fence)
                         .await
                         .map(Some);
                 }
@@ -296,6 +298,7 @@ impl CohortJob {
         record: &mut CohortRecord,
         reason: RequestReason,
         out: &mut CohortResult,
+        fence: &Fence,
     ) -> Result<String, Failure> {
         let props = &self.settings.plan;
         let last_computed = cohort.last_computed.clone();
@@ -321,7 +324,7 @@ impl CohortJob {
         let issued = self
             .shared_requests
             .get_or_issue(&key, &issuer, move || async move {
-                let r = self.issue(cohort, rec).await;
+                let r = self.issue(cohort, rec, fence).await;
                 if let Err(e) = &r {
                     *unknown_ref = e.outcome_unknown();
                 }
@@ -389,10 +392,23 @@ impl CohortJob {
     }
 
     /// Spends one download: saves the intent, sends the request, returns its id.
-    async fn issue(&self, cohort: &Cohort, record: &mut CohortRecord) -> Result<String, ApiError> {
+    async fn issue(
+        &self,
+        cohort: &Cohort,
+        record: &mut CohortRecord,
+        fence: &Fence,
+    ) -> Result<String, ApiError> {
         if self.stop.is_cancelled() {
             return Err(ApiError::Stopped);
         }
+        fence
+            .check("requesting the cohort")
+            .await
+            .map_err(|message| ApiError::Transport {
+                endpoint: "lease".into(),
+                message,
+                maybe_delivered: false,
+            })?;
         let props = &self.settings.plan;
         record.request_in_doubt = Some(Utc::now());
         self.state
@@ -636,8 +652,13 @@ impl CohortJob {
         request_id: &str,
         (stats, keys): (ConvertStats, Staged),
         out: &mut CohortResult,
+        fence: &Fence,
     ) -> Result<ManifestFile, Failure> {
         crash::point("export.upload.completed");
+        fence
+            .check("publishing the file")
+            .await
+            .map_err(Failure::failed)?;
         let staging = Staging::new(&self.output, &self.settings.name, &self.run_id);
         staging
             .publish(&keys.staged, &keys.final_key)
@@ -671,6 +692,10 @@ impl CohortJob {
         if let Some(req) = record.request.as_mut() {
             req.completed = true;
         }
+        fence
+            .check("recording the export")
+            .await
+            .map_err(Failure::failed)?;
         self.state.save_cohort(record).await.map_err(|e| {
             Failure::failed(format!(
                 "published {described} but could not save the state: {e}"

@@ -119,6 +119,43 @@ impl LeaseKeeper<'_> {
     }
 }
 
+/// A held lease, checked against the store right before a write only its holder may make
+/// (spending a request, publishing a file, recording an export): a holder that was paused
+/// past its lease's expiry — and taken over — learns it there and writes nothing. The
+/// check renews the lease with compare-and-swap on S3; between the check and the write
+/// only milliseconds pass, against a TTL of two minutes.
+pub struct Fence {
+    state: StateStore,
+    lease: tokio::sync::Mutex<Lease>,
+    ttl: chrono::Duration,
+}
+
+impl Fence {
+    pub fn new(state: &StateStore, lease: &Lease, ttl: chrono::Duration) -> Self {
+        Fence {
+            state: state.clone(),
+            lease: tokio::sync::Mutex::new(lease.clone()),
+            ttl,
+        }
+    }
+
+    /// Ok when the lease is still ours (and renewed); else why not.
+    pub async fn check(&self, before: &str) -> Result<(), String> {
+        let mut lease = self.lease.lock().await;
+        match self.state.renew(&mut lease, self.ttl).await {
+            Ok(Renewal::Renewed) => Ok(()),
+            Ok(Renewal::Lost { now_held_by }) => Err(format!(
+                "not {before}: the lease was lost ({}) while this run was paused or slow",
+                now_held_by.map_or("it was removed".to_string(), |h| format!(
+                    "now held by {}",
+                    h.describe()
+                ))
+            )),
+            Err(e) => Err(format!("not {before}: the lease cannot be confirmed: {e}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
