@@ -2,10 +2,11 @@
 //! signal itself, so a kill lands exactly between two steps (after the request's answer,
 //! before it is saved; between a membership answer and its journal entry; ...).
 //!
-//! Test-only setting: `COHORT_SYNC_CRASH_AT=NAME[#N][:term],...` — the Nth time (default
-//! the first) the process passes point `NAME` it sends itself SIGKILL (it dies on the
-//! spot, like `kill -9` or an OOM kill), or SIGTERM with `:term` (the graceful stop runs,
-//! as under `kill` or a Kubernetes eviction). Unset (always, outside tests) a point costs
+//! Test-only setting: `COHORT_SYNC_CRASH_AT=NAME[#N][:term|:stop],...` — the Nth time
+//! (default the first) the process passes point `NAME` it sends itself SIGKILL (it dies on
+//! the spot, like `kill -9` or an OOM kill), SIGTERM with `:term` (the graceful stop runs,
+//! as under `kill` or a Kubernetes eviction), or SIGSTOP with `:stop` (it freezes until a
+//! SIGCONT, like a process paused long enough for its lease to expire). Unset (always, outside tests) a point costs
 //! one atomic load. Every point a run passes is logged at `trace` level as
 //! `crash point NAME #N`, so a test can list the points a scenario reaches.
 
@@ -20,6 +21,7 @@ pub const ENV: &str = "COHORT_SYNC_CRASH_AT";
 enum Signal {
     Kill,
     Term,
+    Stop,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +57,7 @@ fn parse(spec: &str) -> Vec<Armed> {
         .map(|item| {
             let (point, signal) = match item.rsplit_once(':') {
                 Some((p, "term")) => (p, Signal::Term),
+                Some((p, "stop")) => (p, Signal::Stop),
                 Some((p, "kill")) => (p, Signal::Kill),
                 _ => (item, Signal::Kill),
             };
@@ -98,6 +101,7 @@ fn send(signal: Signal) {
     let sig = match signal {
         Signal::Kill => libc::SIGKILL,
         Signal::Term => libc::SIGTERM,
+        Signal::Stop => libc::SIGSTOP,
     };
     // SAFETY: kill(2) on our own pid with a valid signal number has no memory effects.
     unsafe {

@@ -14,9 +14,10 @@ use clap::{Parser, Subcommand};
     about = "Move Amplitude behavioral cohorts to Parquet and CRM lists back into cohorts"
 )]
 struct Cli {
-    /// Log filter (also `COHORT_SYNC_LOG`), e.g. `debug` or `cohort_sync=trace`.
-    #[arg(long, global = true, env = "COHORT_SYNC_LOG", default_value = "info")]
-    log: String,
+    /// Log filter, e.g. `debug` or `cohort_sync=trace`. Without it: `COHORT_SYNC_LOG`,
+    /// then `RUST_LOG`, then `info`.
+    #[arg(long, global = true, env = "COHORT_SYNC_LOG")]
+    log: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
             });
         }
     };
-    cli::init_logging(&cli.log);
+    cli::init_logging(cli.log.as_deref());
     let code = match cli.command {
         Command::Run(args) => cli::block_on(cli::run::run(args)),
         Command::Plan(args) => cli::block_on(cli::run::plan(args)),

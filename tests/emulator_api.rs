@@ -122,23 +122,80 @@ async fn lists_cohorts_and_usage() {
     assert!(usage.resets_at.is_some_and(|r| r.ends_with("-01T00:00:00")));
 }
 
+/// The list follows Amplitude's published sample (Postman collection), not only the
+/// reference's schema: `description` null, `countGroup` a string, no `viewers`.
 #[tokio::test]
-async fn wrong_credentials_are_refused_with_error_json() {
+async fn list_objects_look_like_the_published_sample() {
+    let emu = start_emulator(base_config()).await;
+    let (status, _, text) = raw_get(&emu, "/api/3/cohorts").await;
+    assert_eq!(status, 200);
+    let body: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let small = &body["cohorts"][0];
+    assert_eq!(small["id"], "small1");
+    assert_eq!(small["description"], serde_json::Value::Null);
+    assert_eq!(small["definition"]["countGroup"], "User");
+    assert_eq!(small["type"], "redshift");
+    assert!(small.get("viewers").is_none(), "{small}");
+    assert_eq!(small["lastComputed"], 1_704_067_200);
+    patch_cohort(
+        &emu.base_url,
+        APP,
+        "small1",
+        serde_json::json!({"description": "set by the admin API"}),
+    )
+    .await;
+    let client = app_client(&emu, APP);
+    let list = client.list_cohorts(false).await.expect("list");
+    let small = &list.cohorts[0];
+    assert_eq!(small.description.as_deref(), Some("set by the admin API"));
+    assert_eq!(small.count_group(), Some("User"));
+    assert!(small.viewers.is_empty());
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_refused_with_amplitudes_403() {
     let emu = start_emulator(base_config()).await;
     let bad = client(&emu, &format!("key-{APP}"), "wrong-secret");
-    match bad.list_cohorts(false).await {
-        Err(ApiError::Auth { status: 401, body }) => {
-            let body = body.expect("error JSON");
-            assert_eq!(body.http_code, Some(401));
-            assert!(body.message.is_some());
+    let unknown = client(&emu, "no-such-key", &format!("secret-{APP}"));
+    for (c, details) in [
+        (&bad, "Invalid API/Secret Key combination"),
+        (&unknown, "Invalid API Key"),
+    ] {
+        match c.list_cohorts(false).await {
+            Err(e @ ApiError::Auth { status: 403, .. }) => {
+                let ApiError::Auth { body, .. } = &e else {
+                    unreachable!()
+                };
+                let body = body.as_ref().expect("error JSON");
+                assert_eq!(body.http_code, Some(403));
+                assert_eq!(body.error_type.as_deref(), Some("unspecified"));
+                assert_eq!(body.details(), Some(details));
+                let text = e.to_string();
+                assert!(text.contains(details), "{text}");
+                assert!(text.contains("check AMPLITUDE_API_KEY"), "{text}");
+            }
+            other => panic!("expected 403, got {other:?}"),
         }
-        other => panic!("expected 401, got {other:?}"),
     }
-    let log = requests(&emu.base_url).await;
-    assert_eq!(log.len(), 1);
+    let (status, _, text) = raw_request(&emu, "/api/3/cohorts", None).await;
+    let body: serde_json::Value = serde_json::from_str(&text).expect("JSON");
     assert_eq!(
-        (log[0].status, log[0].app_id, log[0].authorization),
-        (401, None, true)
+        (status, body),
+        (
+            403,
+            serde_json::json!({"error": {"http_code": 403, "type": "unspecified",
+                "metadata": {"details": "Invalid API Key"}}})
+        ),
+        "no credentials at all"
+    );
+    let log = requests(&emu.base_url).await;
+    let seen: Vec<_> = log
+        .iter()
+        .map(|e| (e.status, e.app_id, e.authorization))
+        .collect();
+    assert_eq!(
+        seen,
+        [(403, None, true), (403, None, true), (403, None, false)]
     );
 }
 
@@ -283,9 +340,10 @@ async fn presign_listener_refuses_an_authorization_header() {
         .send()
         .await
         .expect("presigned");
-    assert_eq!(leaked.status(), 403);
+    assert_eq!(leaked.status(), 400, "S3's answer to two auth mechanisms");
     let text = leaked.text().await.expect("xml");
     assert!(text.contains("<Code>InvalidArgument</Code>"), "{text}");
+    assert!(text.contains("Only one auth mechanism allowed"), "{text}");
     let fine = http.get(&location).send().await.expect("presigned");
     assert_eq!(fine.status(), 200);
 }
@@ -743,12 +801,25 @@ async fn raw_get(
     emu: &cohort_sync::emulator::RunningEmulator,
     path: &str,
 ) -> (u16, reqwest::header::HeaderMap, String) {
-    let resp = reqwest::Client::new()
-        .get(format!("{}{path}", emu.base_url))
-        .basic_auth(format!("key-{APP}"), Some(format!("secret-{APP}")))
-        .send()
-        .await
-        .expect("answered");
+    raw_request(
+        emu,
+        path,
+        Some((&format!("key-{APP}"), &format!("secret-{APP}"))),
+    )
+    .await
+}
+
+/// `GET` on the API listener with the given Basic credentials, or none.
+async fn raw_request(
+    emu: &cohort_sync::emulator::RunningEmulator,
+    path: &str,
+    credentials: Option<(&str, &str)>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut rb = reqwest::Client::new().get(format!("{}{path}", emu.base_url));
+    if let Some((key, secret)) = credentials {
+        rb = rb.basic_auth(key, Some(secret));
+    }
+    let resp = rb.send().await.expect("answered");
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     (status, headers, resp.text().await.expect("body"))
@@ -1307,6 +1378,111 @@ async fn upload_creates_and_replaces_cohorts() {
         (uploads[0].operation.as_deref(), uploads[0].id_count),
         (Some("UPLOAD"), Some(wanted.len() as u64 + 1))
     );
+}
+
+/// What `upload` answers: the reference's `cohortId` + `metadata` and the published
+/// sample's `cohortsById`, the new cohort typed `manual_upload`.
+#[tokio::test]
+async fn upload_answer_carries_cohorts_by_id_and_the_list_types_it_manual_upload() {
+    let emu = start_emulator(base_config()).await;
+    let ids: Vec<String> = member_numbers(3, "crm", 5)
+        .map(|n| amplitude_id(n).to_string())
+        .collect();
+    let body = serde_json::json!({"name": "Uploaded", "app_id": APP, "id_type": "BY_AMP_ID",
+        "ids": ids, "owner": "o@example.com", "published": true});
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/3/cohorts/upload", emu.base_url))
+        .basic_auth(format!("key-{APP}"), Some(format!("secret-{APP}")))
+        .json(&body)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(resp.status(), 200);
+    let answer: serde_json::Value = resp.json().await.expect("JSON");
+    let id = answer["cohortId"].as_str().expect("cohortId").to_string();
+    assert_eq!(answer["metadata"]["matched"], 5);
+    let made = &answer["cohortsById"][&id];
+    assert_eq!(
+        (&made["id"], &made["name"], &made["type"], &made["size"]),
+        (
+            &serde_json::json!(id),
+            &serde_json::json!("Uploaded"),
+            &serde_json::json!("manual_upload"),
+            &serde_json::json!(5)
+        )
+    );
+    let client = app_client(&emu, APP);
+    let listed = client.list_cohorts(false).await.expect("list");
+    let listed = listed.cohorts.iter().find(|c| c.id == id).expect("listed");
+    assert_eq!(listed.cohort_type.as_deref(), Some("manual_upload"));
+    let parsed: cohort_sync::amplitude::types::UploadResponse =
+        serde_json::from_value(answer).expect("typed");
+    assert_eq!(parsed.cohort().map(|c| c.size), Some(Some(5)));
+}
+
+#[tokio::test]
+async fn an_upload_without_a_valid_id_is_refused_and_creates_nothing() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    let upload = |ids: Vec<String>, existing: Option<&str>| UploadRequest {
+        name: "Nobody".into(),
+        app_id: APP as i64,
+        id_type: IdKind::UserId.upload_id_type(),
+        cg: None,
+        ids,
+        owner: "o@example.com".into(),
+        published: true,
+        skip_save: None,
+        skip_invalid_ids: Some(true),
+        existing_cohort_id: existing.map(str::to_string),
+    };
+    let before = members(&emu.base_url, APP, "small1").await;
+    for (ids, existing) in [
+        (vec![], None),
+        (vec!["ghost@nowhere".to_string(), "".to_string()], None),
+        (vec![], Some("small1")),
+        (vec!["ghost@nowhere".to_string()], Some("small1")),
+    ] {
+        match client.upload(&upload(ids.clone(), existing)).await {
+            Err(ApiError::InvalidRequest {
+                status: 400,
+                body: Some(b),
+            }) => {
+                assert_eq!(b.error_type.as_deref(), Some("no_valid_ids"), "{ids:?}");
+                let meta = b.metadata.expect("metadata");
+                assert_eq!(
+                    (meta["matched"].clone(), meta["totals"].clone()),
+                    (0.into(), ids.len().into())
+                );
+            }
+            other => panic!("expected 400 for {ids:?}, got {other:?}"),
+        }
+    }
+    let list = client.list_cohorts(false).await.expect("list");
+    assert_eq!(list.cohorts.len(), 3, "no cohort was created");
+    assert_eq!(members(&emu.base_url, APP, "small1").await, before);
+}
+
+/// axum's 2 MB default is no Amplitude limit: 100,000 ids of 55 characters (5.7 MB) are
+/// answered, not refused with 413.
+#[tokio::test]
+async fn a_membership_call_of_100k_long_ids_is_read_whole() {
+    let emu = start_emulator(base_config()).await;
+    let client = app_client(&emu, APP);
+    let ids: Vec<String> = (0..100_000)
+        .map(|i| format!("crm-export-2024-q4-customer-{i:06}@example-long-domain.com"))
+        .collect();
+    assert!(ids.iter().all(|id| id.len() >= 55));
+    let body = MembershipRequest {
+        cohort_id: "small1".into(),
+        count_group: None,
+        memberships: vec![membership(MembershipOperation::Add, IdKind::UserId, ids)],
+        skip_invalid_ids: Some(true),
+    };
+    let answer = client.update_membership(&body).await.expect("answered");
+    assert_eq!(answer.memberships_result[0].skipped_ids.len(), 100_000);
+    let log = requests(&emu.base_url).await;
+    assert_eq!((log[0].status, log[0].id_count), (200, Some(100_000)));
 }
 
 #[tokio::test]

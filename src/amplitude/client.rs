@@ -158,6 +158,11 @@ impl AmplitudeClient {
         &self.base_url
     }
 
+    /// The api key (names the quota ledger of a project without an app id, hashed).
+    pub fn api_key(&self) -> &str {
+        self.credentials.api_key()
+    }
+
     /// `GET /api/3/cohorts[?includeSyncInfo=true]`: every discoverable cohort. Costs no quota.
     pub async fn list_cohorts(&self, include_sync_info: bool) -> Result<CohortList, ApiError> {
         self.retry
@@ -206,13 +211,21 @@ impl AmplitudeClient {
                         }
                     }
                     let resp = self.send("request cohort", rb).await?;
-                    expect_json(
+                    let answer = expect_json(
                         resp,
                         "request cohort",
                         &what,
                         &[StatusCode::ACCEPTED, StatusCode::OK],
                     )
-                    .await
+                    .await;
+                    match answer {
+                        Err(ApiError::RateLimited { retry_after, body })
+                            if retry_after.is_none_or(|d| d > SHORT_RETRY_AFTER) =>
+                        {
+                            Err(self.month_spent_or_rate_limited(retry_after, body).await)
+                        }
+                        other => other,
+                    }
                 },
             )
             .await
@@ -311,6 +324,23 @@ impl AmplitudeClient {
         Err(error_from_response(resp, "presigned download", "download link").await)
     }
 
+    /// Decides what a 429 to the quota-spending request means, by the numbers rather than
+    /// its wording (undocumented): only this endpoint counts towards the month, and a
+    /// rate limit says when to come back. Without a short `Retry-After`, a fresh read of
+    /// the usage endpoint decides: the month is spent when it says so; otherwise (or when
+    /// it cannot tell) it is a rate limit, retried with backoff. The runner checks its
+    /// quota ledger before it sends a request, so a spent month is caught there too.
+    async fn month_spent_or_rate_limited(
+        &self,
+        retry_after: Option<Duration>,
+        body: Option<ErrorBody>,
+    ) -> ApiError {
+        match self.usage().await {
+            Ok(u) if u.remaining() == 0 => ApiError::QuotaExhausted { body },
+            _ => ApiError::RateLimited { retry_after, body },
+        }
+    }
+
     /// `GET /api/3/cohorts/usage`: this month's download count and limit. Costs no quota.
     pub async fn usage(&self) -> Result<RestDownloadUsage, ApiError> {
         let rb = self.authed(Method::GET, "/api/3/cohorts/usage");
@@ -380,11 +410,24 @@ impl AmplitudeClient {
     }
 
     async fn send(&self, endpoint: &str, rb: RequestBuilder) -> Result<Response, ApiError> {
-        rb.send()
+        let resp = rb
+            .send()
             .await
-            .map_err(|e| ApiError::transport(endpoint, e))
+            .map_err(|e| ApiError::transport(endpoint, e))?;
+        // The path only: a presigned link's query string is its signature.
+        tracing::debug!(
+            endpoint,
+            path = resp.url().path(),
+            status = resp.status().as_u16(),
+            "amplitude answered"
+        );
+        Ok(resp)
     }
 }
+
+/// A `Retry-After` up to this long is a rate limit's: wait and retry. Longer (or none) on
+/// the cohort request may mean the month is spent; the usage endpoint decides.
+const SHORT_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// Percent-encodes an id for use as one path segment.
 fn path_segment(id: &str) -> String {
@@ -475,12 +518,15 @@ fn classify(
     let body = ErrorBody::parse(text);
     let code = status.as_u16();
     match code {
-        401 | 403 => ApiError::Auth { status: code, body },
+        401 | 403 => ApiError::Auth {
+            status: code,
+            body: body.or_else(|| plain_text_body(code, text)),
+        },
         404 => ApiError::NotFound {
             what: what.to_string(),
             body,
         },
-        429 if mentions_monthly_quota(body.as_ref(), text) => ApiError::QuotaExhausted { body },
+        // Read by meaning, not wording (which is undocumented): see `request_cohort`.
         429 => ApiError::RateLimited { retry_after, body },
         400..=499 => ApiError::InvalidRequest {
             status: code,
@@ -505,18 +551,13 @@ fn classify(
     }
 }
 
-/// A 429 about the monthly limit is not a rate limit: waiting minutes does not help.
-fn mentions_monthly_quota(body: Option<&ErrorBody>, text: &str) -> bool {
-    let hay = match body {
-        Some(b) => format!(
-            "{} {}",
-            b.error_type.as_deref().unwrap_or(""),
-            b.message.as_deref().unwrap_or("")
-        ),
-        None => text.to_string(),
-    }
-    .to_ascii_lowercase();
-    hay.contains("quota") || hay.contains("monthly")
+/// A body that is not Amplitude's error JSON, quoted as the message (none when empty).
+fn plain_text_body(code: u16, text: &str) -> Option<ErrorBody> {
+    (!text.trim().is_empty()).then(|| ErrorBody {
+        http_code: Some(code),
+        message: Some(quote(text)),
+        ..ErrorBody::default()
+    })
 }
 
 /// `Retry-After` as delta-seconds (fractions accepted) or an HTTP date.
@@ -565,28 +606,130 @@ mod tests {
     }
 
     #[test]
-    fn monthly_quota_is_not_a_rate_limit() {
-        let quota = r#"{"error":{"http_code":429,"type":"quota_exceeded","message":"Monthly limit of 500 reached"}}"#;
+    fn refused_keys_name_the_cause_and_what_to_check() {
+        let combination = r#"{"error":{"http_code":403,"type":"unspecified","metadata":{"details":"Invalid API/Secret Key combination"}}}"#;
         let e = classify(
-            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::FORBIDDEN,
             None,
-            quota,
-            "request cohort",
-            "c",
+            combination,
+            "list cohorts",
+            "x",
         );
-        assert!(matches!(e, ApiError::QuotaExhausted { .. }), "{e}");
-        let rate =
-            r#"{"error":{"http_code":429,"type":"rate_limited","message":"Too many requests"}}"#;
-        let e = classify(
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(Duration::from_secs(2)),
-            rate,
-            "request cohort",
-            "c",
-        );
+        assert!(matches!(e, ApiError::Auth { status: 403, .. }), "{e}");
+        let text = e.to_string();
         assert!(
-            matches!(e, ApiError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(2)),
+            text.starts_with("authentication failed (HTTP 403): Invalid API/Secret Key combination; check AMPLITUDE_API_KEY / AMPLITUDE_SECRET_KEY"),
+            "{text}"
+        );
+        let unknown = combination.replace("Invalid API/Secret Key combination", "Invalid API Key");
+        let text = classify(StatusCode::FORBIDDEN, None, &unknown, "usage", "x").to_string();
+        assert!(
+            text.contains("Invalid API Key; check AMPLITUDE_API_KEY"),
+            "{text}"
+        );
+        assert!(text.contains("region"), "{text}");
+        let html = classify(StatusCode::UNAUTHORIZED, None, "<h1>401</h1>", "usage", "x");
+        assert!(html.to_string().contains("<h1>401</h1>"), "{html}");
+    }
+
+    #[test]
+    fn a_429_is_never_read_by_its_wording() {
+        for text in [
+            r#"{"error":{"http_code":429,"type":"quota_exceeded","message":"Monthly limit of 500 reached"}}"#,
+            r#"{"error":{"http_code":429,"type":"rate_limited","message":"Too many requests"}}"#,
+            "Quota for requests per minute exceeded",
+        ] {
+            let e = classify(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(Duration::from_secs(2)),
+                text,
+                "request cohort",
+                "c",
+            );
+            assert!(
+                matches!(e, ApiError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(2)),
+                "{e}"
+            );
+        }
+    }
+
+    /// A server on loopback answering the cohort request with a 429 (`retry_after`,
+    /// `message`) and the usage endpoint with `used` of 500.
+    async fn server_429(
+        retry_after: Option<&'static str>,
+        message: &'static str,
+        used: u32,
+    ) -> String {
+        use axum::routing::get;
+        let app = axum::Router::new()
+            .route(
+                "/api/5/cohorts/request/{id}",
+                get(move || async move {
+                    let mut resp = axum::response::Response::new(axum::body::Body::from(format!(
+                        r#"{{"error":{{"http_code":429,"type":"too_many_requests","message":"{message}"}}}}"#
+                    )));
+                    *resp.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS;
+                    if let Some(r) = retry_after {
+                        resp.headers_mut().insert(
+                            "retry-after",
+                            axum::http::HeaderValue::from_static(r),
+                        );
+                    }
+                    resp
+                }),
+            )
+            .route(
+                "/api/3/cohorts/usage",
+                get(move || async move {
+                    axum::Json(serde_json::json!({"rest_download": {"limit": 500, "usage": used}}))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}")
+    }
+
+    async fn request_answer(
+        retry_after: Option<&'static str>,
+        message: &'static str,
+        used: u32,
+    ) -> ApiError {
+        let base = server_429(retry_after, message, used).await;
+        let client = AmplitudeClient::new(ClientOptions::new(base, Credentials::new("k", "s")))
+            .expect("client");
+        client
+            .request_cohort("c1", false, &[])
+            .await
+            .expect_err("429")
+    }
+
+    #[tokio::test]
+    async fn the_month_is_spent_only_when_the_usage_says_so_whatever_the_wording() {
+        // No Retry-After, usage at the limit: the month is spent, though no word says so.
+        let e = request_answer(None, "Too many requests", 500).await;
+        assert!(matches!(e, ApiError::QuotaExhausted { .. }), "{e}");
+        // The word "quota" with usage left: a rate limit.
+        let e = request_answer(None, "Monthly quota exceeded", 10).await;
+        assert!(matches!(e, ApiError::RateLimited { .. }), "{e}");
+        // A short Retry-After is a rate limit's, whatever the text and the usage.
+        let e = request_answer(Some("2"), "Quota exceeded", 500).await;
+        assert!(
+            matches!(
+                e,
+                ApiError::RateLimited {
+                    retry_after: Some(_),
+                    ..
+                }
+            ),
             "{e}"
         );
+        // A Retry-After of a day, usage at the limit: the month is spent.
+        let e = request_answer(Some("86400"), "Slow down", 500).await;
+        assert!(matches!(e, ApiError::QuotaExhausted { .. }), "{e}");
     }
 }

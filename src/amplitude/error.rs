@@ -8,8 +8,11 @@ use super::types::ErrorBody;
 /// What went wrong talking to Amplitude, sorted by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 401/403: the api key / secret key pair was refused.
-    #[error("authentication failed (HTTP {status}): {}", describe(.body))]
+    /// 401/403: the api key / secret key pair was refused. Amplitude answers 403 with
+    /// `metadata.details` "Invalid API/Secret Key combination" (a wrong secret) or
+    /// "Invalid API Key" (a key this host does not know); the message says which setting
+    /// to check.
+    #[error("authentication failed (HTTP {status}): {}; {}", describe(.body), auth_hint(.body))]
     Auth {
         status: u16,
         body: Option<ErrorBody>,
@@ -124,6 +127,20 @@ fn describe(body: &Option<ErrorBody>) -> String {
     match body {
         Some(b) => b.to_string(),
         None => "no error details".to_string(),
+    }
+}
+
+/// What to check after a refused key pair.
+fn auth_hint(body: &Option<ErrorBody>) -> &'static str {
+    let text = body.as_ref().map(|b| b.to_string()).unwrap_or_default();
+    if text.contains("Invalid API Key") {
+        "check AMPLITUDE_API_KEY / AMPLITUDE_SECRET_KEY (or the pipeline's connection.api_key / \
+         secret_key): this host does not know the API key — is it the project's key, and the \
+         project's region (a US project's key is unknown on the EU host and vice versa)?"
+    } else {
+        "check AMPLITUDE_API_KEY / AMPLITUDE_SECRET_KEY (or the pipeline's connection.api_key / \
+         secret_key): both must be the same project's keys (Amplitude: Settings → Projects → \
+         the project → General)"
     }
 }
 

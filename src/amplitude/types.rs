@@ -1,35 +1,78 @@
 //! Serde types for every request and response body of the Behavioral Cohorts API.
 //!
-//! Responses are parsed tolerantly: Amplitude sends `null` for many fields and omits others
-//! (see the sample in the reference), so every field that is not essential is optional or
-//! defaulted, and unknown fields are ignored. Request bodies are serialized exactly as the
-//! reference documents them.
+//! Responses are parsed tolerantly, because the published samples disagree with each other
+//! and with the reference (see DESIGN.md, "What public clients of the real service show",
+//! and `tests/answers/`, one recorded answer per variant):
+//! - every field the tool does not rely on is optional: `null`, a missing field and a
+//!   value of an unexpected type all become `None` (or an empty list) instead of failing
+//!   the whole answer — `viewers` is absent in older samples, `description` is `null`,
+//!   `appId` was documented as a string, `metadata` may hold anything;
+//! - `lastComputed` and the other timestamps are epoch seconds, epoch milliseconds or
+//!   ISO-8601 text ([`Timestamp::epoch_seconds`] tells them apart);
+//! - the count group is `definition.countGroup`, a string (`"User"`) in the published
+//!   samples and an object (`{"name": "User", ...}`) in the reference ([`Cohort::count_group`]);
+//! - the upload answer names the cohort `cohortId` (today), `cohort_id` (docs before
+//!   October 2024) or only as the key of `cohortsById` ([`UploadResponse`]);
+//! - error bodies are `{"error": {...}}`, flat, or `{"error": "text"}`; the real 403 has
+//!   no `message`, only `metadata.details` ([`ErrorBody::parse`]).
+//!
+//! Unknown fields are ignored. Request bodies are serialized exactly as the reference
+//! documents them.
 
+use std::collections::BTreeMap;
+
+use serde::de::{DeserializeOwned, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 
-/// A point in time as Amplitude reports it: epoch seconds in cohort objects
-/// (`lastComputed`, `lastMod`, ...) and ISO-8601 text in sync metadata.
-/// Kept as sent so that "unchanged since the last export" is an exact comparison.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A point in time as Amplitude reports it: a number in cohort objects (`lastComputed`,
+/// `lastMod`, ...; epoch seconds in every sample, epoch milliseconds accepted) and
+/// ISO-8601 text in sync metadata. Kept as sent so that "unchanged since the last export"
+/// is an exact comparison; [`Timestamp::epoch_seconds`] interprets it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
 pub enum Timestamp {
+    /// A whole number as sent: epoch seconds or epoch milliseconds.
     Seconds(i64),
     Text(String),
 }
 
+/// Numbers at least this large are epoch milliseconds: 10^11 seconds is the year 5138,
+/// 10^11 milliseconds is March 1973 — long before any cohort.
+const MILLIS_FROM: i64 = 100_000_000_000;
+
+/// Epoch seconds of a number that is epoch seconds or epoch milliseconds.
+fn seconds_of(n: i64) -> i64 {
+    if n.unsigned_abs() >= MILLIS_FROM as u64 {
+        n.div_euclid(1000)
+    } else {
+        n
+    }
+}
+
 impl Timestamp {
-    /// Epoch seconds when the value is numeric or RFC 3339 / `YYYY-MM-DDTHH:MM:SS` text.
+    /// Epoch seconds when the value is a number (seconds or milliseconds), numeric text, or
+    /// RFC 3339 / `YYYY-MM-DDTHH:MM:SS` text.
     pub fn epoch_seconds(&self) -> Option<i64> {
         match self {
-            Timestamp::Seconds(s) => Some(*s),
-            Timestamp::Text(t) => chrono::DateTime::parse_from_rfc3339(t)
-                .map(|d| d.timestamp())
-                .ok()
-                .or_else(|| {
-                    chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f")
-                        .ok()
-                        .map(|d| d.and_utc().timestamp())
-                }),
+            Timestamp::Seconds(s) => Some(seconds_of(*s)),
+            Timestamp::Text(t) => {
+                let t = t.trim();
+                if let Ok(n) = t.parse::<i64>() {
+                    return Some(seconds_of(n));
+                }
+                if let Ok(f) = t.parse::<f64>() {
+                    return (f.is_finite() && f.abs() < 1e18).then(|| seconds_of(f.floor() as i64));
+                }
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map(|d| d.timestamp())
+                    .ok()
+                    .or_else(|| {
+                        chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f")
+                            .ok()
+                            .map(|d| d.and_utc().timestamp())
+                    })
+            }
         }
     }
 }
@@ -53,6 +96,44 @@ impl std::fmt::Display for Timestamp {
     }
 }
 
+/// A whole number becomes [`Timestamp::Seconds`]; text, and a number with a fraction (kept
+/// as its decimal text), become [`Timestamp::Text`].
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct TimestampVisitor;
+        impl Visitor<'_> for TimestampVisitor {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("epoch seconds or milliseconds, or ISO-8601 text")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Timestamp, E> {
+                Ok(Timestamp::Seconds(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Timestamp, E> {
+                Ok(match i64::try_from(v) {
+                    Ok(n) => Timestamp::Seconds(n),
+                    Err(_) => Timestamp::Text(v.to_string()),
+                })
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Timestamp, E> {
+                let whole = v.fract() == 0.0 && v.abs() < 9.0e18;
+                Ok(if whole {
+                    Timestamp::Seconds(v as i64)
+                } else {
+                    Timestamp::Text(v.to_string())
+                })
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Timestamp, E> {
+                Ok(Timestamp::Text(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Timestamp, E> {
+                Ok(Timestamp::Text(v))
+            }
+        }
+        de.deserialize_any(TimestampVisitor)
+    }
+}
+
 /// `null` and a missing field both become the type's default (an empty list, `false`, ...).
 fn null_as_default<'de, D, T>(de: D) -> Result<T, D::Error>
 where
@@ -62,6 +143,70 @@ where
     Ok(Option::<T>::deserialize(de)?.unwrap_or_default())
 }
 
+/// A field the tool does not rely on: `null` or a value of an unexpected type becomes
+/// `None` rather than failing the whole answer.
+fn lenient<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let value = Value::deserialize(de)?;
+    Ok(T::deserialize(value).ok())
+}
+
+/// Like [`lenient`], with the type's default (an empty list, `false`) for a value that
+/// does not fit.
+fn lenient_or_default<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned + Default,
+{
+    Ok(lenient(de)?.unwrap_or_default())
+}
+
+/// An integer sent as a number or as numeric text (`appId` was documented as a string).
+fn lenient_integer<'de, D: Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Error> {
+    Ok(match Value::deserialize(de)? {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+/// Text of a string, or of a number (an id sent unquoted); `None` for anything else.
+fn text_of(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// An id that may come as a string or a number.
+fn string_or_number<'de, D: Deserializer<'de>>(de: D) -> Result<String, D::Error> {
+    let value = Value::deserialize(de)?;
+    text_of(&value).ok_or_else(|| serde::de::Error::custom(format!("expected an id, got {value}")))
+}
+
+/// Like [`string_or_number`] for an optional id.
+fn lenient_id<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    Ok(text_of(&Value::deserialize(de)?))
+}
+
+/// A list of ids (skipped or invalid ids) where numbers are kept as their text, so that
+/// none is dropped for its JSON type; `null` or a non-list is empty.
+fn id_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    Ok(match Value::deserialize(de)? {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| text_of(v).unwrap_or_else(|| v.to_string()))
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
 /// `GET /api/3/cohorts` answer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CohortList {
@@ -69,93 +214,114 @@ pub struct CohortList {
     pub cohorts: Vec<Cohort>,
 }
 
-/// One COHORT_OBJECT of the list answer.
+/// One COHORT_OBJECT of the list answer (also the values of the upload answer's
+/// `cohortsById`). Only `id` is required; see the module notes for what else may vary.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Cohort {
+    #[serde(deserialize_with = "string_or_number")]
     pub id: String,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "lenient_or_default")]
     pub name: String,
-    #[serde(rename = "appId", default)]
+    #[serde(rename = "appId", default, deserialize_with = "lenient_integer")]
     pub app_id: Option<i64>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "lenient_or_default")]
     pub archived: bool,
-    #[serde(default)]
-    pub definition: Option<serde_json::Value>,
-    #[serde(default)]
+    /// Amplitude's internal cohort definition, kept as sent (see [`Cohort::count_group`]).
+    #[serde(default, deserialize_with = "lenient")]
+    pub definition: Option<Value>,
+    #[serde(default, deserialize_with = "lenient")]
     pub description: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub finished: Option<bool>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "lenient_or_default")]
     pub owners: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    /// Absent in the published samples; empty then.
+    #[serde(default, deserialize_with = "lenient_or_default")]
     pub viewers: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "lenient_or_default")]
     pub published: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_integer")]
     pub size: Option<i64>,
-    #[serde(rename = "type", default)]
+    /// `redshift` for computed cohorts, `manual_upload` for uploaded ones (samples).
+    #[serde(rename = "type", default, deserialize_with = "lenient")]
     pub cohort_type: Option<String>,
-    #[serde(rename = "lastMod", default)]
+    #[serde(rename = "lastMod", default, deserialize_with = "lenient")]
     pub last_mod: Option<Timestamp>,
-    #[serde(rename = "createdAt", default)]
+    #[serde(rename = "createdAt", default, deserialize_with = "lenient")]
     pub created_at: Option<Timestamp>,
-    #[serde(rename = "lastComputed", default)]
+    #[serde(rename = "lastComputed", default, deserialize_with = "lenient")]
     pub last_computed: Option<Timestamp>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub hidden: Option<bool>,
-    #[serde(default)]
-    pub metadata: Option<Vec<String>>,
-    #[serde(default)]
+    /// Documented as `string[]` ("cohort created from funnel/microscope might have
+    /// this"); kept as sent.
+    #[serde(default, deserialize_with = "lenient")]
+    pub metadata: Option<Value>,
+    #[serde(default, deserialize_with = "lenient_integer")]
     pub view_count: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_integer")]
     pub popularity: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub last_viewed: Option<Timestamp>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_id")]
     pub chart_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_id")]
     pub edit_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub is_predictive: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub is_official_content: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_id")]
     pub location_id: Option<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "lenient_or_default")]
     pub shortcut_ids: Vec<String>,
-    #[serde(rename = "syncMetadata", default)]
+    #[serde(rename = "syncMetadata", default, deserialize_with = "lenient")]
     pub sync_metadata: Option<Vec<SyncMetadata>>,
+}
+
+impl Cohort {
+    /// The cohort's count group (`User` for user cohorts): `definition.countGroup`, a
+    /// string in the published samples or an object with a `name` in the reference.
+    pub fn count_group(&self) -> Option<&str> {
+        let group = self.definition.as_ref()?.get("countGroup")?;
+        match group {
+            Value::String(name) => Some(name.as_str()),
+            Value::Object(fields) => fields.get("name").and_then(Value::as_str),
+            _ => None,
+        }
+    }
 }
 
 /// COHORT_SYNC_METADATA, present with `includeSyncInfo=true`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SyncMetadata {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub target: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub frequency: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub last_successful: Option<Timestamp>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub last_failure: Option<Timestamp>,
-    #[serde(default)]
-    pub params: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub params: Option<Value>,
 }
 
 /// `GET /api/5/cohorts/request/:id` answer (202).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CohortRequest {
+    #[serde(deserialize_with = "string_or_number")]
     pub request_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_id")]
     pub cohort_id: Option<String>,
 }
 
 /// `GET /api/5/cohorts/request-status/:request_id` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestStatus {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_id")]
     pub request_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_id")]
     pub cohort_id: Option<String>,
     pub async_status: String,
 }
@@ -248,22 +414,80 @@ pub struct UploadRequest {
     pub existing_cohort_id: Option<String>,
 }
 
-/// `POST /api/3/cohorts/upload` answer.
+/// `POST /api/3/cohorts/upload` answer. Amplitude names the cohort in one of three ways —
+/// `cohortId` (reference), `cohort_id` (docs before October 2024), or only as the key of
+/// `cohortsById` (published sample, next to `cohortId`) — and all three are accepted;
+/// an answer that names no cohort is refused (the caller cannot know what it created).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawUploadResponse")]
 pub struct UploadResponse {
     #[serde(rename = "cohortId")]
     pub cohort_id: String,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<UploadMetadata>,
+    /// The `cohortsById` objects, kept as sent (see [`UploadResponse::cohort`]).
+    #[serde(rename = "cohortsById", skip_serializing_if = "BTreeMap::is_empty")]
+    pub cohorts_by_id: BTreeMap<String, Value>,
+}
+
+impl UploadResponse {
+    /// The uploaded cohort as `cohortsById` describes it, when it does and parses.
+    pub fn cohort(&self) -> Option<Cohort> {
+        let value = self.cohorts_by_id.get(&self.cohort_id)?;
+        Cohort::deserialize(value).ok()
+    }
+}
+
+/// Every way an upload answer has been seen to carry its fields.
+#[derive(Deserialize)]
+struct RawUploadResponse {
+    #[serde(rename = "cohortId", default, deserialize_with = "lenient_id")]
+    cohort_id_camel: Option<String>,
+    #[serde(default, deserialize_with = "lenient_id")]
+    cohort_id: Option<String>,
+    #[serde(
+        rename = "cohortsById",
+        default,
+        deserialize_with = "lenient_or_default"
+    )]
+    cohorts_by_id: BTreeMap<String, Value>,
+    #[serde(default, deserialize_with = "lenient")]
+    metadata: Option<UploadMetadata>,
+}
+
+impl TryFrom<RawUploadResponse> for UploadResponse {
+    type Error = String;
+
+    fn try_from(raw: RawUploadResponse) -> Result<Self, String> {
+        let only_key = || {
+            let mut keys = raw.cohorts_by_id.keys();
+            match (keys.next(), keys.next()) {
+                (Some(k), None) => Some(k.clone()),
+                _ => None,
+            }
+        };
+        let cohort_id = raw
+            .cohort_id_camel
+            .clone()
+            .or_else(|| raw.cohort_id.clone())
+            .or_else(only_key)
+            .filter(|id| !id.is_empty())
+            .ok_or("the upload answer names no cohort (no cohortId, cohort_id or cohortsById)")?;
+        Ok(UploadResponse {
+            cohort_id,
+            metadata: raw.metadata,
+            cohorts_by_id: raw.cohorts_by_id,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UploadMetadata {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_integer")]
     pub matched: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_integer")]
     pub totals: Option<i64>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "id_list")]
     pub invalid_ids_sample: Vec<String>,
 }
 
@@ -306,24 +530,29 @@ pub struct Membership {
 /// `POST /api/3/cohorts/membership` answer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MembershipResponse {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_id")]
     pub cohort_id: Option<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "lenient_or_default")]
     pub memberships_result: Vec<MembershipResult>,
 }
 
+/// One entry of `memberships_result`. Skipped ids are kept whatever their JSON type; an
+/// `id_type` or `operation` this client does not know (Segment's samples omit both) is
+/// `None`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MembershipResult {
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "id_list")]
     pub skipped_ids: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub id_type: Option<MembershipIdType>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub operation: Option<MembershipOperation>,
 }
 
-/// Amplitude's error JSON: `{"error": {"http_code", "type", "message", "metadata"}}`.
-/// Also accepted flat (without the `error` wrapper), as some endpoints answer that way.
+/// Amplitude's error JSON: `{"error": {"http_code", "type", "message", "metadata"}}`
+/// (the upload error table). The real 403 for bad keys has no `message`, only
+/// `metadata.details` ([`ErrorBody::details`]). Also accepted: the object flat (without
+/// the `error` wrapper) and `{"error": "text"}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     #[serde(default)]
@@ -333,7 +562,7 @@ pub struct ErrorBody {
     #[serde(default)]
     pub message: Option<String>,
     #[serde(default)]
-    pub metadata: Option<serde_json::Value>,
+    pub metadata: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -342,24 +571,73 @@ pub struct ErrorEnvelope {
 }
 
 impl ErrorBody {
-    /// Parses either `{"error": {...}}` or a flat error object; `None` when the text is neither.
+    /// Parses `{"error": {...}}`, `{"error": "text"}` or a flat error object; `None` when
+    /// the text is none of them (plain text, HTML, other JSON).
     pub fn parse(text: &str) -> Option<ErrorBody> {
-        if let Ok(env) = serde_json::from_str::<ErrorEnvelope>(text) {
-            return Some(env.error);
+        let value: Value = serde_json::from_str(text).ok()?;
+        let outer = value.as_object()?;
+        match outer.get("error") {
+            Some(Value::Object(inner)) => Some(ErrorBody::from_fields(inner)),
+            Some(Value::String(message)) => {
+                let mut body = ErrorBody::from_fields(outer);
+                if body.error_type.as_ref() == Some(message) {
+                    body.error_type = None;
+                }
+                body.message = Some(message.clone());
+                Some(body)
+            }
+            _ => Some(ErrorBody::from_fields(outer))
+                .filter(|b| b.message.is_some() || b.error_type.is_some() || b.details().is_some()),
         }
-        serde_json::from_str::<ErrorBody>(text)
-            .ok()
-            .filter(|b| b.message.is_some() || b.error_type.is_some())
+    }
+
+    /// Each field taken when it has a usable type (`http_code` also as numeric text; an
+    /// inner `error` string stands in for a missing `type`).
+    fn from_fields(fields: &serde_json::Map<String, Value>) -> ErrorBody {
+        let text = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_string);
+        let http_code = match fields.get("http_code") {
+            Some(Value::Number(n)) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        ErrorBody {
+            http_code,
+            error_type: text("type").or_else(|| text("error")),
+            message: text("message"),
+            metadata: fields.get("metadata").filter(|m| !m.is_null()).cloned(),
+        }
+    }
+
+    /// `metadata.details`, where Amplitude says what was wrong with the keys.
+    pub fn details(&self) -> Option<&str> {
+        self.metadata.as_ref()?.get("details")?.as_str()
     }
 }
 
+/// `type: message: details (other metadata)`, leaving out what is absent, a `details`
+/// that repeats the message, and the uninformative type `unspecified`.
 impl std::fmt::Display for ErrorBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(t) = &self.error_type {
+        if let Some(t) = self.error_type.as_deref().filter(|t| *t != "unspecified") {
             write!(f, "{t}: ")?;
         }
-        f.write_str(self.message.as_deref().unwrap_or("(no message)"))?;
-        if let Some(m) = &self.metadata {
+        let details = self.details();
+        match (self.message.as_deref(), details) {
+            (Some(m), Some(d)) if m != d => write!(f, "{m}: {d}")?,
+            (Some(m), _) => f.write_str(m)?,
+            (None, Some(d)) => f.write_str(d)?,
+            (None, None) => f.write_str("(no message)")?,
+        }
+        let rest = match &self.metadata {
+            Some(Value::Object(fields)) if details.is_some() => {
+                let mut rest = fields.clone();
+                rest.remove("details");
+                (!rest.is_empty()).then_some(Value::Object(rest))
+            }
+            Some(Value::Object(fields)) if fields.is_empty() => None,
+            other => other.clone(),
+        };
+        if let Some(m) = rest {
             write!(f, " ({m})")?;
         }
         Ok(())
@@ -408,6 +686,133 @@ mod tests {
         assert_eq!(c.name, "");
         assert!(c.owners.is_empty());
         assert!(!c.published);
+    }
+
+    #[test]
+    fn values_of_unexpected_types_do_not_fail_the_cohort() {
+        let c: Cohort = serde_json::from_str(
+            r#"{"id":12345,"appId":"360829","metadata":[{"funnel":1}],"chart_id":42,
+                "viewers":null,"size":"2","hidden":"no","syncMetadata":{"odd":true},
+                "definition":{"countGroup":"User"},"description":null}"#,
+        )
+        .expect("odd cohort parses");
+        assert_eq!(c.id, "12345");
+        assert_eq!(c.app_id, Some(360829));
+        assert_eq!(c.size, Some(2));
+        assert_eq!(c.chart_id.as_deref(), Some("42"));
+        assert!(c.viewers.is_empty() && c.hidden.is_none() && c.sync_metadata.is_none());
+        assert_eq!(c.description, None);
+        assert_eq!(c.count_group(), Some("User"));
+        assert!(serde_json::from_str::<Cohort>(r#"{"name":"no id"}"#).is_err());
+    }
+
+    #[test]
+    fn count_group_is_a_string_or_an_object() {
+        let group = |definition: &str| {
+            let text = format!(r#"{{"id":"a","definition":{definition}}}"#);
+            let c: Cohort = serde_json::from_str(&text).expect("parses");
+            c.count_group().map(str::to_string)
+        };
+        assert_eq!(group(r#"{"countGroup":"User"}"#).as_deref(), Some("User"));
+        assert_eq!(
+            group(r#"{"countGroup":{"name":"org id","is_computed":false}}"#).as_deref(),
+            Some("org id")
+        );
+        assert_eq!(group(r#"{"version":3}"#), None);
+        assert_eq!(group("null"), None);
+    }
+
+    #[test]
+    fn timestamps_in_seconds_milliseconds_or_text() {
+        let ts = |json: &str| serde_json::from_str::<Timestamp>(json).expect(json);
+        assert_eq!(ts("1679440233"), Timestamp::Seconds(1679440233));
+        assert_eq!(ts("1679440233").epoch_seconds(), Some(1679440233));
+        assert_eq!(ts("1679440233512").epoch_seconds(), Some(1679440233));
+        assert_eq!(ts("1679440233.0"), Timestamp::Seconds(1679440233));
+        assert_eq!(ts("1679440233.75").epoch_seconds(), Some(1679440233));
+        assert_eq!(ts(r#""1679440233000""#).epoch_seconds(), Some(1679440233));
+        assert_eq!(
+            ts(r#""2023-03-21T23:10:33Z""#).epoch_seconds(),
+            Some(1679440233)
+        );
+        assert_eq!(
+            ts(r#""2023-03-21T23:10:33""#).epoch_seconds(),
+            Some(1679440233)
+        );
+        assert_eq!(ts(r#""soon""#).epoch_seconds(), None);
+        // Stored state written before keeps its meaning.
+        let stored = serde_json::to_string(&Timestamp::Seconds(5)).unwrap_or_default();
+        assert_eq!(ts(&stored), Timestamp::Seconds(5));
+    }
+
+    #[test]
+    fn upload_answer_names_its_cohort_three_ways() {
+        let parse = |text: &str| serde_json::from_str::<UploadResponse>(text);
+        let today = parse(
+            r#"{"cohortId":"a1","metadata":{"matched":1,"totals":2,"invalid_ids_sample":["x",7]}}"#,
+        )
+        .expect("cohortId");
+        assert_eq!(today.cohort_id, "a1");
+        let meta = today.metadata.expect("metadata");
+        assert_eq!(meta.invalid_ids_sample, ["x", "7"]);
+        let old = parse(r#"{"cohort_id":"b2","metadata":null}"#).expect("cohort_id");
+        assert_eq!((old.cohort_id.as_str(), old.metadata), ("b2", None));
+        let sample = parse(
+            r#"{"cohortId":"c3","cohortsById":{"c3":{"id":"c3","name":"Test Cohort","type":"manual_upload","size":2,"description":null}}}"#,
+        )
+        .expect("cohortsById");
+        let made = sample.cohort().expect("cohort object");
+        assert_eq!(
+            (made.name.as_str(), made.cohort_type.as_deref(), made.size),
+            ("Test Cohort", Some("manual_upload"), Some(2))
+        );
+        let keyed = parse(r#"{"cohortsById":{"d4":{"id":"d4"}}}"#).expect("only the key");
+        assert_eq!(keyed.cohort_id, "d4");
+        let none = parse(r#"{"metadata":{"matched":0}}"#).expect_err("no cohort named");
+        assert!(none.to_string().contains("names no cohort"), "{none}");
+        let plain = UploadResponse {
+            cohort_id: "a1".into(),
+            metadata: None,
+            cohorts_by_id: BTreeMap::new(),
+        };
+        let round = serde_json::to_value(&plain).expect("serializes");
+        assert_eq!(round, serde_json::json!({"cohortId": "a1"}));
+    }
+
+    #[test]
+    fn membership_answer_keeps_every_skipped_id() {
+        let r: MembershipResponse = serde_json::from_str(
+            r#"{"cohort_id":"c","memberships_result":[
+                {"skipped_ids":["a",12],"id_type":"BY_ID","operation":"ADD"},
+                {"skipped_ids":null,"operation":"REMOVE"},
+                {"skipped_ids":[],"id_type":"BY_AMP_ID","operation":"ADD"}]}"#,
+        )
+        .expect("parses");
+        assert_eq!(r.memberships_result[0].skipped_ids, ["a", "12"]);
+        assert!(r.memberships_result[1].skipped_ids.is_empty());
+        assert_eq!(r.memberships_result[1].id_type, None);
+        assert_eq!(r.memberships_result[2].id_type, None, "unknown id type");
+    }
+
+    #[test]
+    fn the_real_403_body_shows_its_details() {
+        let text = r#"{"error":{"http_code":403,"type":"unspecified","metadata":{"details":"Invalid API/Secret Key combination"}}}"#;
+        let e = ErrorBody::parse(text).expect("parses");
+        assert_eq!(e.http_code, Some(403));
+        assert_eq!(e.details(), Some("Invalid API/Secret Key combination"));
+        assert_eq!(e.to_string(), "Invalid API/Secret Key combination");
+        let both = r#"{"error":{"type":"invalid_ids","message":"bad ids","metadata":{"details":"3 invalid","ids":["x"]}}}"#;
+        assert_eq!(
+            ErrorBody::parse(both).map(|e| e.to_string()).as_deref(),
+            Some(r#"invalid_ids: bad ids: 3 invalid ({"ids":["x"]})"#)
+        );
+        let text_only = ErrorBody::parse(r#"{"error":"Invalid API Key"}"#).expect("string");
+        assert_eq!(text_only.to_string(), "Invalid API Key");
+        let segment = ErrorBody::parse(r#"{"error":{"error":"rate_limited","message":"slow"}}"#)
+            .expect("segment's shape");
+        assert_eq!(segment.to_string(), "rate_limited: slow");
+        assert!(ErrorBody::parse(r#"{"cohorts":[]}"#).is_none());
+        assert!(ErrorBody::parse("[1]").is_none());
     }
 
     #[test]

@@ -34,6 +34,13 @@ pub struct CohortsArgs {
 pub struct UsageArgs {
     #[command(flatten)]
     connection: ConnectionArgs,
+    /// The pipelines' state URL (local dir or s3://): also show the quota ledger's count,
+    /// and use it when the usage endpoint is unavailable.
+    #[arg(long, value_name = "URL")]
+    state: Option<String>,
+    /// The Amplitude project id (names the ledger; as `connection.app_id` in pipelines).
+    #[arg(long, value_name = "ID")]
+    app_id: Option<u64>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -106,31 +113,79 @@ pub async fn cohorts(args: CohortsArgs) -> u8 {
 }
 
 pub async fn usage(args: UsageArgs) -> u8 {
+    use cohort_sync::runner::usage::{UsageSource, read_usage};
     let client = match client(&args.connection) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match client.usage().await {
-        Ok(u) if args.json => {
-            println!(
-                "{}",
-                serde_json::json!({"limit": u.limit, "usage": u.usage, "remaining": u.remaining(), "resets_at": u.resets_at})
-            );
-            exit::OK
+    let ledger = match &args.state {
+        Some(url) => {
+            let base = std::env::current_dir().unwrap_or_default();
+            match cohort_sync::storage::open(url, &base) {
+                Ok(loc) => Some(cohort_sync::state::Ledger::new(
+                    loc,
+                    args.app_id,
+                    client.api_key(),
+                )),
+                Err(e) => {
+                    eprintln!("error: --state {url}: {e}");
+                    return exit::USAGE;
+                }
+            }
         }
-        Ok(u) => {
-            println!(
-                "{} of {} cohort downloads used this month, {} left (resets {})",
-                u.usage,
-                u.limit,
-                u.remaining(),
-                u.resets_at.as_deref().unwrap_or("on the 1st, UTC")
-            );
-            exit::OK
-        }
-        Err(e) => {
-            eprintln!("error: reading usage: {e}");
-            exit::FAILED
-        }
+        None => None,
+    };
+    let u = read_usage(&client, ledger.as_ref(), chrono::Utc::now()).await;
+    if u.endpoint.is_none() && ledger.is_none() {
+        eprintln!(
+            "error: the usage endpoint is unavailable and no --state was given to count from the quota ledger"
+        );
+        return exit::FAILED;
     }
+    let e = &u.effective;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "limit": e.limit,
+                "usage": e.usage,
+                "remaining": e.remaining(),
+                "resets_at": e.resets_at,
+                "source": u.source,
+                "endpoint": u.endpoint.as_ref().map(|x| serde_json::json!({"limit": x.limit, "usage": x.usage})),
+                "ledger": u.ledger,
+                "warning": u.warning,
+            })
+        );
+        return exit::OK;
+    }
+    println!(
+        "{} of {} cohort downloads used this month, {} left (resets {})",
+        e.usage,
+        e.limit,
+        e.remaining(),
+        e.resets_at.as_deref().unwrap_or("on the 1st, UTC")
+    );
+    match &u.endpoint {
+        Some(x) => println!("  usage endpoint: {} of {}", x.usage, x.limit),
+        None => println!("  usage endpoint: unavailable (the default limit of 500 is assumed)"),
+    }
+    if let (Some(c), Some(l)) = (&u.ledger, &ledger) {
+        println!(
+            "  quota ledger:   {} ({} spent, {} of unknown outcome) at {}",
+            c.total(),
+            c.spent,
+            c.unknown,
+            l.describe()
+        );
+    }
+    println!(
+        "  counted from:   {}",
+        match u.source {
+            UsageSource::Endpoint => "the usage endpoint",
+            UsageSource::Ledger => "the quota ledger (it counts more than the endpoint)",
+            UsageSource::LedgerOnly => "the quota ledger (the endpoint is unavailable)",
+        }
+    );
+    exit::OK
 }

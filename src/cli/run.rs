@@ -164,6 +164,7 @@ fn prepare(file: &Path) -> Result<Prepared, String> {
                 name: pipeline.name.clone(),
                 connection: resolved.options,
                 app_key: resolved.app_key,
+                app_id: pipeline.connection.app_id,
                 selection: spec.select.selection(),
                 plan: PlanOptions {
                     skip_unchanged: spec.quota.skip_unchanged,

@@ -10,7 +10,7 @@
 //! - `POST /_emulator/apps/{app_id}/cohorts` with a [`super::CohortSpec`] (201, the cohort
 //!   object; 409 if the id exists); `PATCH /_emulator/apps/{app_id}/cohorts/{cohort_id}`
 //!   with any of `name`, `size`, `published`, `archived`, `last_computed_ms`, `owners`,
-//!   `props`, `seed` (a new size or seed regenerates the members).
+//!   `props`, `seed` (a new size or seed regenerates the members), `description`.
 //! - `POST /_emulator/faults` with a [`super::FaultRule`] (201); `GET` lists the armed
 //!   rules; `DELETE` disarms all (204).
 
@@ -168,6 +168,8 @@ struct CohortChange {
     owners: Option<Vec<String>>,
     props: Option<Vec<String>>,
     seed: Option<u64>,
+    /// The list's `description` (`null` until set).
+    description: Option<String>,
 }
 
 async fn change_cohort(
@@ -209,6 +211,9 @@ async fn change_cohort(
     }
     if let Some(v) = change.seed {
         c.seed = v;
+    }
+    if let Some(v) = change.description {
+        c.description = Some(v);
     }
     // A new size or seed regenerates the members from the universe.
     if change.size.is_some() || change.seed.is_some() {

@@ -1,6 +1,8 @@
 //! HTTP Basic authentication per app and the per-app in-flight gate of the API listener.
-//! A request whose credentials match no app answers 401; the sixth concurrent request of
-//! an app answers 429. A streamed body holds its slot until it has been sent (or dropped).
+//! Refused credentials answer Amplitude's 403 (`metadata.details` "Invalid API Key" for a
+//! missing or unknown api key, "Invalid API/Secret Key combination" for a wrong secret);
+//! the sixth concurrent request of an app answers 429. A streamed body holds its slot
+//! until it has been sent (or dropped).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,14 +10,13 @@ use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine;
 use futures::StreamExt;
-use serde_json::json;
 
-use super::errors::{api_error, rate_limited};
+use super::errors::{INVALID_API_KEY, INVALID_KEY_COMBINATION, invalid_credentials, rate_limited};
 use super::log::{Facts, with_facts};
 use super::state::Shared;
 
@@ -52,26 +53,20 @@ pub async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let found = basic_credentials(req.headers()).and_then(|(key, secret)| {
-        let world = shared.world();
-        world
-            .apps
-            .iter()
-            .find(|a| a.api_key == key && a.secret_key == secret)
-            .map(|a| (a.app_id, Arc::clone(&a.in_flight)))
-    });
-    let Some((app_id, counter)) = found else {
-        let mut resp = api_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Invalid API key or secret key: use HTTP Basic auth with the project's api_key:secret_key",
-            json!({}),
-        );
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"amplitude\""),
-        );
-        return resp;
+    let found = match basic_credentials(req.headers()) {
+        None => Err(INVALID_API_KEY),
+        Some((key, secret)) => {
+            let world = shared.world();
+            match world.apps.iter().find(|a| a.api_key == key) {
+                None => Err(INVALID_API_KEY),
+                Some(a) if a.secret_key != secret => Err(INVALID_KEY_COMBINATION),
+                Some(a) => Ok((a.app_id, Arc::clone(&a.in_flight))),
+            }
+        }
+    };
+    let (app_id, counter) = match found {
+        Ok(app) => app,
+        Err(details) => return invalid_credentials(details),
     };
     let facts = Facts {
         app_id: Some(app_id),

@@ -1,5 +1,5 @@
 //! Amplitude-style error answers: `{"error": {"http_code", "type", "message", "metadata"}}`,
-//! and 429s with a `Retry-After` in (scaled) seconds.
+//! the real 403 for refused credentials, and 429s with a `Retry-After` in (scaled) seconds.
 
 use std::time::Duration;
 
@@ -22,6 +22,22 @@ pub fn api_error(
         "metadata": metadata,
     }});
     (status, Json(body)).into_response()
+}
+
+/// `metadata.details` of the 403 for an api key Amplitude does not know.
+pub const INVALID_API_KEY: &str = "Invalid API Key";
+/// `metadata.details` of the 403 for a known api key with the wrong secret key.
+pub const INVALID_KEY_COMBINATION: &str = "Invalid API/Secret Key combination";
+
+/// The 403 Amplitude answers to refused credentials, as public clients of the real
+/// service record it: type `unspecified`, no `message`, the cause in `metadata.details`.
+pub fn invalid_credentials(details: &str) -> Response {
+    let body = json!({"error": {
+        "http_code": 403,
+        "type": "unspecified",
+        "metadata": {"details": details},
+    }});
+    (StatusCode::FORBIDDEN, Json(body)).into_response()
 }
 
 pub fn not_found(kind: &str, message: impl Into<String>) -> Response {

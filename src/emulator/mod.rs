@@ -3,8 +3,13 @@
 //! listener, membership changes, fault injection and inspection endpoints for tests.
 //!
 //! Behaviour in short (durations are Amplitude time, multiplied by `time_scale`):
-//! - Basic auth per app on every `/api` route; 401 + error JSON otherwise. Errors are
+//! - Basic auth per app on every `/api` route; refused credentials answer Amplitude's 403
+//!   (`{"error": {"http_code": 403, "type": "unspecified", "metadata": {"details":
+//!   "Invalid API Key" | "Invalid API/Secret Key combination"}}}`). Other errors are
 //!   `{"error": {"http_code", "type", "message", "metadata"}}`.
+//! - Answers follow Amplitude's published samples where they differ from the reference's
+//!   schema (see `api::cohort_json`); an upload with no valid id answers 400; request
+//!   bodies up to `api::MAX_BODY_BYTES` (100,000 ids of 1 KB) are read.
 //! - 5 requests in flight per app (a streamed body counts until it ends), 4 single-cohort
 //!   requests per minute and 60 per 10 minutes (sliding), a monthly limit (429 whose
 //!   message names the monthly quota). Rate 429s carry `Retry-After`: whole seconds (at
@@ -13,7 +18,8 @@
 //!   request ids live `request_ttl` (7 days), then 404; `/file` before completion is a 400
 //!   `job_in_progress`. Files above `redirect_threshold_rows` are a 302 to
 //!   `/cohort-exports/{app}/{request_id}.csv?X-Amz-...` on the presign listener, valid
-//!   `link_ttl`, refused (403 S3 XML) when expired or sent with an `Authorization` header.
+//!   `link_ttl`, refused with S3's XML errors: 403 when expired, 400 when sent with an
+//!   `Authorization` header.
 //!
 //! Modules, one concern each: `config` (settings), `fixture` (TOML fixtures), `universe`
 //! (deterministic members), `csv_body`/`download` (file bodies), `state` (the mutable

@@ -1,7 +1,8 @@
 //! The second listener, standing in for S3: serves a job's file at the presigned link
 //! `/cohort-exports/{app_id}/{request_id}.csv?X-Amz-...&X-Amz-Signature=..` until the link
-//! expires. Like S3 it refuses a request that also carries an `Authorization` header, and
-//! serves gzip files as raw bytes without `Content-Encoding`. Errors are S3 XML.
+//! expires. Like S3 it refuses a request that also carries an `Authorization` header (400
+//! `InvalidArgument`, "Only one auth mechanism allowed"), and serves gzip files as raw
+//! bytes without `Content-Encoding`. Errors are S3 XML.
 
 use std::sync::Arc;
 
@@ -63,9 +64,10 @@ fn serve(
     raw_query: Option<&str>,
     headers: &HeaderMap,
 ) -> (Response, Option<String>) {
+    // S3 answers 400 to a request signed twice (query string and header).
     if headers.contains_key(header::AUTHORIZATION) {
         let resp = s3_error(
-            StatusCode::FORBIDDEN,
+            StatusCode::BAD_REQUEST,
             "InvalidArgument",
             "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, \
              Signature query string parameter or the Authorization header should be specified",

@@ -163,6 +163,10 @@ pub struct CohortState {
     pub props: Vec<String>,
     pub seed: u64,
     pub members: Members,
+    /// `null` in the list until set through the admin API (as in Amplitude's samples).
+    pub description: Option<String>,
+    /// Made by `POST /api/3/cohorts/upload`: listed with `type: "manual_upload"`.
+    pub uploaded: bool,
 }
 
 impl CohortState {
@@ -183,6 +187,8 @@ impl CohortState {
                 cohort_id: spec.id.clone(),
                 size: spec.size,
             },
+            description: None,
+            uploaded: false,
         }
     }
 

@@ -83,6 +83,8 @@ pub struct ApplySettings<'a> {
     pub app_id: Option<u64>,
     pub skip_invalid_ids: bool,
     pub run_id: &'a str,
+    /// The run's stop token (SIGTERM/SIGINT): no chunk is sent once it is cancelled.
+    pub stop: &'a tokio_util::sync::CancellationToken,
 }
 
 /// Why one chunk did not get applied.
@@ -142,6 +144,23 @@ pub async fn apply(journal: &mut Journal, s: &ApplySettings<'_>) -> ApplyOutcome
         }
         if out.error.is_some() {
             out.not_sent += 1;
+            out.calls.push(CallReport {
+                index: i,
+                op: entry.op,
+                ids: entry.ids,
+                status: "not_sent",
+                resent_in_doubt: false,
+                skipped: 0,
+                error: None,
+            });
+            continue;
+        }
+        if s.stop.is_cancelled() {
+            out.not_sent += 1;
+            out.error = Some(format!(
+                "stopped by a signal before {}; the journal keeps the plan and the next run sends the remaining calls",
+                chunk_name(journal, i)
+            ));
             out.calls.push(CallReport {
                 index: i,
                 op: entry.op,

@@ -22,6 +22,8 @@ use crate::export::GzipHint;
 use crate::runner::context::RunMode;
 use crate::runner::poll::{PollError, PollSettings, wait_for_job};
 use crate::runner::report::{RequestReason, SpentRequest};
+use crate::runner::usage::read_usage;
+use crate::state::{Ledger, LedgerEntry, LedgerOutcome};
 use crate::state::{RequestRecord, StateStore};
 
 /// `/file` attempts for one request (a failed body is asked for again, never re-requested).
@@ -113,6 +115,10 @@ pub struct BaselineInput<'a> {
     pub request_validity: chrono::Duration,
     /// Only a free baseline is wanted (`replace`, which uploads the whole list anyway).
     pub free_only: bool,
+    /// The app's monthly quota ledger (the budget reads it, a request is added to it).
+    pub ledger: &'a Ledger,
+    pub pipeline: &'a str,
+    pub run_id: &'a str,
 }
 
 pub async fn acquire(input: &BaselineInput<'_>) -> Result<Baseline, Failure> {
@@ -298,11 +304,9 @@ async fn download(
         mark_completed(input, &mut record).await;
         return Ok(b);
     }
-    let usage = input
-        .client
-        .usage()
+    let usage = read_usage(input.client, Some(input.ledger), Utc::now())
         .await
-        .map_err(|e| Failure::failed(format!("reading the monthly download usage: {e}")))?;
+        .effective;
     if usage.remaining() == 0 {
         return Err(Failure::quota(format!(
             "the baseline of cohort {} needs a download ({why}), but this month's {} downloads are all used (resets {}); export a snapshot the reverse pipeline can use, or wait",
@@ -325,6 +329,20 @@ async fn download(
                 cohort.id
             )),
         })?;
+    let entry = LedgerEntry {
+        at: Utc::now(),
+        cohort_id: cohort.id.clone(),
+        request_id: Some(req.request_id.clone()),
+        outcome: LedgerOutcome::Spent,
+        pipeline: input.pipeline.to_string(),
+        run_id: input.run_id.to_string(),
+    };
+    if let Err(e) = input.ledger.record(&entry).await {
+        tracing::warn!(
+            "recording request {} in the quota ledger: {e}",
+            req.request_id
+        );
+    }
     record.cohort_name = cohort.name.clone();
     record.request = Some(RequestRecord {
         request_id: req.request_id.clone(),

@@ -31,8 +31,10 @@ use crate::config::{
 };
 use crate::runner::context::RunContext;
 use crate::runner::layout::sanitize;
+use crate::runner::leases::{LeaseKeeper, LeaseRefused, lease_ttl};
 use crate::runner::poll::PollSettings;
 use crate::runner::report::PipelineReport;
+use crate::state::Ledger;
 use crate::state::{REQUEST_VALIDITY_DAYS, StateStore};
 use crate::storage;
 use crate::{crash, exit};
@@ -70,7 +72,8 @@ pub async fn execute(pipeline: &Pipeline, ctx: &RunContext) -> PipelineReport {
     if let Err(f) = &result {
         report.error = Some(f.message.clone());
         report.exit_code = f.code;
-        if rev.outcome != "refused" {
+        // A refusal or another runner's lease is said as such; anything else failed.
+        if rev.outcome != "refused" && rev.outcome != "leased_elsewhere" {
             rev.outcome = if f.code == exit::QUOTA {
                 "quota"
             } else {
@@ -126,6 +129,59 @@ async fn run(
     rev: &mut ReverseReport,
 ) -> Result<(), Failure> {
     let mut setup = open(pipeline, spec, ctx).await?;
+    if !ctx.mode.applies() {
+        return run_steps(&mut setup, pipeline, spec, ctx, report, rev).await;
+    }
+    // One runner at a time reconciles a target: the lease is held (and renewed) from the
+    // plan to the last call, so two runs never both drive one journal.
+    let state = setup.state.clone();
+    let keeper = LeaseKeeper {
+        state: &state,
+        holder: &ctx.holder,
+        ttl: lease_ttl(ctx.time_scale),
+        stop: &ctx.stop,
+    };
+    let lease_id = format!("target-{}", setup.target_key);
+    let mut lease = match keeper.take(&lease_id, true).await {
+        Ok(lease) => lease,
+        Err(LeaseRefused::Held(who)) => {
+            rev.outcome = "leased_elsewhere".into();
+            return Err(Failure::failed(format!(
+                "another runner is reconciling this cohort: {who}; this run sent nothing"
+            )));
+        }
+        Err(LeaseRefused::Stopped) => {
+            return Err(Failure::failed(
+                "stopped by a signal while waiting for another runner's lease; nothing was sent",
+            ));
+        }
+        Err(LeaseRefused::Failed(e)) => return Err(Failure::failed(e)),
+    };
+    crate::crash::point("reverse.lease.acquired");
+    let result = {
+        let work = run_steps(&mut setup, pipeline, spec, ctx, report, rev);
+        let heartbeat = keeper.heartbeat(&mut lease);
+        tokio::pin!(work, heartbeat);
+        tokio::select! {
+            r = &mut work => r,
+            lost = &mut heartbeat => Err(Failure::failed(format!(
+                "the lease on the target was lost ({lost}); stopped where it was (the journal keeps the plan: a call in flight is resent in doubt by the next run)"
+            ))),
+        }
+    };
+    keeper.release(&lease).await;
+    result
+}
+
+/// The run's steps, under the target's lease when it applies.
+async fn run_steps(
+    setup: &mut Setup,
+    pipeline: &Pipeline,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+    report: &mut PipelineReport,
+    rev: &mut ReverseReport,
+) -> Result<(), Failure> {
     rev.target = TargetReport {
         cohort_id: setup.cohort_id.clone(),
         name: setup.create.as_ref().map(|c| c.name.clone()),
@@ -135,8 +191,8 @@ async fn run(
     };
     let file = FileRef::parse(spec.source.url.as_str(), &ctx.base_dir).map_err(Failure::failed)?;
 
-    if let Some(journal) = unfinished_plan(&mut setup, &file, spec, ctx, rev).await? {
-        return resume(journal, &setup, pipeline, spec, ctx, rev).await;
+    if let Some(journal) = unfinished_plan(setup, &file, spec, ctx, rev).await? {
+        return resume(journal, setup, pipeline, spec, ctx, rev).await;
     }
 
     // The fingerprint is taken before the source is read: if the file changes in between,
@@ -147,9 +203,9 @@ async fn run(
         None
     };
     let source = read_source(&file, spec).await?;
-    let cohort = current_cohort(&setup, rev).await?;
+    let cohort = current_cohort(setup, rev).await?;
     refuse_empty_source(&source, &cohort, &file, spec, ctx, rev)?;
-    let base = get_baseline(&setup, &cohort, pipeline, spec, ctx, report, rev).await?;
+    let base = get_baseline(setup, &cohort, pipeline, spec, ctx, report, rev).await?;
     let baseline_known = base.is_some();
     let diffs = diff_source(source.ids, base.unwrap_or_default()).await?;
     rev.source = Some(source_report(
@@ -179,8 +235,8 @@ async fn run(
         rev.outcome = "in_sync".into();
         return Ok(());
     }
-    let mut journal = journal_plan(&plan, &setup, &cohort, fingerprint, spec, ctx, rev).await?;
-    apply_journal(&mut journal, &setup, pipeline, spec, ctx, rev).await
+    let mut journal = journal_plan(&plan, setup, &cohort, fingerprint, spec, ctx, rev).await?;
+    apply_journal(&mut journal, setup, pipeline, spec, ctx, rev).await
 }
 
 /// The client, the state, and the target: an existing cohort, one this pipeline created
@@ -484,6 +540,13 @@ async fn get_baseline(
                 base_dir: &ctx.base_dir,
                 request_validity: request_validity(ctx.time_scale),
                 free_only: rc.mode == ReconcileMode::Replace,
+                ledger: &Ledger::new(
+                    setup.state.location().clone(),
+                    pipeline.connection.app_id,
+                    setup.client.api_key(),
+                ),
+                pipeline: &pipeline.name,
+                run_id: &ctx.run_id,
             };
             baseline::acquire(&input).await?
         }
@@ -860,6 +923,7 @@ async fn apply_journal(
         app_id: pipeline.connection.app_id,
         skip_invalid_ids: spec.reconcile.skip_invalid_ids,
         run_id: &ctx.run_id,
+        stop: &ctx.stop,
     };
     let outcome = apply(journal, &settings).await;
     rev.calls = outcome.calls;

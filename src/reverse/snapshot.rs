@@ -52,15 +52,14 @@ impl Snapshot {
     }
 }
 
-/// Parses the footer value: epoch seconds, or ISO-8601 text.
+/// Parses the footer value (`lastComputed` as Amplitude sent it) to epoch seconds, the
+/// way the cohort's own `lastComputed` is read: seconds, milliseconds or ISO-8601 text.
 pub fn parse_last_computed(value: &str) -> Option<i64> {
     let v = value.trim();
     if v.is_empty() {
         return None;
     }
-    v.parse::<i64>()
-        .ok()
-        .or_else(|| Timestamp::Text(v.to_string()).epoch_seconds())
+    Timestamp::Text(v.to_string()).epoch_seconds()
 }
 
 /// The layout as a glob pattern for one cohort (other placeholders match one path level
@@ -210,6 +209,7 @@ mod tests {
     #[test]
     fn last_computed_values() {
         assert_eq!(parse_last_computed("1679440233"), Some(1679440233));
+        assert_eq!(parse_last_computed("1679440233000"), Some(1679440233));
         assert_eq!(
             parse_last_computed("2023-03-21T23:10:33Z"),
             Some(1679440233)

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::export::{ExportSettings, ManifestFile, cohort_report};
 use super::layout::{LayoutValues, render};
+use super::leases::{Fence, LeaseKeeper, LeaseRefused};
 use super::plan::{Action, PlannedCohort};
 use super::poll::{PollError, wait_for_job_until};
 use super::report::{CohortReport, Outcome, RequestReason, SpentRequest};
@@ -36,7 +37,9 @@ use crate::amplitude::types::{Cohort, Timestamp};
 use crate::amplitude::{AmplitudeClient, ApiError};
 use crate::crash;
 use crate::export::{BodyExpectation, ConvertStats, GzipHint, convert_stream};
-use crate::state::{CohortRecord, Holder, Lease, LeaseOutcome, Renewal, RequestRecord, StateStore};
+use crate::state::{
+    CohortRecord, Holder, Ledger, LedgerEntry, LedgerOutcome, RequestRecord, StateStore,
+};
 use crate::storage::Location;
 
 /// `/file` attempts per request (the same request id each time: never a second request).
@@ -61,6 +64,8 @@ pub struct CohortJob {
     pub shared_requests: Arc<SharedRequests>,
     /// The run's stop token (SIGTERM/SIGINT).
     pub stop: CancellationToken,
+    /// The app's monthly quota ledger (every request issued or of unknown outcome).
+    pub ledger: Ledger,
 }
 
 /// What one cohort's work produced.
@@ -114,11 +119,30 @@ impl CohortJob {
             out.report.detail = Some("not started: the run is stopping".into());
             return out;
         }
-        let mut lease = match self.take_lease(&cohort_id).await {
+        let keeper = LeaseKeeper {
+            state: &self.state,
+            holder: &self.holder,
+            ttl: self.lease_ttl,
+            stop: &self.stop,
+        };
+        let mut lease = match keeper.take(&cohort_id, true).await {
             Ok(lease) => lease,
-            Err(f) => {
-                out.report.outcome = f.outcome;
-                out.report.detail = Some(f.message);
+            Err(LeaseRefused::Held(message)) => {
+                out.report.outcome = Outcome::SkippedLeased;
+                out.report.detail = Some(message);
+                return out;
+            }
+            Err(LeaseRefused::Stopped) => {
+                out.report.outcome = Outcome::Interrupted;
+                out.report.detail = Some(
+                    "not started: the run is stopping (it was waiting for another runner's lease)"
+                        .into(),
+                );
+                return out;
+            }
+            Err(LeaseRefused::Failed(message)) => {
+                out.report.outcome = Outcome::Failed;
+                out.report.detail = Some(message);
                 return out;
             }
         };
@@ -126,9 +150,10 @@ impl CohortJob {
         // The cohort's own stop: the run's, or a heartbeat that found the lease lost.
         let cohort_stop = self.stop.child_token();
         let mut lost_to = None;
+        let fence = Fence::new(&self.state, &lease, self.lease_ttl);
         let result = {
-            let work = self.download(&item, &mut out, &cohort_stop);
-            let heartbeat = self.heartbeat(&mut lease);
+            let work = self.download(&item, &mut out, &cohort_stop, &fence);
+            let heartbeat = keeper.heartbeat(&mut lease);
             tokio::pin!(work, heartbeat);
             loop {
                 tokio::select! {
@@ -141,9 +166,7 @@ impl CohortJob {
                 }
             }
         };
-        if let Err(e) = self.state.release(&lease).await {
-            tracing::warn!(cohort = %cohort_id, "releasing the lease: {e}");
-        }
+        keeper.release(&lease).await;
         out.report.duration_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(file) => {
@@ -178,79 +201,12 @@ impl CohortJob {
         out
     }
 
-    /// Takes the cohort's lease. A lease whose holder is gone from this host is taken at
-    /// once; one held elsewhere is waited for, at most one lease TTL past its expiry time
-    /// as first seen: a holder that keeps renewing is alive and working on the cohort.
-    async fn take_lease(&self, cohort_id: &str) -> Result<Lease, Failure> {
-        let started = Utc::now();
-        let mut first_expiry = None;
-        loop {
-            let outcome = self
-                .state
-                .try_lease(cohort_id, &self.holder, self.lease_ttl)
-                .await
-                .map_err(|e| Failure::failed(format!("taking the cohort's lease: {e}")))?;
-            let (holder, expires_at) = match outcome {
-                LeaseOutcome::Acquired(lease) => return Ok(lease),
-                LeaseOutcome::Held {
-                    holder, expires_at, ..
-                } => (holder, expires_at),
-            };
-            let deadline = *first_expiry.get_or_insert(expires_at.min(started + self.lease_ttl));
-            let now = Utc::now();
-            if now >= deadline + self.lease_ttl {
-                return Err(Failure {
-                    outcome: Outcome::SkippedLeased,
-                    message: format!(
-                        "{} is working on this cohort (its lease is renewed, now until {expires_at}); waited {:.1}s",
-                        holder.describe(),
-                        (now - started).num_milliseconds() as f64 / 1000.0
-                    ),
-                });
-            }
-            tracing::info!(
-                cohort = cohort_id,
-                "{} holds the cohort's lease until {expires_at}; waiting",
-                holder.describe()
-            );
-            let pause = heartbeat_interval(self.lease_ttl);
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = self.stop.cancelled() => {
-                    return Err(Failure::interrupted("not started: the run is stopping (it was waiting for another runner's lease)"));
-                }
-            }
-        }
-    }
-
-    /// Renews the lease every quarter TTL; returns (only) when the lease is lost.
-    async fn heartbeat(&self, lease: &mut Lease) -> String {
-        let interval = heartbeat_interval(self.lease_ttl);
-        loop {
-            tokio::time::sleep(interval).await;
-            match self.state.renew(lease, self.lease_ttl).await {
-                Ok(Renewal::Renewed) => {}
-                Ok(Renewal::Lost { now_held_by }) => {
-                    return match now_held_by {
-                        Some(h) => format!("now held by {}", h.describe()),
-                        None => "it was removed".to_string(),
-                    };
-                }
-                Err(e) => {
-                    tracing::warn!("renewing the lease: {e}");
-                    if Utc::now() >= lease.expires_at {
-                        return format!("it expired while renewals failed: {e}");
-                    }
-                }
-            }
-        }
-    }
-
     async fn download(
         &self,
         item: &PlannedCohort,
         out: &mut CohortResult,
         stop: &CancellationToken,
+        fence: &Fence,
     ) -> Result<Option<ManifestFile>, Failure> {
         let cohort = &item.selected.cohort;
         let last_computed = cohort.last_computed.clone();
@@ -279,6 +235,8 @@ impl CohortJob {
                 cohort = %cohort.id,
                 "an earlier run sent a download request at {sent_at} and stopped before saving its answer: it is counted as possibly spent"
             );
+            self.record_in_ledger(&cohort.id, None, LedgerOutcome::Unknown, sent_at)
+                .await;
         }
         let mut reason = match &item.action {
             Action::Download {
@@ -289,7 +247,7 @@ impl CohortJob {
         let mut replaced = 0;
         loop {
             let request_id = self
-                .obtain_request(cohort, &mut record, reason, out)
+                .obtain_request(cohort, &mut record, reason, out, fence)
                 .await?;
             out.report.request_id = Some(request_id.clone());
             match self
@@ -298,7 +256,7 @@ impl CohortJob {
             {
                 Ok(stats_and_key) => {
                     return self
-                        .record_export(cohort, &mut record, &request_id, stats_and_key, out)
+                        .record_export(cohort, &mut record, &request_id, stats_and_key, out, fence)
                         .await
                         .map(Some);
                 }
@@ -340,6 +298,7 @@ impl CohortJob {
         record: &mut CohortRecord,
         reason: RequestReason,
         out: &mut CohortResult,
+        fence: &Fence,
     ) -> Result<String, Failure> {
         let props = &self.settings.plan;
         let last_computed = cohort.last_computed.clone();
@@ -365,7 +324,7 @@ impl CohortJob {
         let issued = self
             .shared_requests
             .get_or_issue(&key, &issuer, move || async move {
-                let r = self.issue(cohort, rec).await;
+                let r = self.issue(cohort, rec, fence).await;
                 if let Err(e) = &r {
                     *unknown_ref = e.outcome_unknown();
                 }
@@ -433,10 +392,23 @@ impl CohortJob {
     }
 
     /// Spends one download: saves the intent, sends the request, returns its id.
-    async fn issue(&self, cohort: &Cohort, record: &mut CohortRecord) -> Result<String, ApiError> {
+    async fn issue(
+        &self,
+        cohort: &Cohort,
+        record: &mut CohortRecord,
+        fence: &Fence,
+    ) -> Result<String, ApiError> {
         if self.stop.is_cancelled() {
             return Err(ApiError::Stopped);
         }
+        fence
+            .check("requesting the cohort")
+            .await
+            .map_err(|message| ApiError::Transport {
+                endpoint: "lease".into(),
+                message,
+                maybe_delivered: false,
+            })?;
         let props = &self.settings.plan;
         record.request_in_doubt = Some(Utc::now());
         self.state
@@ -455,9 +427,20 @@ impl CohortJob {
         match result {
             Ok(issued) => {
                 crash::point("export.request.answered");
+                self.record_in_ledger(
+                    &cohort.id,
+                    Some(&issued.request_id),
+                    LedgerOutcome::Spent,
+                    Utc::now(),
+                )
+                .await;
                 Ok(issued.request_id)
             }
             Err(e) => {
+                if e.outcome_unknown() {
+                    self.record_in_ledger(&cohort.id, None, LedgerOutcome::Unknown, Utc::now())
+                        .await;
+                }
                 if !e.outcome_unknown() {
                     // Certainly not counted: no intent to remember.
                     record.request_in_doubt = None;
@@ -471,6 +454,31 @@ impl CohortJob {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Adds a request to the month's ledger. A failure is logged, not fatal: the request
+    /// is already in the cohort's state, and the usage endpoint counts it too.
+    async fn record_in_ledger(
+        &self,
+        cohort_id: &str,
+        request_id: Option<&str>,
+        outcome: LedgerOutcome,
+        at: chrono::DateTime<Utc>,
+    ) {
+        let entry = LedgerEntry {
+            at,
+            cohort_id: cohort_id.to_string(),
+            request_id: request_id.map(str::to_string),
+            outcome,
+            pipeline: self.settings.name.clone(),
+            run_id: self.run_id.clone(),
+        };
+        if let Err(e) = self.ledger.record(&entry).await {
+            tracing::warn!(
+                cohort = cohort_id,
+                "recording the request in the quota ledger: {e}"
+            );
         }
     }
 
@@ -644,8 +652,13 @@ impl CohortJob {
         request_id: &str,
         (stats, keys): (ConvertStats, Staged),
         out: &mut CohortResult,
+        fence: &Fence,
     ) -> Result<ManifestFile, Failure> {
         crash::point("export.upload.completed");
+        fence
+            .check("publishing the file")
+            .await
+            .map_err(Failure::failed)?;
         let staging = Staging::new(&self.output, &self.settings.name, &self.run_id);
         staging
             .publish(&keys.staged, &keys.final_key)
@@ -679,6 +692,10 @@ impl CohortJob {
         if let Some(req) = record.request.as_mut() {
             req.completed = true;
         }
+        fence
+            .check("recording the export")
+            .await
+            .map_err(Failure::failed)?;
         self.state.save_cohort(record).await.map_err(|e| {
             Failure::failed(format!(
                 "published {described} but could not save the state: {e}"
@@ -702,12 +719,4 @@ impl CohortJob {
 struct Staged {
     staged: object_store::path::Path,
     final_key: object_store::path::Path,
-}
-
-/// How often a held lease is renewed: four times per TTL.
-pub fn heartbeat_interval(ttl: chrono::Duration) -> Duration {
-    ttl.to_std()
-        .map(|t| t / 4)
-        .unwrap_or(Duration::from_secs(30))
-        .max(Duration::from_millis(50))
 }

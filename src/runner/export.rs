@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::cohort_job::{CohortJob, CohortResult};
 use super::context::RunContext;
+use super::leases::lease_ttl;
 use super::plan::{Action, ExportPlan, PlanOptions, PlannedCohort, plan_export};
 use super::poll::PollSettings;
 use super::report::{
@@ -20,10 +21,11 @@ use super::report::{
 };
 use super::select::{Selection, select};
 use super::staging::Staging;
+use super::usage::read_usage;
 use crate::amplitude::ClientOptions;
 use crate::exit;
 use crate::export::ConvertOptions;
-use crate::state::{REQUEST_VALIDITY_DAYS, StateStore};
+use crate::state::{Ledger, REQUEST_VALIDITY_DAYS, StateStore};
 use crate::storage::{self, Location};
 
 /// Everything one export pipeline needs, already checked by the config loader.
@@ -36,6 +38,8 @@ pub struct ExportSettings {
     pub connection: ClientOptions,
     /// Keys the per-app rate limits.
     pub app_key: String,
+    /// The Amplitude project id, when configured (names the quota ledger).
+    pub app_id: Option<u64>,
     pub selection: Selection,
     pub plan: PlanOptions,
     pub poll: PollSettings,
@@ -100,17 +104,15 @@ async fn execute_into(
         .map_err(|e| (exit::USAGE, format!("{}: {e}", settings.file)))?;
     let state_location = storage::open(&settings.state_url, &ctx.base_dir)
         .map_err(|e| (exit::USAGE, format!("state url: {e}")))?;
+    let ledger = Ledger::new(
+        state_location.clone(),
+        settings.app_id,
+        settings.connection.credentials.api_key(),
+    );
     let state = StateStore::new(state_location, &settings.name);
-    let usage = client
-        .usage()
-        .await
-        .map_err(|e| (exit::FAILED, format!("reading monthly usage: {e}")))?;
-    report.usage_before = Some(UsageSnapshot {
-        limit: usage.limit,
-        used: usage.usage,
-        remaining: usage.remaining(),
-        reserve: settings.plan.reserve,
-    });
+    let monthly = read_usage(&client, Some(&ledger), Utc::now()).await;
+    report.usage_before = Some(UsageSnapshot::of(&monthly, settings.plan.reserve));
+    let usage = monthly.effective;
     let limits = ctx.limits.for_app(&settings.app_key, &ctx.limit_settings());
     let mut plan_opts = settings.plan.clone();
     plan_opts.force = plan_opts.force || ctx.force;
@@ -144,6 +146,7 @@ async fn execute_into(
         )),
         shared_requests: Arc::clone(&ctx.shared_requests),
         stop: ctx.stop.clone(),
+        ledger,
     });
 
     let mut order = Vec::new();
@@ -276,17 +279,6 @@ async fn remove_orphaned_staging(
     }
 }
 
-/// How long a cohort's lease lives without a heartbeat (renewed every quarter of it).
-pub const LEASE_TTL: Duration = Duration::from_secs(120);
-
-/// The lease TTL at this run's time scale (never under one second).
-fn lease_ttl(time_scale: f64) -> chrono::Duration {
-    let ttl = LEASE_TTL
-        .mul_f64(time_scale.clamp(0.0, 1.0))
-        .max(Duration::from_secs(1));
-    chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(2))
-}
-
 fn log_plan(settings: &ExportSettings, plan: &ExportPlan) {
     tracing::info!(
         pipeline = %settings.name,
@@ -415,13 +407,6 @@ mod tests {
     fn request_validity_scales() {
         assert_eq!(request_validity(1.0), chrono::Duration::days(7));
         assert_eq!(request_validity(0.01).num_seconds(), 7 * 86_400 / 100);
-    }
-
-    #[test]
-    fn leases_are_short_and_scale_with_time() {
-        assert_eq!(lease_ttl(1.0), chrono::Duration::seconds(120));
-        assert_eq!(lease_ttl(0.01), chrono::Duration::milliseconds(1200));
-        assert_eq!(lease_ttl(0.0001), chrono::Duration::seconds(1));
     }
 
     #[test]

@@ -142,13 +142,42 @@ impl CohortReport {
     }
 }
 
-/// Monthly usage as read before the run.
+/// Monthly usage as read before the run: the figure the budget used and both behind it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageSnapshot {
     pub limit: u32,
     pub used: u32,
     pub remaining: u32,
     pub reserve: u32,
+    /// `endpoint`, `ledger` (it counted more) or `ledger_only` (the endpoint is unavailable).
+    #[serde(default)]
+    pub source: String,
+    /// What the usage endpoint reported (absent when unavailable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_used: Option<u32>,
+    /// What the quota ledger counts this month (spent + outcome unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_used: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+impl UsageSnapshot {
+    pub fn of(u: &super::usage::MonthlyUsage, reserve: u32) -> Self {
+        UsageSnapshot {
+            limit: u.effective.limit,
+            used: u.effective.usage,
+            remaining: u.effective.remaining(),
+            reserve,
+            source: serde_json::to_value(u.source)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            endpoint_used: u.endpoint.as_ref().map(|e| e.usage),
+            ledger_used: u.ledger.map(|l| l.total()),
+            warning: u.warning.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,10 +8,12 @@
 
 mod holder;
 mod lease;
+mod ledger;
 mod records;
 mod store;
 
 pub use holder::{Holder, Liveness, host_name};
 pub use lease::{Lease, LeaseOutcome, Renewal};
+pub use ledger::{Ledger, LedgerEntry, LedgerOutcome, MonthCount};
 pub use records::{CohortRecord, REQUEST_VALIDITY_DAYS, RequestRecord};
 pub use store::{Conditional, StateError, StateStore};

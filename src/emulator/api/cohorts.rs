@@ -12,27 +12,31 @@ use crate::emulator::errors::not_found;
 use crate::emulator::query;
 use crate::emulator::state::{CohortState, Shared};
 
-/// A cohort as the list endpoint shows it (COHORT_OBJECT); timestamps in epoch seconds.
+/// A cohort as the list endpoint shows it (COHORT_OBJECT), shaped like Amplitude's
+/// published samples (Postman collection; `tests/answers/list-published-sample.json`)
+/// rather than the reference's schema: `definition.countGroup` is the string `"User"`,
+/// `description` is `null` until set, there is no `viewers`, and `type` is
+/// `manual_upload` for uploaded cohorts (`redshift` for the others). Timestamps in epoch
+/// seconds.
 pub fn cohort_json(app_id: u64, c: &CohortState, sync_info: bool) -> Value {
     let mut v = json!({
         "appId": app_id,
         "archived": c.archived,
         "definition": {
             "version": 3,
-            "countGroup": {"name": "User", "is_computed": false},
+            "countGroup": "User",
             "cohortType": "UNIQUES",
             "andClauses": [],
             "referenceFrameTimeParams": {}
         },
-        "description": format!("Emulated cohort {}", c.name),
+        "description": c.description,
         "finished": true,
         "id": c.id,
         "name": c.name,
         "owners": c.owners,
-        "viewers": [],
         "published": c.published,
         "size": c.size(),
-        "type": "redshift",
+        "type": if c.uploaded { "manual_upload" } else { "redshift" },
         "lastMod": c.last_mod_ms.div_euclid(1000),
         "createdAt": c.created_ms.div_euclid(1000),
         "lastComputed": c.last_computed_ms.div_euclid(1000),

@@ -1,8 +1,10 @@
 //! `POST /api/3/cohorts/upload` (create or replace a cohort) and
 //! `POST /api/3/cohorts/membership` (add / remove ids). Ids outside the universe are
-//! invalid (upload) or skipped (membership); at most 100,000 ids per call; a call that
-//! touches a cohort another call is still working on answers 429. A change makes the
-//! cohort's members an explicit set and moves its `lastComputed` to now.
+//! invalid (upload) or skipped (membership); an upload with no valid id answers 400; at
+//! most 100,000 ids per call; a call that touches a cohort another call is still working
+//! on answers 429. A change makes the cohort's members an explicit set and moves its
+//! `lastComputed` to now. The upload answer carries `cohortId`, `metadata` and
+//! `cohortsById` (the cohort object, `type: "manual_upload"` when the upload made it).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use serde_json::json;
 use crate::amplitude::types::{
     MembershipIdType, MembershipOperation, MembershipRequest, UploadIdType, UploadRequest,
 };
+use crate::emulator::api::cohort_json;
 use crate::emulator::auth::AuthedApp;
 use crate::emulator::csv_body::Members;
 use crate::emulator::errors::{bad_request, not_found, rate_limited};
@@ -90,6 +93,17 @@ fn invalid_ids(invalid: &[String]) -> Response {
             invalid.len()
         ),
         json!({"invalid_ids": &invalid[..invalid.len().min(SAMPLE)], "invalid_count": invalid.len()}),
+    )
+}
+
+/// An upload with no valid id: Amplitude creates no empty cohort (nor empties one by
+/// replacing it); a create needs at least one known id.
+fn no_valid_ids(metadata: serde_json::Value) -> Response {
+    bad_request(
+        "no_valid_ids",
+        "The upload holds no valid id: a cohort upload needs at least one known user or \
+         Amplitude id",
+        metadata,
     )
 }
 
@@ -168,6 +182,9 @@ async fn do_upload(
         "totals": req.ids.len(),
         "invalid_ids_sample": &invalid[..invalid.len().min(SAMPLE)],
     });
+    if valid.is_empty() {
+        return (no_valid_ids(metadata), req.existing_cohort_id.clone());
+    }
     let cohort_id = match &req.existing_cohort_id {
         Some(id) => {
             let exists = shared
@@ -182,9 +199,9 @@ async fn do_upload(
         }
         None => shared.world().fresh_id(7),
     };
-    let ok = |id: &str| Json(json!({"cohortId": id, "metadata": metadata})).into_response();
     if req.skip_save.unwrap_or(false) {
-        return (ok(&cohort_id), Some(cohort_id));
+        let answer = json!({"cohortId": cohort_id, "metadata": metadata});
+        return (Json(answer).into_response(), Some(cohort_id));
     }
     let Some(_lock) = CohortLock::take(shared, app_id, &cohort_id) else {
         return (busy(shared, &cohort_id), Some(cohort_id));
@@ -213,10 +230,17 @@ async fn do_upload(
                 props: Vec::new(),
                 seed: 0,
                 members,
+                description: None,
+                uploaded: true,
             });
         }
     }
-    (ok(&cohort_id), Some(cohort_id))
+    // The reference's `cohortId` + `metadata`, and the published sample's `cohortsById`.
+    let mut answer = json!({"cohortId": cohort_id, "metadata": metadata});
+    if let Some(c) = app.cohort(&cohort_id) {
+        answer["cohortsById"] = json!({ cohort_id.as_str(): cohort_json(app_id, c, false) });
+    }
+    (Json(answer).into_response(), Some(cohort_id))
 }
 
 pub async fn membership(
