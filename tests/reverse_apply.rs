@@ -88,10 +88,12 @@ fn write_ids(path: &Path, header: &str, ids: impl IntoIterator<Item = String>) {
     std::fs::write(path, text).expect("write source");
 }
 
-/// `(operation, id_count)` of every answered membership / upload call in `log`.
+/// `(operation, id_count)` of every answered membership / upload call in `log` that
+/// changed something (a `skip_save` upload, logged `VALIDATE`, only checks ids).
 fn changes(log: &[LoggedRequest]) -> Vec<(String, u64)> {
     log.iter()
         .filter(|r| (r.path == MEMBERSHIP || r.path == UPLOAD) && r.status == 200)
+        .filter(|r| r.operation.as_deref() != Some("VALIDATE"))
         .map(|r| {
             (
                 r.operation.clone().unwrap_or_default(),

@@ -24,7 +24,8 @@ use super::report::{
 };
 use super::source::{ColumnSpec, ReadStats, read_ids};
 use crate::amplitude::AmplitudeClient;
-use crate::amplitude::types::Cohort;
+use crate::amplitude::ApiError;
+use crate::amplitude::types::{Cohort, UploadRequest};
 use crate::config::{
     CreateCohort, MAX_CHUNK_SIZE, Pipeline, PipelineSpec, Reconcile, ReconcileMode, ReverseSpec,
     Target,
@@ -235,6 +236,7 @@ async fn run_steps(
         rev.outcome = "in_sync".into();
         return Ok(());
     }
+    check_first_upload(&plan, setup, &cohort, pipeline, spec).await?;
     let mut journal = journal_plan(&plan, setup, &cohort, fingerprint, spec, ctx, rev).await?;
     apply_journal(&mut journal, setup, pipeline, spec, ctx, rev).await
 }
@@ -821,6 +823,69 @@ fn refuse_to_apply(
 }
 
 /// Writes the plan to the journal (every chunk's ids, then the head) before any call.
+/// Before anything is created or replaced: Amplitude refuses an upload none of whose ids
+/// it knows (and a create needs one known id), so the first upload's ids are validated
+/// with `skip_save` (nothing is saved). A first chunk with no known id ends the run with a
+/// clear error while nothing is half-done.
+async fn check_first_upload(
+    plan: &Plan<'_>,
+    setup: &Setup,
+    cohort: &Option<Cohort>,
+    pipeline: &Pipeline,
+    spec: &ReverseSpec,
+) -> Result<(), Failure> {
+    let Some((ChunkOp::Upload, list, range)) = plan.chunks.first() else {
+        return Ok(());
+    };
+    let Some(app_id) = pipeline.connection.app_id else {
+        return Err(Failure::usage(
+            "uploading needs connection.app_id (the Amplitude project id)",
+        ));
+    };
+    let (name, owner, published) = match (&setup.create, cohort) {
+        (Some(c), _) => (c.name.clone(), c.owner.clone(), c.published),
+        (None, Some(c)) => (
+            c.name.clone(),
+            c.owners.first().cloned().unwrap_or_default(),
+            c.published,
+        ),
+        (None, None) => return Ok(()),
+    };
+    let ids = list.strings(range.clone());
+    let sample: Vec<String> = ids.iter().take(3).cloned().collect();
+    let count = ids.len();
+    let body = UploadRequest {
+        name,
+        app_id: app_id as i64,
+        id_type: spec.source.id_kind.upload_id_type(),
+        cg: None,
+        ids,
+        owner,
+        published,
+        skip_save: Some(true),
+        skip_invalid_ids: Some(true),
+        existing_cohort_id: setup.cohort_id.clone(),
+    };
+    let none_known = || {
+        Failure::failed(format!(
+            "none of the {count} ids of the first upload is known to Amplitude (e.g. {}): Amplitude refuses such an upload, so nothing was created or replaced; check source.id_column and source.id_kind ({})",
+            sample.join(", "),
+            match spec.source.id_kind {
+                crate::amplitude::types::IdKind::UserId => "user_id",
+                crate::amplitude::types::IdKind::AmplitudeId => "amplitude_id",
+            }
+        ))
+    };
+    match setup.client.upload(&body).await {
+        Ok(r) if r.metadata.as_ref().and_then(|m| m.matched) == Some(0) => Err(none_known()),
+        Ok(_) => Ok(()),
+        Err(ApiError::InvalidRequest { status: 400, .. }) => Err(none_known()),
+        Err(e) => Err(Failure::failed(format!(
+            "validating the first upload (skip_save, nothing saved): {e}"
+        ))),
+    }
+}
+
 async fn journal_plan(
     plan: &Plan<'_>,
     setup: &Setup,

@@ -121,9 +121,15 @@ pub async fn upload(
         Ok(r) => r,
         Err(message) => return unparsable(message),
     };
+    // A `skip_save` upload only validates: logged as such, so tests tell it from a change.
+    let operation = if req.skip_save.unwrap_or(false) {
+        "VALIDATE"
+    } else {
+        "UPLOAD"
+    };
     let facts = Facts {
         cohort_id: req.existing_cohort_id.clone(),
-        operation: Some("UPLOAD".into()),
+        operation: Some(operation.into()),
         id_count: Some(req.ids.len() as u64),
         ..Facts::default()
     };
