@@ -132,7 +132,23 @@ impl StateStore {
             .put(key, payload)
             .await
             .map_err(|source| self.store_err(key, source))?;
+        self.restrict(key);
         Ok(())
+    }
+
+    /// On a local state directory, makes a document readable by its owner only (0600):
+    /// journals hold the ids of a plan's calls. A failure is logged: the document is
+    /// written, and the directory's own permissions still apply.
+    fn restrict(&self, key: &Path) {
+        #[cfg(unix)]
+        if let Some(dir) = &self.location.local_dir {
+            use std::os::unix::fs::PermissionsExt;
+            let file = dir.join(key.as_ref());
+            if let Err(e) = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+            {
+                tracing::warn!("making {} private: {e}", file.display());
+            }
+        }
     }
 
     /// Creates a document only if none exists at `key`.
@@ -191,10 +207,13 @@ impl StateStore {
             ..PutOptions::default()
         };
         match self.location.store.put_opts(key, payload, opts).await {
-            Ok(r) => Ok(Conditional::Written(UpdateVersion {
-                e_tag: r.e_tag,
-                version: r.version,
-            })),
+            Ok(r) => {
+                self.restrict(key);
+                Ok(Conditional::Written(UpdateVersion {
+                    e_tag: r.e_tag,
+                    version: r.version,
+                }))
+            }
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(Conditional::Conflict),
             Err(source) => Err(self.store_err(key, source)),
@@ -213,6 +232,37 @@ impl StateStore {
         StateError::Store {
             location: self.location.describe(key),
             source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn documents_on_a_local_state_dir_are_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateStore::new(storage::open("state", dir.path()).expect("open"), "p");
+        let key = state.doc_key("journal-chunks", "c1.run.00000");
+        state
+            .write(&key, &serde_json::json!({"ids": ["a", "b"]}))
+            .await
+            .expect("write");
+        let created = state.doc_key("leases", "c1");
+        state
+            .create(&created, &serde_json::json!({"owner": "r"}))
+            .await
+            .expect("create");
+        for k in [&key, &created] {
+            let mode = std::fs::metadata(dir.path().join("state").join(k.as_ref()))
+                .expect("metadata")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{k}");
         }
     }
 }
