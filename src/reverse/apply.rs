@@ -142,25 +142,14 @@ pub async fn apply(journal: &mut Journal, s: &ApplySettings<'_>) -> ApplyOutcome
             });
             continue;
         }
-        if out.error.is_some() {
-            out.not_sent += 1;
-            out.calls.push(CallReport {
-                index: i,
-                op: entry.op,
-                ids: entry.ids,
-                status: "not_sent",
-                resent_in_doubt: false,
-                skipped: 0,
-                error: None,
-            });
-            continue;
-        }
-        if s.stop.is_cancelled() {
-            out.not_sent += 1;
+        if out.error.is_none() && s.stop.is_cancelled() {
             out.error = Some(format!(
                 "stopped by a signal before {}; the journal keeps the plan and the next run sends the remaining calls",
                 chunk_name(journal, i)
             ));
+        }
+        if out.error.is_some() {
+            out.not_sent += 1;
             out.calls.push(CallReport {
                 index: i,
                 op: entry.op,
