@@ -950,7 +950,7 @@ fn schema_agrees_with_an_independent_validator() {
         args.push(bad.display().to_string());
     }
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = common::run_python("check_schema.py", &arg_refs);
+    let out = common::peers::run_python("check_schema.py", &arg_refs);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), EXAMPLES.len() + 4, "{out}");
     for (line, file) in lines.iter().zip(&args[1..]) {
