@@ -359,7 +359,7 @@ async fn exports_two_million_members_with_props() {
             .all(|c| c == "ZSTD"),
         "{l}"
     );
-    assert_eq!(l["zstd_level"], 3, "{l}");
+    assert_eq!(l["zstd_levels"], json!([3]), "{l}");
     assert!(!presigned(&log).is_empty(), "served through the 302");
     check_manifest(&h, &out, &run, "big", &log, &["big"], true);
 }

@@ -79,8 +79,8 @@ pub fn dump_duckdb(target: &str) -> Value {
 }
 
 /// The file's physical layout, parsed from its bytes: rows per row group, codec per
-/// column chunk, and the zstd level its pages were written at (of the first
-/// `max_row_groups`); see tests/py/parquet_dump.py.
+/// column chunk, and the zstd levels that reproduce its pages byte for byte (of the
+/// first `max_row_groups`); see tests/py/parquet_dump.py.
 pub fn layout(target: &str, max_row_groups: usize) -> Value {
     json(
         "parquet_dump.py",

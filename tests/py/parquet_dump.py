@@ -5,12 +5,14 @@ usage: parquet_dump.py dump PATH|s3://BUCKET/KEY [--duckdb]
             "row_groups": N, "num_rows": N}   (--duckdb: rows read by DuckDB, not pyarrow)
        parquet_dump.py layout PATH|s3://BUCKET/KEY [--max-row-groups N]
            {"row_group_rows": [rows per row group], "codecs": [codec per column chunk],
-            "zstd_level": L, "zstd_bytes": {level: bytes}, "zstd_pages_bytes": B}
-           The file's bytes are parsed here (Thrift page headers, compact protocol); every
-           zstd page (of the first N row groups) is decompressed with pyarrow and
-           compressed again at levels 1, 3, 9 and 19: `zstd_level` is the level whose
-           output is closest in size to the pages as written (Parquet does not record
-           the level).
+            "zstd_levels": [L...], "zstd_pages": N}
+           Parquet does not record the zstd level, so it is found from the file's bytes:
+           the page headers are parsed here (Thrift compact protocol), every zstd page
+           (of the first N row groups) is decompressed with pyarrow and compressed again
+           at levels 1..=22; `zstd_levels` are those that reproduce every page byte for
+           byte. (A streaming encoder, as parquet-rs uses, picks the parameters of a
+           one-shot compression at most levels; a few, and tiny pages, match several
+           levels or none.)
 """
 import io
 import json
@@ -22,7 +24,7 @@ import pyarrow.parquet as pq
 
 import testenv
 
-LEVELS = [1, 3, 9, 19]
+LEVELS = range(1, 23)
 
 
 def load_bytes(target):
@@ -146,17 +148,13 @@ def pages(data, start, length):
         p = r.p + size
 
 
-def layout(target, max_row_groups):
-    data = load_bytes(target)
-    md = pq.ParquetFile(io.BytesIO(data)).metadata
-    codecs = []
-    written = 0
-    sizes = {level: 0 for level in LEVELS}
-    for rg in range(md.num_row_groups):
+def zstd_pages(data, md, max_row_groups):
+    """(decompressed, as written) of every zstd page of the first row groups."""
+    out = []
+    for rg in range(min(md.num_row_groups, max_row_groups)):
         for c in range(md.num_columns):
             col = md.row_group(rg).column(c)
-            codecs.append(col.compression)
-            if col.compression != "ZSTD" or rg >= max_row_groups:
+            if col.compression != "ZSTD":
                 continue
             start = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
             for header, payload in pages(data, start, col.total_compressed_size):
@@ -168,18 +166,37 @@ def layout(target, max_row_groups):
                         continue
                 body = payload[skip:]
                 raw = pa.Codec("zstd").decompress(body, decompressed_size=header[2] - skip)
-                written += len(body)
-                for level in LEVELS:
-                    sizes[level] += pa.Codec("zstd", compression_level=level).compress(raw).size
-    level = min(LEVELS, key=lambda lv: abs(sizes[lv] - written)) if written else None
+                out.append((raw, body))
+    return sorted(out, key=lambda p: len(p[1]))
+
+
+def zstd_levels(written):
+    """The levels whose compression reproduces every page byte for byte (checked from the
+    smallest page up, so a wrong level is usually dismissed on a small one)."""
+    found = []
+    for level in LEVELS:
+        codec = pa.Codec("zstd", compression_level=level)
+        if all(codec.compress(raw).to_pybytes() == body for raw, body in written):
+            found.append(level)
+    return found
+
+
+def layout(target, max_row_groups):
+    data = load_bytes(target)
+    md = pq.ParquetFile(io.BytesIO(data)).metadata
+    codecs = [
+        md.row_group(rg).column(c).compression
+        for rg in range(md.num_row_groups)
+        for c in range(md.num_columns)
+    ]
+    written = zstd_pages(data, md, max_row_groups)
     print(
         json.dumps(
             {
                 "row_group_rows": [md.row_group(i).num_rows for i in range(md.num_row_groups)],
                 "codecs": codecs,
-                "zstd_level": level,
-                "zstd_bytes": {str(k): v for k, v in sizes.items()},
-                "zstd_pages_bytes": written,
+                "zstd_levels": zstd_levels(written) if written else [],
+                "zstd_pages": len(written),
             }
         )
     )
