@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: all build demo test lint venv bench clean
+.PHONY: all build demo test lint venv bench schema clean
 
 all: build
 
@@ -31,6 +31,11 @@ test: venv lint
 
 bench: build venv
 	scripts/bench.sh
+
+# Regenerates schemas/pipeline.schema.json from the pipeline types (tests/config.rs fails
+# while the committed file is stale; it never writes it).
+schema:
+	$(CARGO) run --locked --quiet --example write_schema
 
 clean:
 	$(CARGO) clean

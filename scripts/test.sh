@@ -4,21 +4,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-
-S3_PORT=$(free_port)
-S3_LOG=$(mktemp)
-.venv/bin/moto_server -H 127.0.0.1 -p "$S3_PORT" >"$S3_LOG" 2>&1 &
+# moto binds port 0 itself (tests/py/s3_server.py) and says which port it got: no port is
+# chosen, released and bound again, so no other process can take it in between.
+S3_DIR=$(mktemp -d)
+mkfifo "$S3_DIR/ready"
+.venv/bin/python tests/py/s3_server.py >"$S3_DIR/ready" 2>"$S3_DIR/log" &
 S3_PID=$!
-trap 'kill $S3_PID 2>/dev/null || true; wait $S3_PID 2>/dev/null || true; rm -f "$S3_LOG"' EXIT
+trap 'kill $S3_PID 2>/dev/null || true; wait $S3_PID 2>/dev/null || true; rm -rf "$S3_DIR"' EXIT
+# The first line, once the socket is listening (or EOF if the server died first).
+exec 3<"$S3_DIR/ready"
+if ! read -r -t 60 -u 3 READY || [[ "$READY" != "listening on http://"* ]]; then
+  echo "the S3 server (moto) did not start:"; cat "$S3_DIR/log"; exit 1
+fi
+exec 3<&-
 
-for _ in $(seq 1 100); do
-  if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$S3_PORT),0.2)" 2>/dev/null; then break; fi
-  sleep 0.1
-done
-if ! kill -0 $S3_PID 2>/dev/null; then echo "moto_server did not start:"; cat "$S3_LOG"; exit 1; fi
-
-export COHORT_SYNC_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
+export COHORT_SYNC_TEST_S3_ENDPOINT="${READY#listening on }"
 export COHORT_SYNC_PYTHON="$PWD/.venv/bin/python"
 export AWS_ENDPOINT_URL="$COHORT_SYNC_TEST_S3_ENDPOINT" AWS_ALLOW_HTTP=true
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1

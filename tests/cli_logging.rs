@@ -4,48 +4,42 @@
 
 mod common;
 
-use common::emulator::*;
-
-const APP: u64 = 7070;
+use common::emulator::{APP_ID, api_key, cohort, secret_key};
+use common::harness::{self, Harness};
 
 /// `--log` value, environment, whether a debug line is expected.
 type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], bool);
 
-/// Runs `cohort-sync cohorts` with only the given log settings; (exit code, stderr).
+/// Runs `cohort-sync cohorts` with the app's key, `secret`, and only the given log
+/// settings; (exit code, stderr).
 async fn cohorts(
-    base_url: &str,
+    h: &Harness,
     secret: &str,
     flag: Option<&str>,
     env: &[(&str, &str)],
-) -> (Option<i32>, String) {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cohort-sync"));
-    cmd.args(["cohorts", "--base-url", base_url])
-        .env_remove("RUST_LOG")
-        .env_remove("COHORT_SYNC_LOG")
-        .env("AMPLITUDE_API_KEY", format!("key-{APP}"))
-        .env("AMPLITUDE_SECRET_KEY", secret);
+) -> (i32, String) {
+    let mut args = vec!["cohorts", "--base-url", h.base_url()];
     if let Some(f) = flag {
-        cmd.args(["--log", f]);
+        args.extend(["--log", f]);
     }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().await.expect("binary runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let key = api_key(APP_ID);
+    let mut all_env = vec![
+        ("AMPLITUDE_API_KEY", key.as_str()),
+        ("AMPLITUDE_SECRET_KEY", secret),
+    ];
+    all_env.extend_from_slice(env);
+    let f = h.exec(&args, &all_env).await;
+    (f.code, f.stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_log_is_honoured_after_the_flag_and_cohort_sync_log() {
-    let emu = start_emulator(fast_config(vec![app(APP, vec![cohort("c1", 10, 1)])])).await;
-    let secret = format!("secret-{APP}");
-    let base = emu.base_url.as_str();
+    let h = harness::start(vec![cohort("c1", 10)], |_| {}).await;
+    let secret = secret_key(APP_ID);
     let debug_line = "amplitude answered";
 
-    let (code, err) = cohorts(base, &secret, None, &[("RUST_LOG", "debug")]).await;
-    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = cohorts(&h, &secret, None, &[("RUST_LOG", "debug")]).await;
+    assert_eq!(code, 0, "{err}");
     assert!(err.contains("DEBUG") && err.contains(debug_line), "{err}");
     assert!(err.contains("from RUST_LOG"), "{err}");
 
@@ -61,8 +55,8 @@ async fn rust_log_is_honoured_after_the_flag_and_cohort_sync_log() {
         (Some("debug"), &[("COHORT_SYNC_LOG", "info")], true),
     ];
     for (flag, env, debug) in cases {
-        let (code, err) = cohorts(base, &secret, flag, env).await;
-        assert_eq!(code, Some(0), "{flag:?} {env:?}: {err}");
+        let (code, err) = cohorts(&h, &secret, flag, env).await;
+        assert_eq!(code, 0, "{flag:?} {env:?}: {err}");
         assert_eq!(
             err.contains(debug_line),
             debug,
@@ -73,9 +67,9 @@ async fn rust_log_is_honoured_after_the_flag_and_cohort_sync_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_key_pair_says_why_and_what_to_check() {
-    let emu = start_emulator(fast_config(vec![app(APP, vec![])])).await;
-    let (code, err) = cohorts(&emu.base_url, "not-the-secret", None, &[]).await;
-    assert_eq!(code, Some(1), "{err}");
+    let h = harness::start(vec![], |_| {}).await;
+    let (code, err) = cohorts(&h, "not-the-secret", None, &[]).await;
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("authentication failed (HTTP 403): Invalid API/Secret Key combination"),
         "{err}"

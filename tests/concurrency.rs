@@ -6,44 +6,23 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cohort_sync::emulator::{FaultKind, FaultRule};
-use common::runner::{self, Harness, cohort, spent_requests};
+use common::emulator::{EVENT_DEADLINE, cohort};
+use common::expect::{expected_digest, export_columns};
+use common::files::write_ids;
+use common::harness::{self, outcomes};
+use common::log::{self, LIST, MEMBERSHIP, REQUEST_STATUS, spent_requests};
 use serde_json::Value;
-
-/// Waits until the emulator's log holds a request matching `pred` (bounded: 60 s).
-async fn wait_for_log(h: &Harness, what: &str, pred: impl Fn(&Value) -> bool) {
-    for _ in 0..6_000 {
-        if h.requests().await.iter().any(&pred) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the emulator never saw {what}");
-}
-
-fn outcomes(report: &Value) -> Vec<(String, String)> {
-    report["pipelines"][0]["cohorts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            (
-                c["cohort_id"].as_str().unwrap_or_default().to_string(),
-                c["outcome"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_exports_at_once_on_s3_state_request_and_export_each_cohort_once() {
     let ids: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
-    let cohorts = ids.iter().map(|id| cohort(id, 500, &[])).collect();
+    let cohorts = ids.iter().map(|id| cohort(id, 500)).collect();
     // Each job takes 2 s (scaled: 200 Amplitude seconds × 0.01).
-    let h = runner::start(cohorts, |c| c.job_duration = Duration::from_secs(200)).await;
-    let bucket = common::create_bucket("overlap");
+    let h = harness::start(cohorts, |c| c.job_duration = Duration::from_secs(200)).await;
+    let bucket = common::s3::create_bucket("overlap");
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let file = h.export_pipeline(
         "shared",
@@ -59,10 +38,8 @@ async fn two_exports_at_once_on_s3_state_request_and_export_each_cohort_once() {
     };
     let second = async {
         // The barrier: the first runner has a job in progress.
-        wait_for_log(&h, "the first runner's request", |r| {
-            r["path"]
-                .as_str()
-                .is_some_and(|p| p.starts_with("/api/5/cohorts/request-status/"))
+        h.wait_for_request("the first runner's request", |r| {
+            r.path.starts_with(REQUEST_STATUS)
         })
         .await;
         h.run_env(&[&file], &[], &[]).await
@@ -82,9 +59,27 @@ async fn two_exports_at_once_on_s3_state_request_and_export_each_cohort_once() {
     assert!(started_b < finished_a, "B started after A finished");
 
     let log = h.requests().await;
+    // They overlapped in the emulator's log too: the second runner's cohort list (each
+    // runner lists once) came before the last status or file call of the runs.
+    let lists: Vec<u64> = log
+        .iter()
+        .filter(|r| r.path == LIST)
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(lists.len(), 2, "one cohort list per runner");
+    let last_work = log
+        .iter()
+        .filter(|r| r.path.starts_with(REQUEST_STATUS) || r.path.ends_with("/file"))
+        .map(|r| r.seq)
+        .max()
+        .expect("status and file calls");
+    assert!(
+        lists[1] < last_work,
+        "the second runner started after all work ended"
+    );
     let spent: Vec<String> = spent_requests(&log)
         .iter()
-        .map(|r| r["cohort_id"].as_str().unwrap_or_default().to_string())
+        .map(|r| r.cohort_id.clone().unwrap_or_default())
         .collect();
     let distinct: BTreeSet<&String> = spent.iter().collect();
     assert_eq!(spent.len(), 10, "one request per cohort: {spent:?}");
@@ -121,10 +116,9 @@ async fn two_exports_at_once_on_s3_state_request_and_export_each_cohort_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_reverse_run_on_the_same_target_sends_nothing_and_says_why() {
     use cohort_sync::emulator::universe::{amplitude_id, member_numbers};
-    let spec = cohort("target", 1_000, &[]);
-    let h = runner::start(vec![spec.clone()], |_| {}).await;
+    let spec = cohort("target", 1_000);
+    let h = harness::start(vec![spec.clone()], |_| {}).await;
     let members: Vec<u64> = member_numbers(spec.seed, "target", 1_000).collect();
-    let mut csv = String::from("amplitude_id\n");
     let known: BTreeSet<u64> = members.iter().copied().collect();
     let newcomers: Vec<u64> = member_numbers(spec.seed + 1, "others", 2_000)
         .filter(|n| !known.contains(n))
@@ -135,17 +129,13 @@ async fn a_second_reverse_run_on_the_same_target_sends_nothing_and_says_why() {
         .chain(&newcomers)
         .map(|n| amplitude_id(*n).to_string())
         .collect();
-    for id in &source {
-        csv.push_str(id);
-        csv.push('\n');
-    }
-    std::fs::write(h.path("crm.csv"), csv).expect("source");
-    let file = h.write(
+    write_ids(&h.path("crm.csv"), "amplitude_id", source.iter().cloned());
+    let file = h.reverse_pipeline(
         "crm",
-        &format!(
-            "kind = \"reverse\"\nname = \"crm\"\n\n{}\n[state]\nurl = \"state\"\n\n[source]\nurl = \"crm.csv\"\nid_column = \"amplitude_id\"\nid_kind = \"amplitude_id\"\n\n[target]\ncohort_id = \"target\"\n\n[reconcile]\nmode = \"mirror\"\nchunk_size = 200\n",
-            h.connection()
-        ),
+        "crm.csv",
+        "amplitude_id",
+        "cohort_id = \"target\"",
+        "mode = \"mirror\"\nchunk_size = 200",
     );
     // Each membership call is applied, then its answer held 3 s: the first runner is
     // busy long enough for the second to find its lease.
@@ -158,8 +148,8 @@ async fn a_second_reverse_run_on_the_same_target_sends_nothing_and_says_why() {
         async move { h.run_env(&[&file], &[], &[]).await }
     };
     let second = async {
-        wait_for_log(&h, "the first runner's membership call", |r| {
-            r["path"] == "/api/3/cohorts/membership"
+        h.wait_for_request("the first runner's membership call", |r| {
+            r.path == MEMBERSHIP
         })
         .await;
         let since = h.requests().await.len();
@@ -188,18 +178,10 @@ async fn a_second_reverse_run_on_the_same_target_sends_nothing_and_says_why() {
     );
     // B sent no membership call (all calls after B started were A's: 3 chunks in total).
     let log = h.requests().await;
-    let calls = log
-        .iter()
-        .filter(|r| r["path"] == "/api/3/cohorts/membership")
-        .count();
+    let calls = log::change_calls(&log).len();
     assert_eq!(calls, 4, "600 adds in 3 chunks + 10 removes: {calls}");
     assert!(since > 0);
-    let got: BTreeSet<String> =
-        common::emulator::members(&h.emu.base_url, runner::APP_ID, "target")
-            .await
-            .into_iter()
-            .map(|(a, _)| a.to_string())
-            .collect();
+    let got = h.member_ids("target").await;
     assert!(
         got == source,
         "membership differs from the source: {} missing, {} extra",
@@ -221,8 +203,8 @@ fn is_stopped(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_holder_paused_past_its_lease_is_taken_over_and_its_writes_are_refused() {
-    let h = runner::start(vec![cohort("paused", 2_000, &[])], |_| {}).await;
-    let bucket = common::create_bucket("paused");
+    let h = harness::start(vec![cohort("paused", 2_000)], |_| {}).await;
+    let bucket = common::s3::create_bucket("paused");
     let file = h.export_pipeline(
         "paused",
         &["paused"],
@@ -239,13 +221,11 @@ async fn a_holder_paused_past_its_lease_is_taken_over_and_its_writes_are_refused
         .spawn()
         .expect("spawn A");
     let pid = a.id().expect("pid");
-    for _ in 0..6_000 {
-        if is_stopped(pid) {
-            break;
-        }
+    let deadline = Instant::now() + EVENT_DEADLINE;
+    while !is_stopped(pid) {
+        assert!(Instant::now() < deadline, "A never reached its stop point");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(is_stopped(pid), "A never reached its stop point");
 
     // B waits out A's lease (A's heartbeat is frozen too) and exports the cohort.
     let (code_b, report_b, err_b) = h.run_env(&[&file], &[], &[]).await;
@@ -261,9 +241,10 @@ async fn a_holder_paused_past_its_lease_is_taken_over_and_its_writes_are_refused
     );
 
     // A wakes up: its fence finds the lease taken over and it writes nothing.
-    let resumed = std::process::Command::new("kill")
+    let resumed = tokio::process::Command::new("kill")
         .args(["-CONT", &pid.to_string()])
         .status()
+        .await
         .expect("kill -CONT");
     assert!(resumed.success());
     let out_a = a.wait_with_output().await.expect("A ends");
@@ -281,7 +262,7 @@ async fn a_holder_paused_past_its_lease_is_taken_over_and_its_writes_are_refused
     // One request in all, one exact file, B's _SUCCESS only.
     assert_eq!(spent_requests(&h.requests().await).len(), 1);
     let root = format!("s3://{bucket}/out");
-    let tree = common::runner::check_tree(&root, &common::runner::export_columns(&h.cohorts[0]));
+    let tree = common::peers::check_tree(&root, &export_columns(&h.cohorts[0]));
     let objects: Vec<&str> = tree["objects"]
         .as_array()
         .into_iter()
@@ -299,6 +280,6 @@ async fn a_holder_paused_past_its_lease_is_taken_over_and_its_writes_are_refused
         .expect("a file");
     assert_eq!(
         file["digest"].as_str(),
-        Some(common::runner::expected_digest(spec, &spec.props).as_str())
+        Some(expected_digest(spec, &spec.props).as_str())
     );
 }

@@ -4,12 +4,13 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
+use common::files::gzip;
+use common::harness::exit_code;
+use common::peers::{dump, dump_duckdb, layout};
 use serde_json::{Value, json};
 
 fn bin() -> &'static str {
@@ -33,26 +34,10 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-fn dump(path: &str) -> Value {
-    let text = common::run_python("parquet_dump.py", &["dump", path]);
-    serde_json::from_str(&text).expect("dump JSON")
-}
-
-fn dump_duckdb(path: &str) -> Value {
-    let text = common::run_python("parquet_dump.py", &["dump", path, "--duckdb"]);
-    serde_json::from_str(&text).expect("dump JSON")
-}
-
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, bytes).expect("write input");
     p
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(bytes).expect("gzip");
-    e.finish().expect("gzip")
 }
 
 fn s(p: &Path) -> &str {
@@ -512,6 +497,9 @@ fn limits_stop_hostile_inputs_and_can_be_raised() {
     ]));
 }
 
+/// `--compression` and `--row-group-rows` as written in the file: the codec of every
+/// column chunk and the zstd level are read from the file's own bytes (tests/py
+/// parquet_dump.py `layout`), not from anything the tool reports.
 #[test]
 fn compression_row_groups_and_footer_metadata() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -520,7 +508,16 @@ fn compression_row_groups_and_footer_metadata() {
         body.push_str(&format!("\"{i}\",\"u{i}\"\n"));
     }
     let input = write(dir.path(), "many.csv", body.as_bytes());
-    for codec in ["zstd:7", "snappy", "lz4", "none"] {
+    // zstd levels whose pages a one-shot compression reproduces byte for byte (see
+    // parquet_dump.py; the highest levels cannot be told apart that way).
+    for (codec, written_as, levels) in [
+        ("zstd:4", "ZSTD", json!([4])),
+        ("zstd:9", "ZSTD", json!([9])),
+        ("zstd:15", "ZSTD", json!([15])),
+        ("snappy", "SNAPPY", json!([])),
+        ("lz4", "LZ4", json!([])),
+        ("none", "UNCOMPRESSED", json!([])),
+    ] {
         let out = dir
             .path()
             .join(format!("{}.parquet", codec.replace(':', "")));
@@ -538,13 +535,19 @@ fn compression_row_groups_and_footer_metadata() {
             "--metadata",
             "cohort_sync.cohort_name=My cohort",
         ]));
+        let l = layout(s(&out), usize::MAX);
+        assert_eq!(l["row_group_rows"], json!(vec![1000; 10]), "{codec}: {l}");
+        let codecs = l["codecs"].as_array().expect("codecs");
+        assert_eq!(codecs.len(), 20, "{codec}: two columns in ten row groups");
+        assert!(codecs.iter().all(|c| c == written_as), "{codec}: {l}");
+        assert_eq!(l["zstd_levels"], levels, "{codec}: {l}");
         let t = dump(s(&out));
         assert_eq!(t["num_rows"], 10_000);
-        assert_eq!(t["row_groups"], 10);
         assert_eq!(t["metadata"]["cohort_sync.rows"], "10000");
         assert_eq!(t["metadata"]["cohort_sync.cohort_id"], "abc123");
         assert_eq!(t["metadata"]["cohort_sync.cohort_name"], "My cohort");
         let rows = t["rows"].as_array().expect("rows");
+        assert_eq!(rows.len(), 10_000);
         for (i, r) in rows.iter().enumerate() {
             assert_eq!(r["amplitude_id"], i as i64);
             assert_eq!(r["user_id"], format!("u{i}"));
@@ -552,9 +555,35 @@ fn compression_row_groups_and_footer_metadata() {
     }
 }
 
+/// Without options: zstd at level 3, in row groups of 131,072 rows.
+#[test]
+fn defaults_are_zstd_level_3_in_row_groups_of_131072() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut body = String::from("\"amplitude_id\",\"user_id\",\"blob\",\"n\"\n");
+    body.push_str(&big_rows(0, 140_000));
+    let input = write(dir.path(), "default.csv", body.as_bytes());
+    let out = dir.path().join("default.parquet");
+    ok(&convert(&[s(&input), s(&out)]));
+    let l = layout(s(&out), 1);
+    assert_eq!(
+        l["row_group_rows"],
+        json!([131_072, 140_000 - 131_072]),
+        "{l}"
+    );
+    assert!(
+        l["codecs"]
+            .as_array()
+            .expect("codecs")
+            .iter()
+            .all(|c| c == "ZSTD"),
+        "{l}"
+    );
+    assert_eq!(l["zstd_levels"], json!([3]), "{l}");
+}
+
 #[test]
 fn writes_to_s3_through_object_store() {
-    let bucket = common::create_bucket("convert");
+    let bucket = common::s3::create_bucket("convert");
     let dir = tempfile::tempdir().expect("tempdir");
     let input = write(dir.path(), "edge.csv.gz", &gzip(EDGE_CSV));
     let url = format!("s3://{bucket}/exports/edge.parquet");
@@ -564,33 +593,21 @@ fn writes_to_s3_through_object_store() {
     assert_eq!(t["rows"], edge_rows());
     assert_eq!(t["metadata"]["cohort_sync.rows"], "5");
 
-    // A failed conversion leaves no object and no open multipart upload behind.
+    // A failed conversion leaves no object and no open multipart upload behind: the
+    // bucket holds the good file only, whole (its listed size is the bytes read back).
     let bad = write(dir.path(), "bad.csv", BAD_CSV);
     let res = convert(&[s(&bad), &format!("s3://{bucket}/exports/bad.parquet")]);
     assert_eq!(res.status.code(), Some(1));
-    let keys = common::run_python("s3_admin.py", &["list", &common::s3_endpoint(), &bucket]);
-    assert_eq!(
-        keys.trim(),
-        format!("exports/edge.parquet {}", t_size(&keys))
+    let objects = common::s3::list(&bucket, "");
+    let keys: Vec<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["exports/edge.parquet"]);
+    let fetched = common::s3::get(&bucket, "exports/edge.parquet");
+    assert_eq!(objects[0].1, fetched.len() as u64);
+    assert!(fetched.starts_with(b"PAR1") && fetched.ends_with(b"PAR1"));
+    assert!(
+        common::s3::uploads(&bucket).is_empty(),
+        "the failed upload was aborted"
     );
-    let parts = s3_parts(&bucket);
-    assert_eq!(parts["uploads"], 0, "the failed upload was aborted");
-}
-
-fn t_size(listing: &str) -> String {
-    listing
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn s3_parts(bucket: &str) -> Value {
-    let text = common::run_python(
-        "parquet_dump.py",
-        &["s3-parts", &common::s3_endpoint(), bucket],
-    );
-    serde_json::from_str(&text).expect("json")
 }
 
 /// A large, poorly compressible body: unique ids and pseudo-random property values.
@@ -611,69 +628,51 @@ fn big_rows(from: u64, n: u64) -> String {
     s
 }
 
-fn mkfifo(path: &Path) {
-    let st = Command::new("mkfifo").arg(path).status().expect("mkfifo");
-    assert!(st.success());
-}
-
-/// Starts `convert FIFO OUT`, writes the header and `rows` rows into the FIFO (keeping
-/// it open), waits for `started` to hold, then SIGKILLs the process.
-fn kill_mid_upload(dir: &Path, out: &str, rows: u64, started: impl Fn() -> bool) {
-    let fifo = dir.join("in.csv");
-    mkfifo(&fifo);
-    let mut child = Command::new(bin())
+/// Converts a large input to `out` with the crash point armed at the second uploaded
+/// part: the process SIGKILLs itself there, mid-upload (no timing involved).
+fn killed_at_the_second_part(dir: &Path, out: &str) {
+    let input = dir.join("in.csv");
+    let mut body = String::from("\"amplitude_id\",\"user_id\",\"blob\",\"n\"\n");
+    // ~18 MB of rows, uncompressed: several parts (5 MiB on S3, 1 MiB locally).
+    body.push_str(&big_rows(0, 200_000));
+    std::fs::write(&input, body).expect("write input");
+    let res = Command::new(bin())
         .args([
             "convert",
-            s(&fifo),
+            s(&input),
             out,
             "--compression",
             "none",
             "--row-group-rows",
             "20000",
         ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn convert");
-    // Opening for writing waits for the child to open the FIFO for reading.
-    let mut w = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&fifo)
-        .expect("open fifo");
-    w.write_all(b"\"amplitude_id\",\"user_id\",\"blob\",\"n\"\n")
-        .expect("write header");
-    w.write_all(big_rows(0, rows).as_bytes())
-        .expect("write rows");
-    w.flush().expect("flush");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !started() {
-        assert!(
-            child.try_wait().expect("try_wait").is_none(),
-            "convert exited before it was killed"
-        );
-        assert!(Instant::now() < deadline, "the upload never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.kill().expect("SIGKILL");
-    let status = child.wait().expect("wait");
-    assert!(!status.success());
-    drop(w);
+        .env(cohort_sync::crash::ENV, "export.upload.part#2")
+        .output()
+        .expect("run convert");
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(
+        exit_code(&res.status),
+        -9,
+        "killed at its crash point: {stderr}"
+    );
+    assert!(stderr.contains("export.upload.part #2"), "{stderr}");
 }
 
 #[test]
 fn killed_mid_upload_to_s3_leaves_no_object() {
-    let bucket = common::create_bucket("killed");
+    let bucket = common::s3::create_bucket("killed");
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("s3://{bucket}/out/cohort.parquet");
-    // ~18 MB of rows: several 5 MiB parts are uploaded before the body ends.
-    kill_mid_upload(dir.path(), &url, 200_000, || {
-        let p = s3_parts(&bucket);
-        p["uploads"] == 1 && p["parts"].as_u64().unwrap_or(0) >= 1
-    });
-    let keys = common::run_python("s3_admin.py", &["list", &common::s3_endpoint(), &bucket]);
-    assert_eq!(keys.trim(), "", "nothing published at the final key");
-    // The upload was really under way (its parts are still there, invisible).
-    assert_eq!(s3_parts(&bucket)["uploads"], 1);
+    killed_at_the_second_part(dir.path(), &url);
+    assert_eq!(
+        common::s3::keys(&bucket, ""),
+        Vec::<String>::new(),
+        "nothing published at the final key"
+    );
+    // The upload was really under way: it was started at that key and never completed.
+    let uploads = common::s3::uploads(&bucket);
+    let keys: Vec<&str> = uploads.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["out/cohort.parquet"], "{uploads:?}");
 }
 
 #[test]
@@ -682,17 +681,26 @@ fn killed_mid_write_to_a_local_file_leaves_no_file() {
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).expect("mkdir");
     let out = out_dir.join("cohort.parquet");
-    let staging = out_dir.join("cohort.parquet#1");
-    kill_mid_upload(dir.path(), s(&out), 200_000, || {
-        std::fs::metadata(&staging).is_ok_and(|m| m.len() > 5 * 1024 * 1024)
-    });
+    killed_at_the_second_part(dir.path(), s(&out));
     assert!(!out.exists(), "nothing published at the final path");
-    // What is left is object_store's staging file, never a partial file at the key.
-    let left: Vec<String> = std::fs::read_dir(&out_dir)
+    // Whatever the store left while writing (its staging file, whatever its name) is
+    // not a Parquet file where readers look (`*.parquet`), and holds bytes: the write
+    // was under way.
+    let left: Vec<(String, u64)> = std::fs::read_dir(&out_dir)
         .expect("read_dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+        .map(|e| {
+            let e = e.expect("entry");
+            (
+                e.file_name().to_string_lossy().to_string(),
+                e.metadata().expect("metadata").len(),
+            )
+        })
         .collect();
-    assert_eq!(left, ["cohort.parquet#1"]);
+    assert!(
+        left.iter().all(|(name, _)| !name.ends_with(".parquet")),
+        "{left:?}"
+    );
+    assert!(left.iter().any(|(_, len)| *len > 0), "{left:?}");
 }
 
 fn assert_no_leftovers(dir: &Path, name: &str) {
@@ -774,8 +782,7 @@ mod library {
             "{err}"
         );
         assert!(!dir.path().join("b/out.parquet").exists());
-        // The staging file was removed by the abort.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The abort removed the staging file before the error was returned.
         assert_no_leftovers(&dir.path().join("b"), "out.parquet");
     }
 
@@ -851,7 +858,6 @@ mod library {
         assert!(err.is_retryable_download());
         assert!(!dir.path().join("h.parquet").exists());
         assert!(!dir.path().join("s/out.parquet").exists());
-        tokio::time::sleep(Duration::from_millis(50)).await;
         if dir.path().join("s").exists() {
             assert_no_leftovers(&dir.path().join("s"), "out.parquet");
         }

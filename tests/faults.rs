@@ -10,10 +10,11 @@
 mod common;
 
 use cohort_sync::emulator::{FaultKind, FaultRule};
-use common::runner::{
-    self, Harness, check_tree, cohort, expected_digest, export_columns, spent_requests,
-    status_count,
-};
+use common::emulator::{APP_ID, CohortSpecExt, api_key, cohort, secret_key};
+use common::expect::{expected_digest, export_columns};
+use common::harness::{self, Harness};
+use common::log::{file_calls, presigned, request_id_of, spent_requests, status_count};
+use common::peers::check_tree;
 use serde_json::Value;
 
 const PROPS: &[&str] = &["gp:country"];
@@ -21,11 +22,11 @@ const PROPS: &[&str] = &["gp:country"];
 /// One cohort `a` of 2,000 members (served in the `/file` body) and, with `big`, a cohort
 /// `b` of 60,000 (served through the 302 to the presigned listener).
 async fn harness(big: bool) -> Harness {
-    let mut cohorts = vec![cohort("a", 2_000, PROPS)];
+    let mut cohorts = vec![cohort("a", 2_000).props(PROPS)];
     if big {
-        cohorts.push(cohort("b", 60_000, PROPS));
+        cohorts.push(cohort("b", 60_000).props(PROPS));
     }
-    runner::start(cohorts, |c| c.redirect_threshold_rows = 50_000).await
+    harness::start(cohorts, |c| c.redirect_threshold_rows = 50_000).await
 }
 
 fn pipeline(h: &Harness, extra: &str) -> std::path::PathBuf {
@@ -348,9 +349,9 @@ async fn a_lease_kept_alive_by_another_runner_means_no_success() {
     assert_nothing_published(&h, "a");
 
     // The same holder on this host, its process gone: taken over at once.
-    let mut child = std::process::Command::new("true").spawn().expect("spawn");
-    let dead_pid = child.id();
-    child.wait().expect("wait");
+    let mut child = tokio::process::Command::new("true").spawn().expect("spawn");
+    let dead_pid = child.id().expect("pid");
+    child.wait().await.expect("wait");
     let dead = serde_json::json!({
         "owner": "dead-run",
         "holder": {"run_id": "dead-run", "host": cohort_sync::state::host_name(), "pid": dead_pid},
@@ -399,14 +400,24 @@ async fn one_cohort_in_two_pipelines_of_a_run_is_requested_once() {
 async fn a_429_on_the_request_is_waited_out_and_requested_once() {
     let h = harness(false).await;
     let file = pipeline(&h, "");
+    // `Retry-After: 100` in Amplitude time: 1 s at the emulator's time scale.
     let mut limited = rule(FaultKind::RateLimit, "/api/5/cohorts/request/", 1);
-    limited.retry_after_secs = Some(30.0);
+    limited.retry_after_secs = Some(100.0);
     h.add_fault(&limited).await;
     let (code, report, stderr) = run(&h, &file).await;
     assert_eq!(code, 0, "{stderr}\n{report:#}");
     let log = h.requests().await;
     assert_eq!(status_count(&log, 429), 1);
     assert_eq!(spent_requests(&log).len(), 1);
+    // The retry reached the emulator no sooner than the 429 said (times from its log).
+    let refused = log.iter().find(|r| r.status == 429).expect("the 429");
+    let retry = spent_requests(&log)[0];
+    assert!(retry.seq > refused.seq);
+    let waited = retry.at_ms - refused.at_ms;
+    assert!(
+        waited >= 1_000,
+        "retried {waited} ms after a Retry-After of 1 s"
+    );
     assert_exact(&h);
 }
 
@@ -489,6 +500,17 @@ async fn an_expired_presigned_link_is_asked_for_again() {
     assert_eq!(code, 0, "{stderr}\n{report:#}");
     assert_eq!(spent(&h).await, 2, "one request per cohort");
     assert_eq!(cohort_entry(&report, "b")["file_attempts"], 2, "{report:#}");
+    // From the emulator's log: b's one request id was asked `/file` twice, its first
+    // link refused as expired (403) and the second served.
+    let log = h.requests().await;
+    let rid = request_id_of(&log, "b");
+    assert_eq!(file_calls(&log, Some(&rid)).len(), 2);
+    let links: Vec<u16> = presigned(&log)
+        .iter()
+        .filter(|r| r.request_id.as_deref() == Some(rid.as_str()))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(links, [403, 200]);
     assert_exact(&h);
 }
 
@@ -547,28 +569,28 @@ async fn without_the_usage_endpoint_runs_go_on_with_the_ledger() {
     );
 
     // `cohort-sync usage` shows both figures and where the count comes from.
+    let (key, secret) = (api_key(APP_ID), secret_key(APP_ID));
+    let app = APP_ID.to_string();
     let out = h
-        .command(&[
-            "usage",
-            "--base-url",
-            &h.emu.base_url,
-            "--state",
-            "state",
-            "--app-id",
-            "4242",
-            "--json",
-        ])
-        .env("AMPLITUDE_API_KEY", runner::API_KEY)
-        .env("AMPLITUDE_SECRET_KEY", runner::SECRET_KEY)
-        .output()
-        .await
-        .expect("usage");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shown: Value = serde_json::from_slice(&out.stdout).expect("usage JSON");
+        .exec(
+            &[
+                "usage",
+                "--base-url",
+                h.base_url(),
+                "--state",
+                "state",
+                "--app-id",
+                &app,
+                "--json",
+            ],
+            &[
+                ("AMPLITUDE_API_KEY", &key),
+                ("AMPLITUDE_SECRET_KEY", &secret),
+            ],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let shown: Value = serde_json::from_str(&out.stdout).expect("usage JSON");
     assert_eq!(shown["usage"], 4, "{shown:#}");
     assert_eq!(shown["source"], "ledger_only");
     assert_eq!(shown["ledger"]["spent"], 4);

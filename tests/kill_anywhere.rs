@@ -21,9 +21,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::runner::{
-    self, Harness, check_tree, cohort, expected_digest, export_columns, spent_requests,
-};
+use common::emulator::{CohortSpecExt, cohort};
+use common::expect::{expected_digest, export_columns};
+use common::files::write_ids;
+use common::harness::{self, Harness};
+use common::log::{changes, spent_by_cohort, spent_requests};
+use common::peers::check_tree;
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -175,10 +178,13 @@ fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
 
 /// Runs one export case; `Ok` describes what happened, `Err` what went wrong.
 async fn export_case(case: Case) -> Result<String, String> {
-    let cohorts = vec![cohort("big", 60_000, PROPS), cohort("small", 3_000, PROPS)];
-    let h = runner::start(cohorts, |c| c.redirect_threshold_rows = 50_000).await;
+    let cohorts = vec![
+        cohort("big", 60_000).props(PROPS),
+        cohort("small", 3_000).props(PROPS),
+    ];
+    let h = harness::start(cohorts, |c| c.redirect_threshold_rows = 50_000).await;
     let (output, state, root) = if case.s3 {
-        let bucket = common::create_bucket("kill");
+        let bucket = common::s3::create_bucket("kill");
         (
             format!("s3://{bucket}/out"),
             format!("s3://{bucket}/state"),
@@ -234,12 +240,7 @@ async fn export_case(case: Case) -> Result<String, String> {
 
     // Quota: one request per cohort, two only across the answer → state-write window.
     let log = h.requests().await;
-    let mut spent: BTreeMap<String, usize> = BTreeMap::new();
-    for r in spent_requests(&log) {
-        *spent
-            .entry(r["cohort_id"].as_str().unwrap_or_default().to_string())
-            .or_default() += 1;
-    }
+    let spent: BTreeMap<String, usize> = spent_by_cohort(&log);
     let possibly = second_report["pipelines"][0]["quota_possibly_spent"]
         .as_u64()
         .unwrap_or(0);
@@ -338,8 +339,8 @@ fn check_outputs(h: &Harness, root: &str, report: &Value) -> Result<(), String> 
 /// Runs one reverse case: a mirror of 1,000 members to a source that drops 50 and adds 700.
 async fn reverse_case(case: Case) -> Result<String, String> {
     use cohort_sync::emulator::universe::{amplitude_id, member_numbers};
-    let spec = cohort("rev", 1_000, &[]);
-    let h = runner::start(vec![spec.clone()], |_| {}).await;
+    let spec = cohort("rev", 1_000);
+    let h = harness::start(vec![spec.clone()], |_| {}).await;
     let members: Vec<u64> = member_numbers(spec.seed, "rev", 1_000).collect();
     let known: std::collections::BTreeSet<u64> = members.iter().copied().collect();
     let newcomers: Vec<u64> = member_numbers(spec.seed + 1, "others", 2_000)
@@ -351,36 +352,13 @@ async fn reverse_case(case: Case) -> Result<String, String> {
         .chain(&newcomers)
         .map(|n| amplitude_id(*n).to_string())
         .collect();
-    let mut csv = String::from("amplitude_id\n");
-    for id in &source {
-        csv.push_str(id);
-        csv.push('\n');
-    }
-    std::fs::write(h.path("crm.csv"), csv).map_err(|e| e.to_string())?;
-    let file = h.write(
+    write_ids(&h.path("crm.csv"), "amplitude_id", source.iter().cloned());
+    let file = h.reverse_pipeline(
         "mirror",
-        &format!(
-            r#"kind = "reverse"
-name = "mirror"
-
-{}
-[state]
-url = "state"
-
-[source]
-url = "crm.csv"
-id_column = "amplitude_id"
-id_kind = "amplitude_id"
-
-[target]
-cohort_id = "rev"
-
-[reconcile]
-mode = "mirror"
-chunk_size = 300
-"#,
-            h.connection()
-        ),
+        "crm.csv",
+        "amplitude_id",
+        "cohort_id = \"rev\"",
+        "mode = \"mirror\"\nchunk_size = 300",
     );
     let files = [file.as_path()];
     let (first, first_report, first_err) = h
@@ -404,12 +382,7 @@ chunk_size = 300
     })?;
     let report = report.ok_or("rerun wrote no report")?;
     let rev = &report["pipelines"][0]["reverse"];
-    let got: std::collections::BTreeSet<String> =
-        common::emulator::members(&h.emu.base_url, runner::APP_ID, "rev")
-            .await
-            .into_iter()
-            .map(|(a, _)| a.to_string())
-            .collect();
+    let got = h.member_ids("rev").await;
     ensure(got == source, || {
         format!(
             "membership differs from the source: {} members, {} missing, {} extra",
@@ -420,10 +393,7 @@ chunk_size = 300
     })?;
     // Each chunk applied once, plus the resends the rerun reports.
     let log = h.requests().await;
-    let calls: Vec<&Value> = log
-        .iter()
-        .filter(|r| r["path"] == "/api/3/cohorts/membership" && r["status"] == 200)
-        .collect();
+    let calls = changes(&log);
     // A call marked `sending` when the kill came may or may not have left: the rerun sends
     // it again and counts it resent in doubt, so the calls are 4 plus at most the resends.
     let resent = rev["calls_resent_in_doubt"].as_u64().unwrap_or(0);

@@ -1,10 +1,11 @@
-//! Reverse pipelines against real parts: source files written by other tools (pyarrow,
-//! gzip, moto's S3 on loopback) and the in-process Amplitude emulator. Assertions are on
-//! what the emulator saw and holds (its request log and members), not on our counters.
+//! Reverse sources read by the library (`reverse::source::read_ids`) from files other
+//! tools wrote: CSV with real CRM quirks (plain and gzip), Parquet written by pyarrow, and
+//! both on moto's S3 on loopback; the errors a bad source gives (ids out of range, id
+//! columns of other types, a cut quote). Nothing here talks to Amplitude: what a reverse
+//! run sends is asserted from the emulator's request log in `reverse_apply.rs`.
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 
 use cohort_sync::amplitude::types::IdKind;
@@ -13,6 +14,7 @@ use cohort_sync::reverse::bytes::FileRef;
 use cohort_sync::reverse::diff::diff;
 use cohort_sync::reverse::idset::IdCollector;
 use cohort_sync::reverse::source::{ColumnSpec, ReadError, ReadStats, read_ids};
+use common::files::gzip;
 
 /// Reads `url` and returns its distinct ids sorted, with the read stats and duplicates.
 async fn read_sorted(
@@ -51,22 +53,8 @@ fn crm_expected() -> Vec<String> {
     v
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(bytes).expect("gzip");
-    gz.finish().expect("gzip")
-}
-
 fn write_parquet(path: &Path, spec: serde_json::Value) {
-    let out = common::run_python(
-        "reverse_files.py",
-        &[
-            "parquet",
-            path.to_str().expect("utf-8 path"),
-            &spec.to_string(),
-        ],
-    );
-    assert!(out.contains("wrote"), "{out}");
+    common::peers::write_parquet(path, &spec);
 }
 
 fn parquet_spec() -> serde_json::Value {
@@ -118,8 +106,7 @@ async fn parquet_source_written_by_pyarrow() {
 
 #[tokio::test]
 async fn sources_on_s3() {
-    let endpoint = common::s3_endpoint();
-    let bucket = common::create_bucket("crm");
+    let bucket = common::s3::create_bucket("crm");
     let dir = tempfile::tempdir().expect("tempdir");
     let files = [
         ("crm.csv", CRM_CSV.as_bytes().to_vec()),
@@ -128,29 +115,11 @@ async fn sources_on_s3() {
     for (name, bytes) in &files {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).expect("write");
-        common::run_python(
-            "reverse_files.py",
-            &[
-                "put",
-                &endpoint,
-                &bucket,
-                &format!("lists/{name}"),
-                path.to_str().expect("path"),
-            ],
-        );
+        common::s3::put(&bucket, &format!("lists/{name}"), &path);
     }
     let pq = dir.path().join("crm.parquet");
     write_parquet(&pq, parquet_spec());
-    common::run_python(
-        "reverse_files.py",
-        &[
-            "put",
-            &endpoint,
-            &bucket,
-            "lists/crm.parquet",
-            pq.to_str().expect("path"),
-        ],
-    );
+    common::s3::put(&bucket, "lists/crm.parquet", &pq);
     for name in ["crm.csv", "crm.csv.gz", "crm.parquet"] {
         let url = format!("s3://{bucket}/lists/{name}");
         let (ids, stats, dups) = read_sorted(&url, "user_id", IdKind::UserId, dir.path()).await;

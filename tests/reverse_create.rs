@@ -4,10 +4,11 @@
 
 mod common;
 
-use common::runner::{self, cohort};
+use common::emulator::{APP_ID, api_key, cohort, secret_key};
+use common::harness::{self, Harness};
 use serde_json::Value;
 
-fn create_pipeline(h: &runner::Harness, source: &str) -> std::path::PathBuf {
+fn create_pipeline(h: &Harness, source: &str) -> std::path::PathBuf {
     h.write(
         "create",
         &format!(
@@ -17,10 +18,10 @@ fn create_pipeline(h: &runner::Harness, source: &str) -> std::path::PathBuf {
     )
 }
 
-async fn cohort_names(h: &runner::Harness) -> Vec<String> {
+async fn cohort_names(h: &Harness) -> Vec<String> {
     let v: Value = reqwest::Client::new()
-        .get(format!("{}/api/3/cohorts", h.emu.base_url))
-        .basic_auth(runner::API_KEY, Some(runner::SECRET_KEY))
+        .get(format!("{}/api/3/cohorts", h.base_url()))
+        .basic_auth(api_key(APP_ID), Some(secret_key(APP_ID)))
         .send()
         .await
         .expect("list cohorts")
@@ -37,7 +38,7 @@ async fn cohort_names(h: &runner::Harness) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_from_ids_amplitude_does_not_know_fails_before_anything_is_made() {
-    let h = runner::start(vec![cohort("known", 50, &[])], |_| {}).await;
+    let h = harness::start(vec![cohort("known", 50)], |_| {}).await;
     std::fs::write(
         h.path("strangers.csv"),
         "user_id\nnobody-1@nowhere.example\nnobody-2@nowhere.example\n",
@@ -58,20 +59,24 @@ async fn a_create_from_ids_amplitude_does_not_know_fails_before_anything_is_made
     assert_eq!(cohort_names(&h).await, before, "no cohort was created");
     // The check was a validation only (skip_save), and no journal was written.
     let log = h.requests().await;
-    let uploads: Vec<&Value> = log
+    let uploads: Vec<_> = log
         .iter()
-        .filter(|r| r["path"] == "/api/3/cohorts/upload")
+        .filter(|r| r.path == "/api/3/cohorts/upload")
         .collect();
     assert_eq!(uploads.len(), 1, "one validating upload");
-    assert_eq!(uploads[0]["operation"], "VALIDATE", "{uploads:#?}");
+    assert_eq!(
+        uploads[0].operation.as_deref(),
+        Some("VALIDATE"),
+        "{uploads:#?}"
+    );
     assert!(!h.path("state/create/journals").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_with_known_ids_goes_ahead_after_the_check() {
     use cohort_sync::emulator::universe::{member_numbers, user_id};
-    let spec = cohort("known", 50, &[]);
-    let h = runner::start(vec![spec.clone()], |_| {}).await;
+    let spec = cohort("known", 50);
+    let h = harness::start(vec![spec.clone()], |_| {}).await;
     let users: Vec<String> = member_numbers(spec.seed, "known", 50)
         .filter_map(user_id)
         .take(10)
@@ -92,12 +97,12 @@ async fn a_create_with_known_ids_goes_ahead_after_the_check() {
         .expect("created id")
         .to_string();
     assert!(cohort_names(&h).await.contains(&"CRM VIPs".to_string()));
-    let members: Vec<Option<String>> =
-        common::emulator::members(&h.emu.base_url, runner::APP_ID, &created)
-            .await
-            .into_iter()
-            .map(|(_, u)| u)
-            .collect();
+    let members: Vec<Option<String>> = h
+        .members(&created)
+        .await
+        .into_iter()
+        .map(|(_, u)| u)
+        .collect();
     assert_eq!(
         members.len(),
         users.len(),

@@ -10,7 +10,7 @@ fn s3_state(bucket: &str) -> StateStore {
     // scripts/test.sh exports AWS_ENDPOINT_URL (the moto server) and AWS_* test keys.
     assert_eq!(
         std::env::var("AWS_ENDPOINT_URL").ok(),
-        Some(common::s3_endpoint()),
+        Some(common::s3::endpoint()),
         "run with `make test`"
     );
     let loc = storage::open(&format!("s3://{bucket}/state"), std::path::Path::new("."))
@@ -20,7 +20,7 @@ fn s3_state(bucket: &str) -> StateStore {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_runners_get_one_lease() {
-    let bucket = common::create_bucket("lease");
+    let bucket = common::s3::create_bucket("lease");
     let state = s3_state(&bucket);
     let ttl = chrono::Duration::minutes(10);
     let mut tasks = Vec::new();
@@ -46,7 +46,7 @@ async fn concurrent_runners_get_one_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expired_lease_taken_over_by_exactly_one() {
-    let bucket = common::create_bucket("takeover");
+    let bucket = common::s3::create_bucket("takeover");
     let state = s3_state(&bucket);
     let expired = chrono::Duration::milliseconds(-1);
     assert!(matches!(
@@ -78,7 +78,7 @@ async fn expired_lease_taken_over_by_exactly_one() {
 /// expired is reported lost to its late holder, whose renewal does not overwrite it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_renew_and_a_late_holder_learns_it_lost() {
-    let bucket = common::create_bucket("renew");
+    let bucket = common::s3::create_bucket("renew");
     let state = s3_state(&bucket);
     let short = chrono::Duration::milliseconds(300);
     let LeaseOutcome::Acquired(mut lease) = state
@@ -125,7 +125,7 @@ async fn heartbeats_renew_and_a_late_holder_learns_it_lost() {
 
 #[tokio::test]
 async fn cohort_records_round_trip_on_s3() {
-    let bucket = common::create_bucket("records");
+    let bucket = common::s3::create_bucket("records");
     let state = s3_state(&bucket);
     let mut rec = state.cohort("abc").await.expect("read absent");
     assert_eq!(rec.cohort_id, "abc");
@@ -134,4 +134,35 @@ async fn cohort_records_round_trip_on_s3() {
     rec.exported_rows = Some(42);
     state.save_cohort(&rec).await.expect("write");
     assert_eq!(state.cohort("abc").await.expect("read"), rec);
+}
+
+/// Renewals of one lease by its own holder can cross (the heartbeat and the fence check
+/// before a write): each reads the lease, then swaps it with the version it read. The one
+/// that finds the version changed by its own holder reads again and renews; it never
+/// reports the lease lost to itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crossing_renewals_by_the_holder_all_renew() {
+    let bucket = common::s3::create_bucket("crossing");
+    let state = s3_state(&bucket);
+    let ttl = chrono::Duration::minutes(5);
+    let LeaseOutcome::Acquired(lease) = state
+        .try_lease("c", &Holder::this_process("holder"), ttl)
+        .await
+        .expect("lease")
+    else {
+        panic!("a free lease is acquired");
+    };
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, mut l) = (state.clone(), lease.clone());
+            tokio::spawn(async move { s.renew(&mut l, ttl).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(
+            t.await.expect("join").expect("renew"),
+            Renewal::Renewed,
+            "a crossing renewal was taken for a lost lease"
+        );
+    }
 }

@@ -206,15 +206,11 @@ fn sort_by_priority(items: &mut [PlannedCohort], priority: Priority) {
                 i.selected.listed_rank,
             )
         }),
-        Priority::StaleFirst => items.sort_by_key(|i| {
-            (
-                i.record
-                    .exported_at
-                    .map(|t| t.timestamp())
-                    .unwrap_or(i64::MIN),
-                i.selected.listed_rank,
-            )
-        }),
+        // `None` (never exported) sorts first; export times compare at full precision,
+        // so two exports within one second keep their order.
+        Priority::StaleFirst => {
+            items.sort_by_key(|i| (i.record.exported_at, i.selected.listed_rank))
+        }
     }
 }
 

@@ -146,39 +146,49 @@ impl StateStore {
         }
     }
 
-    /// Moves the lease's expiry to now + `ttl` if it is still ours (heartbeat).
+    /// Moves the lease's expiry to now + `ttl` if it is still ours (heartbeat). Two
+    /// renewals of one lease by its holder can cross (the heartbeat and a fence check):
+    /// a compare-and-swap that finds the lease changed by its own holder reads it again
+    /// and retries; only a lease held by another run (or removed) is lost.
     pub async fn renew(
         &self,
         lease: &mut Lease,
         ttl: chrono::Duration,
     ) -> Result<Renewal, StateError> {
-        let Some((current, version)) = self.read::<LeaseDoc>(&lease.key).await? else {
-            return Ok(Renewal::Lost { now_held_by: None });
-        };
-        if current.owner != lease.holder.run_id {
-            return Ok(Renewal::Lost {
-                now_held_by: Some(current.holder()),
-            });
-        }
-        let now = Utc::now();
-        let doc = LeaseDoc {
-            expires_at: now + ttl,
-            renewed_at: Some(now),
-            ..current
-        };
-        if self.supports_compare_and_swap() {
-            if let Conditional::Conflict = self.replace(&lease.key, &doc, version).await? {
-                let now_held_by = self
-                    .read::<LeaseDoc>(&lease.key)
-                    .await?
-                    .map(|(d, _)| d.holder());
-                return Ok(Renewal::Lost { now_held_by });
+        const ATTEMPTS: usize = 8;
+        for _ in 0..ATTEMPTS {
+            let Some((current, version)) = self.read::<LeaseDoc>(&lease.key).await? else {
+                return Ok(Renewal::Lost { now_held_by: None });
+            };
+            if current.owner != lease.holder.run_id {
+                return Ok(Renewal::Lost {
+                    now_held_by: Some(current.holder()),
+                });
             }
-        } else {
-            self.write(&lease.key, &doc).await?;
+            let now = Utc::now();
+            let doc = LeaseDoc {
+                expires_at: now + ttl,
+                renewed_at: Some(now),
+                ..current
+            };
+            if self.supports_compare_and_swap() {
+                if let Conditional::Conflict = self.replace(&lease.key, &doc, version).await? {
+                    // Changed since read: by another run (lost, seen on the next read)
+                    // or by a crossing renewal of our own (retried).
+                    continue;
+                }
+            } else {
+                self.write(&lease.key, &doc).await?;
+            }
+            lease.expires_at = doc.expires_at;
+            return Ok(Renewal::Renewed);
         }
-        lease.expires_at = doc.expires_at;
-        Ok(Renewal::Renewed)
+        // Still ours after every attempt, but never written: say so rather than spin.
+        let now_held_by = self
+            .read::<LeaseDoc>(&lease.key)
+            .await?
+            .map(|(d, _)| d.holder());
+        Ok(Renewal::Lost { now_held_by })
     }
 
     /// Releases a lease if it is still ours.

@@ -1,6 +1,8 @@
-//! Starting an in-process emulator and reading its `/_emulator` inspection API: small typed
-//! helpers over real HTTP (reqwest) that every integration test can use.
-#![allow(dead_code)]
+//! The in-process emulator: the apps and cohorts a test starts it with, the crate's own
+//! client pointed at it, and its `/_emulator` admin API over real HTTP (request log,
+//! members, usage, faults, cohort changes).
+
+use std::time::{Duration, Instant};
 
 use cohort_sync::amplitude::{AmplitudeClient, ClientOptions, Credentials};
 use cohort_sync::emulator::{
@@ -8,43 +10,101 @@ use cohort_sync::emulator::{
 };
 use serde_json::{Value, json};
 
-/// Starts an emulator on free loopback ports; panics when it cannot.
-pub async fn start_emulator(cfg: EmulatorConfig) -> RunningEmulator {
-    emulator::start(cfg).await.expect("emulator starts")
+/// The app of [`config`] (and of every [`super::harness::Harness`]).
+pub const APP_ID: u64 = 4242;
+/// Quota windows, job times and `Retry-After` of the emulator and the binary run 100x faster.
+pub const TIME_SCALE: f64 = 0.01;
+/// How long a test waits for an event (a log line, a process state) before failing.
+pub const EVENT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The API key of an app made by [`app`].
+pub fn api_key(app_id: u64) -> String {
+    format!("key-{app_id}")
 }
 
-/// A config with the given apps, fast jobs and a time scale of 0.01.
-pub fn fast_config(apps: Vec<AppSpec>) -> EmulatorConfig {
-    EmulatorConfig {
-        time_scale: 0.01,
-        apps,
-        ..EmulatorConfig::default()
+/// The secret key of an app made by [`app`].
+pub fn secret_key(app_id: u64) -> String {
+    format!("secret-{app_id}")
+}
+
+/// A published cohort `Cohort {id}` of `size` generated members (seed 7, no properties,
+/// the emulator's default `lastComputed`); change it with [`CohortSpecExt`].
+pub fn cohort(id: &str, size: u64) -> CohortSpec {
+    CohortSpec {
+        id: id.into(),
+        name: format!("Cohort {id}"),
+        size,
+        seed: 7,
+        ..CohortSpec::default()
     }
 }
 
-/// An app with the given cohorts and `key-{app_id}` / `secret-{app_id}` credentials.
+/// Builder-style changes to a [`cohort`].
+pub trait CohortSpecExt {
+    fn seed(self, seed: u64) -> Self;
+    fn props(self, props: &[&str]) -> Self;
+    fn named(self, name: &str) -> Self;
+    fn last_computed_ms(self, ms: i64) -> Self;
+}
+
+impl CohortSpecExt for CohortSpec {
+    fn seed(self, seed: u64) -> Self {
+        CohortSpec { seed, ..self }
+    }
+
+    fn props(self, props: &[&str]) -> Self {
+        CohortSpec {
+            props: props.iter().map(|p| p.to_string()).collect(),
+            ..self
+        }
+    }
+
+    fn named(self, name: &str) -> Self {
+        CohortSpec {
+            name: name.into(),
+            ..self
+        }
+    }
+
+    fn last_computed_ms(self, last_computed_ms: i64) -> Self {
+        CohortSpec {
+            last_computed_ms,
+            ..self
+        }
+    }
+}
+
+/// An app with the given cohorts and [`api_key`] / [`secret_key`] credentials.
 pub fn app(app_id: u64, cohorts: Vec<CohortSpec>) -> AppSpec {
     AppSpec {
         app_id,
-        api_key: format!("key-{app_id}"),
-        secret_key: format!("secret-{app_id}"),
+        api_key: api_key(app_id),
+        secret_key: secret_key(app_id),
         usage_used: 0,
         cohorts,
     }
 }
 
-/// A published cohort of `size` generated members.
-pub fn cohort(id: &str, size: u64, seed: u64) -> CohortSpec {
-    CohortSpec {
-        id: id.into(),
-        name: format!("Cohort {id}"),
-        size,
-        seed,
-        ..CohortSpec::default()
+/// A config with the given apps at [`TIME_SCALE`].
+pub fn fast_config(apps: Vec<AppSpec>) -> EmulatorConfig {
+    EmulatorConfig {
+        time_scale: TIME_SCALE,
+        apps,
+        ..EmulatorConfig::default()
     }
 }
 
-/// A client of the existing Amplitude client type pointed at the emulator.
+/// A config with app [`APP_ID`] holding `cohorts`, at [`TIME_SCALE`].
+pub fn config(cohorts: Vec<CohortSpec>) -> EmulatorConfig {
+    fast_config(vec![app(APP_ID, cohorts)])
+}
+
+/// Starts an emulator on free loopback ports (bound port 0); panics when it cannot.
+pub async fn start(cfg: EmulatorConfig) -> RunningEmulator {
+    emulator::start(cfg).await.expect("emulator starts")
+}
+
+/// The crate's Amplitude client pointed at the emulator.
 pub fn client(emu: &RunningEmulator, api_key: &str, secret_key: &str) -> AmplitudeClient {
     AmplitudeClient::new(ClientOptions::new(
         emu.base_url.clone(),
@@ -55,8 +115,10 @@ pub fn client(emu: &RunningEmulator, api_key: &str, secret_key: &str) -> Amplitu
 
 /// The client of an app made by [`app`].
 pub fn app_client(emu: &RunningEmulator, app_id: u64) -> AmplitudeClient {
-    client(emu, &format!("key-{app_id}"), &format!("secret-{app_id}"))
+    client(emu, &api_key(app_id), &secret_key(app_id))
 }
+
+// ---- the admin API --------------------------------------------------------------------
 
 fn http() -> reqwest::Client {
     reqwest::Client::new()
@@ -71,7 +133,7 @@ async fn ok(resp: reqwest::Response) -> reqwest::Response {
     resp
 }
 
-/// Every logged request (`GET /_emulator/requests`).
+/// Every logged request (`GET /_emulator/requests`), in arrival order.
 pub async fn requests(base: &str) -> Vec<LoggedRequest> {
     requests_since(base, 0).await
 }
@@ -86,6 +148,12 @@ pub async fn requests_since(base: &str, since: u64) -> Vec<LoggedRequest> {
     ok(resp).await.json().await.expect("request log JSON")
 }
 
+/// The `seq` of the last logged request (0 when none): what a later `requests_since`
+/// starts after.
+pub async fn last_seq(base: &str) -> u64 {
+    requests(base).await.last().map_or(0, |r| r.seq)
+}
+
 pub async fn clear_requests(base: &str) {
     let resp = http()
         .delete(format!("{base}/_emulator/requests"))
@@ -93,6 +161,23 @@ pub async fn clear_requests(base: &str) {
         .await
         .expect("clear log");
     ok(resp).await;
+}
+
+/// Waits until the request log holds an entry matching `pred` (an event, not a time);
+/// fails after [`EVENT_DEADLINE`] naming `what`.
+pub async fn wait_for_request(
+    base: &str,
+    what: &str,
+    pred: impl Fn(&LoggedRequest) -> bool,
+) -> LoggedRequest {
+    let deadline = Instant::now() + EVENT_DEADLINE;
+    loop {
+        if let Some(r) = requests(base).await.into_iter().find(&pred) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "the emulator never saw {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Current members of a cohort, sorted by amplitude id.
@@ -175,7 +260,7 @@ pub async fn add_cohort(base: &str, app_id: u64, spec: &CohortSpec) {
 }
 
 /// Changes cohort fields (`name`, `size`, `published`, `archived`, `last_computed_ms`,
-/// `owners`, `props`, `seed`); returns the cohort object.
+/// `owners`, `props`, `seed`, `description`); returns the cohort object.
 pub async fn patch_cohort(base: &str, app_id: u64, cohort_id: &str, change: Value) -> Value {
     let resp = http()
         .patch(format!(

@@ -10,51 +10,27 @@ code under test, and prints JSON:
 - "duckdb_rows": rows read by DuckDB read_parquet('root/**/*.parquet', hive_partitioning=1)
   (local trees only: DuckDB reads S3 through an extension this machine cannot fetch).
 
-usage: check_tree.py ROOT COLUMN[,COLUMN...] [S3_ENDPOINT]
+usage: check_tree.py ROOT COLUMN[,COLUMN...]
 """
-import hashlib
 import json
-import os
 import sys
 
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pyarrow import fs
 
-
-def filesystem(root, endpoint):
-    if root.startswith("s3://"):
-        scheme, _, rest = endpoint.partition("://")
-        s3 = fs.S3FileSystem(
-            endpoint_override=rest,
-            scheme=scheme,
-            access_key="testing",
-            secret_key="testing",
-            region="us-east-1",
-        )
-        return s3, root[len("s3://"):].rstrip("/")
-    return fs.LocalFileSystem(), os.path.abspath(root)
+import testenv
+from parquet_digest import digest
 
 
 def hidden(rel):
     return any(part.startswith(("_", ".")) for part in rel.split("/")[:-1])
 
 
-def digest(table, names):
-    h = hashlib.sha256()
-    cols = [table.column(n).to_pylist() for n in names]
-    for row in zip(*cols):
-        h.update(
-            ("\x1f".join("\x00N" if v is None else str(v) for v in row) + "\x1e").encode()
-        )
-    return h.hexdigest()
-
-
 def main(argv):
     root = argv[1]
     names = [c for c in argv[2].split(",") if c]
-    endpoint = argv[3] if len(argv) > 3 else ""
-    filesys, base = filesystem(root, endpoint)
+    filesys, base = testenv.filesystem(root)
     infos = filesys.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
     objects = sorted(
         i.path[len(base) + 1:] for i in infos if i.type == fs.FileType.File

@@ -1,0 +1,103 @@
+//! The independent peers under `tests/py`, run with the test virtualenv's Python: pyarrow
+//! and DuckDB read what the tool wrote, pyarrow writes what the tool reads. A failing
+//! script fails the test with its stderr, so nothing can pass silently.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The Python interpreter of the test virtualenv (pyarrow, DuckDB, moto, boto3).
+pub fn python() -> PathBuf {
+    match std::env::var_os("COHORT_SYNC_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+    }
+}
+
+/// Runs `tests/py/<script>` with arguments; returns stdout. Called from an async test on
+/// a multi-threaded runtime, the wait is announced to tokio (`block_in_place`), so the
+/// in-process emulator's tasks move to another worker instead of stalling behind it.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| run_python_blocking(script, args))
+        }
+        _ => run_python_blocking(script, args),
+    }
+}
+
+fn run_python_blocking(script: &str, args: &[&str]) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (run `make venv` first): {e}",
+                python().display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("python output is UTF-8")
+}
+
+fn json(script: &str, args: &[&str]) -> Value {
+    let out = run_python(script, args);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{script}: {e}: {out}"))
+}
+
+/// One Parquet file read by pyarrow: rows, columns, types, metadata, row groups and the
+/// digest of `columns` (see tests/py/parquet_digest.py).
+pub fn parquet_digest(target: &str, columns: &[String]) -> Value {
+    json("parquet_digest.py", &[target, &columns.join(",")])
+}
+
+/// A whole output tree read as a warehouse user would (tests/py/check_tree.py): every
+/// object, each Parquet file of the Hive tree (rows, columns, digest), and the rows
+/// pyarrow.dataset and DuckDB read from the whole tree.
+pub fn check_tree(root: &str, columns: &[String]) -> Value {
+    json("check_tree.py", &[root, &columns.join(",")])
+}
+
+/// Schema, rows and metadata of a Parquet file as pyarrow reads them.
+pub fn dump(target: &str) -> Value {
+    json("parquet_dump.py", &["dump", target])
+}
+
+/// The same, rows read by DuckDB.
+pub fn dump_duckdb(target: &str) -> Value {
+    json("parquet_dump.py", &["dump", target, "--duckdb"])
+}
+
+/// The file's physical layout, parsed from its bytes: rows per row group, codec per
+/// column chunk, and the zstd levels that reproduce its pages byte for byte (of the
+/// first `max_row_groups`); see tests/py/parquet_dump.py.
+pub fn layout(target: &str, max_row_groups: usize) -> Value {
+    json(
+        "parquet_dump.py",
+        &[
+            "layout",
+            target,
+            "--max-row-groups",
+            &max_row_groups.to_string(),
+        ],
+    )
+}
+
+/// Writes a Parquet file with pyarrow (see tests/py/write_parquet.py for `spec`).
+pub fn write_parquet(path: &Path, spec: &Value) {
+    let out = run_python(
+        "write_parquet.py",
+        &[path.to_str().expect("utf-8 path"), &spec.to_string()],
+    );
+    assert!(out.contains("wrote"), "{out}");
+}
