@@ -245,7 +245,7 @@ impl AmplitudeClient {
                             // Counted by Amplitude, but no call can use it.
                             Err(message) => Err(ApiError::BadId {
                                 message: format!(
-                                    "Amplitude answered the request for cohort {cohort_id} with an unusable {message}"
+                                    "Amplitude answered the request for cohort {cohort_id} with an unusable id: {message}"
                                 ),
                                 counted: true,
                             }),
@@ -364,6 +364,21 @@ impl AmplitudeClient {
                 self.transfer,
             ));
         }
+        if status.is_redirection() {
+            let next = resp
+                .headers()
+                .get(header::LOCATION)
+                .map(|v| quote(&String::from_utf8_lossy(v.as_bytes())))
+                .unwrap_or_else(|| "nowhere".into());
+            let next = next.split('?').next().unwrap_or_default().to_string();
+            return Err(ApiError::Unexpected {
+                status: status.as_u16(),
+                endpoint: "presigned download".into(),
+                text: format!(
+                    "the presigned link redirected again (to {next}); a second redirect is not followed"
+                ),
+            });
+        }
         if status == StatusCode::FORBIDDEN
             || status == StatusCode::GONE
             || status == StatusCode::BAD_REQUEST
@@ -430,7 +445,9 @@ impl AmplitudeClient {
                 )
                 .await?;
                 check_id(IdRole::Cohort, &answer.cohort_id).map_err(|message| ApiError::BadId {
-                    message: format!("Amplitude answered the upload with an unusable {message}"),
+                    message: format!(
+                        "Amplitude answered the upload with an unusable id: {message}"
+                    ),
                     counted: false,
                 })?;
                 Ok(answer)
@@ -643,6 +660,10 @@ async fn read_text(mut resp: Response, limit: usize, endpoint: &str) -> Result<S
         }
         buf.extend_from_slice(&chunk);
     }
+    if cut {
+        // Only a quote of it is ever shown.
+        buf.truncate(MAX_QUOTED_BODY);
+    }
     let mut text = String::from_utf8_lossy(&buf).into_owned();
     if cut {
         text.push_str(&format!("… (more than {limit} bytes)"));
@@ -744,7 +765,10 @@ fn http_date(value: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 /// characters escaped.
 fn quote(text: &str) -> String {
     let text = text.trim();
-    if text.len() <= MAX_QUOTED_BODY {
+    // A body [`read_text`] cut is already short, with its own note of the size.
+    if text.len() <= MAX_QUOTED_BODY
+        || (text.len() <= MAX_QUOTED_BODY + 64 && text.ends_with(" bytes)"))
+    {
         return crate::text::escape(text).into_owned();
     }
     let mut end = MAX_QUOTED_BODY;

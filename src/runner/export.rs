@@ -165,6 +165,7 @@ async fn execute_into(
         shared_requests: Arc::clone(&ctx.shared_requests),
         stop: ctx.stop.clone(),
         ledger,
+        time_scale: ctx.time_scale,
     });
 
     let mut order = Vec::new();
