@@ -197,6 +197,19 @@ impl TryFrom<String> for BaseUrl {
         if host.is_empty() || host == "[]" {
             return bad("needs a host, like https://amplitude.com or http://127.0.0.1:8080");
         }
+        let host_ok = match host.strip_prefix('[') {
+            Some(v6) => v6
+                .strip_suffix(']')
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+            None => host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')),
+        };
+        if !host_ok {
+            return bad(
+                "has a host with a character other than letters, digits, '.' and '-' (or an IPv6 address in brackets)",
+            );
+        }
         if let Some(port) = authority[host.len()..].strip_prefix(':') {
             let ok = !port.is_empty()
                 && port.len() <= 5
@@ -426,6 +439,8 @@ mod tests {
             " https://h",
             "HTTPS://h",
             "https://[::1",
+            "https://amplitude.com\\..\\x",
+            "https://h_x.example",
         ] {
             assert!(BaseUrl::try_from(bad.to_string()).is_err(), "{bad}");
         }
