@@ -66,8 +66,7 @@ pub struct EmulateArgs {
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| format!("--{flag} must be a non-negative number of seconds"))
+    emulator::config::setting_secs(value).map_err(|e| format!("--{flag} {e}"))
 }
 
 fn build_config(args: EmulateArgs) -> Result<EmulatorConfig, String> {
