@@ -12,3 +12,4 @@ pub mod reverse;
 pub mod runner;
 pub mod state;
 pub mod storage;
+pub mod text;

@@ -1,6 +1,13 @@
 //! Opens a storage location given as a URL or path: a local directory or `s3://bucket/prefix`
 //! (credentials, region and endpoint from the standard AWS environment variables).
 //! Output, state and reverse sources all go through here.
+//!
+//! [`check_location`] decides what a location may be, for pipeline files and `open` alike:
+//! `s3://bucket[/prefix]` (bucket 3 to 63 of `a-z 0-9 . -`), `file:///absolute/path`, or a
+//! local path. Anything that starts like a URL scheme (`name:`) and is not one of those is
+//! refused rather than taken as a folder name — so `s3:/bucket/x`, `s3:bucket`, `S3://b`,
+//! `s3//b`, `gs://b` or `file:/x` fail naming the typo instead of writing to a local
+//! folder called `s3:`. A local path that really starts with `word:` is written `./word:…`.
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -79,11 +86,94 @@ pub enum StorageError {
     Open { url: String, message: String },
     #[error("unsupported storage URL scheme in {url:?}: use a local path or s3://bucket/prefix")]
     Scheme { url: String },
+    #[error("{message}")]
+    Invalid { message: String },
+}
+
+/// Checks a location (see the module notes); the message names the problem and what to
+/// write instead.
+pub fn check_location(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() {
+        return Err("empty location: give a local path or s3://bucket/prefix".into());
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "{s:?} holds the control character {c:?}: give a local path or s3://bucket/prefix"
+        ));
+    }
+    if let Some(rest) = s.strip_prefix("s3://") {
+        let bucket = rest.split('/').next().unwrap_or("");
+        if bucket.is_empty() {
+            return Err(format!("{s:?} has no bucket: write s3://bucket/prefix"));
+        }
+        let ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !ok {
+            return Err(format!(
+                "invalid S3 bucket name {bucket:?} (3 to 63 characters: lowercase letters, digits, '-', '.')"
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(path) = s.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "{s:?}: a file:// URL needs an absolute path (file:///dir)"
+            ));
+        }
+        return Ok(());
+    }
+    let lower = s.to_ascii_lowercase();
+    let s3_like = ["s3:", "s3//", "s3a:", "s3n:"]
+        .iter()
+        .any(|p| lower.starts_with(p));
+    if s3_like || lower.starts_with("file:") {
+        let (proper, rest) = if s3_like {
+            let rest = s
+                .split_once(':')
+                .map(|(_, r)| r)
+                .or_else(|| s.get(3..))
+                .unwrap_or("");
+            ("s3://", rest.trim_start_matches('/'))
+        } else {
+            ("file:///", s.get(5..).unwrap_or("").trim_start_matches('/'))
+        };
+        return Err(format!(
+            "{s:?} is not a valid location: did you mean \"{proper}{rest}\"? (URLs are written s3://bucket/prefix or file:///abs/path, lowercase; a local folder with such a name is written ./{s})"
+        ));
+    }
+    if let Some((scheme, _)) = url_scheme(s) {
+        return Err(format!(
+            "unsupported URL scheme {scheme:?} in {s:?}: use a local path, file:///abs/path or s3://bucket/prefix (a local folder with such a name is written ./{s})"
+        ));
+    }
+    Ok(())
+}
+
+/// `Some((scheme, rest))` when `s` starts like a URL (`name:` with a scheme's characters,
+/// at least two of them: a one-letter `C:` is a drive, not a scheme).
+fn url_scheme(s: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = s.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    let ok = scheme.len() >= 2
+        && first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    ok.then_some((scheme, rest))
 }
 
 /// Opens `url`: `s3://bucket[/prefix]`, `file:///abs/dir`, or a local path (created if
 /// missing; relative paths are taken relative to `base_dir`).
 pub fn open(url: &str, base_dir: &FsPath) -> Result<Location, StorageError> {
+    check_location(url).map_err(|message| {
+        if message.starts_with("unsupported URL scheme") {
+            StorageError::Scheme { url: url.into() }
+        } else {
+            StorageError::Invalid { message }
+        }
+    })?;
     if let Some(rest) = url.strip_prefix("s3://") {
         return open_s3(url, rest);
     }
@@ -91,7 +181,11 @@ pub fn open(url: &str, base_dir: &FsPath) -> Result<Location, StorageError> {
         return Err(StorageError::Scheme { url: url.into() });
     }
     let local = url.strip_prefix("file://").unwrap_or(url);
-    let mut dir = PathBuf::from(local);
+    open_dir(url, PathBuf::from(local), base_dir)
+}
+
+/// Opens a local directory (created if missing; relative to `base_dir`).
+fn open_dir(url: &str, mut dir: PathBuf, base_dir: &FsPath) -> Result<Location, StorageError> {
     if dir.is_relative() {
         dir = base_dir.join(dir);
     }
@@ -127,7 +221,8 @@ pub fn open_local_file(file: &FsPath) -> Result<(Location, Path), StorageError> 
             url: file.display().to_string(),
             message: "not a file path".into(),
         })?;
-    let loc = open(&parent.to_string_lossy(), FsPath::new("."))?;
+    // A path given as a file, never a URL: no scheme to read in it.
+    let loc = open_dir(&parent.to_string_lossy(), parent.clone(), FsPath::new("."))?;
     let key = loc.key(&name);
     Ok((loc, key))
 }
@@ -247,6 +342,46 @@ mod tests {
     }
 
     #[test]
+    fn typos_of_urls_are_not_folders() {
+        for bad in [
+            "s3:/bucket/x",
+            "s3:bucket/x",
+            "S3://bucket/x",
+            "s3//bucket/x",
+            "s3:",
+            "s3a://bucket/x",
+            "S3:/bucket",
+            "file:/tmp/x",
+            "FILE:///tmp/x",
+            "gs://bucket/x",
+            "https://host/x",
+            "az:container",
+        ] {
+            let e = check_location(bad).expect_err(bad);
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        assert!(check_location("s3:/bucket/x").is_err_and(|e| e.contains("s3://bucket/x")));
+        assert!(check_location("file:/tmp/x").is_err_and(|e| e.contains("file:///tmp/x")));
+        for ok in [
+            "out",
+            "./s3:",
+            "s3/exports",
+            "/tmp/a:b",
+            "C:/x",
+            "s3://bucket/x",
+            "file:///tmp",
+        ] {
+            assert_eq!(check_location(ok), Ok(()), "{ok}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(open("s3:/bucket/x", dir.path()).is_err());
+        assert!(
+            !dir.path().join("s3:").exists(),
+            "no folder named after the typo"
+        );
+    }
+
+    #[test]
     fn rejects_unknown_schemes_and_short_buckets() {
         let dir = std::path::Path::new(".");
         assert!(matches!(
@@ -255,7 +390,7 @@ mod tests {
         ));
         assert!(matches!(
             open("s3://ab/x", dir),
-            Err(StorageError::Open { .. })
+            Err(StorageError::Invalid { .. })
         ));
     }
 

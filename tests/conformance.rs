@@ -389,6 +389,10 @@ fn kind(e: &ApiError) -> &'static str {
         ApiError::LinkExpired { .. } => "LinkExpired",
         ApiError::Transport { .. } => "Transport",
         ApiError::Stopped => "Stopped",
+        ApiError::RetryAfterTooLong { .. } => "RetryAfterTooLong",
+        ApiError::UnsafeRedirect { .. } => "UnsafeRedirect",
+        ApiError::BadId { .. } => "BadId",
+        ApiError::TooSlow { .. } => "TooSlow",
     }
 }
 
@@ -401,7 +405,12 @@ fn error_status(e: &ApiError) -> Option<u16> {
         | ApiError::LinkExpired { status } => Some(*status),
         ApiError::NotFound { .. } => Some(404),
         ApiError::RateLimited { .. } | ApiError::QuotaExhausted { .. } => Some(429),
-        ApiError::Transport { .. } | ApiError::Stopped => None,
+        ApiError::RetryAfterTooLong { status, .. } => Some(*status),
+        ApiError::Transport { .. }
+        | ApiError::Stopped
+        | ApiError::UnsafeRedirect { .. }
+        | ApiError::BadId { .. }
+        | ApiError::TooSlow { .. } => None,
     }
 }
 

@@ -2,7 +2,14 @@
 //!
 //! Every request carries HTTP Basic credentials except the download from a presigned URL,
 //! which is followed by hand (redirects are never followed automatically) so that no
-//! Amplitude credential reaches another host.
+//! Amplitude credential reaches another host — and only to `https://` (or `http://` on a
+//! loopback host, the emulator's): any other target fails at once, not retried.
+//!
+//! What a server sends is not trusted: ids are checked against Amplitude's alphabet
+//! ([`super::ids`]) before they go into a path, in either direction; a `Retry-After` longer
+//! than [`MAX_RETRY_AFTER`] is never waited for; answers are read up to a size
+//! ([`MAX_ANSWER_BYTES`], [`MAX_ERROR_BYTES`]); a file body has a deadline and a minimum
+//! rate ([`TransferLimits`]); error text is quoted with control characters escaped.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -15,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::credentials::Credentials;
 use super::error::ApiError;
+use super::ids::{IdRole, check_id};
+use super::transfer::{TransferLimits, guard};
 use super::types::*;
 use crate::quota::{AppLimits, RetryPolicy, rate_limited_only, transient};
 use std::sync::Arc;
@@ -22,6 +31,10 @@ use tokio::sync::OwnedSemaphorePermit;
 
 /// Longest slice of an unexpected response body quoted in an error.
 const MAX_QUOTED_BODY: usize = 2_000;
+/// Largest JSON answer read (a list of thousands of cohorts is a few MB).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// Largest error body read; the rest is not needed to explain the error.
+pub const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 /// How the client connects.
 #[derive(Debug, Clone)]
@@ -32,8 +45,10 @@ pub struct ClientOptions {
     /// Time allowed to establish a connection.
     pub connect_timeout: Duration,
     /// Longest silence allowed while reading a response (a large download may take
-    /// minutes in total, so there is no overall timeout).
+    /// minutes in total: a file body is bounded by `transfer` instead).
     pub read_timeout: Duration,
+    /// Deadline and minimum rate of a file body.
+    pub transfer: TransferLimits,
 }
 
 impl ClientOptions {
@@ -43,6 +58,7 @@ impl ClientOptions {
             credentials,
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(120),
+            transfer: TransferLimits::default(),
         }
     }
 }
@@ -88,6 +104,7 @@ pub struct AmplitudeClient {
     credentials: Credentials,
     limits: Option<Arc<AppLimits>>,
     retry: RetryPolicy,
+    transfer: TransferLimits,
     /// Cancelled when the run stops: waits for a rate-limit slot or a retry end at once
     /// (a call already sent is left to finish).
     stop: Option<CancellationToken>,
@@ -95,10 +112,12 @@ pub struct AmplitudeClient {
 
 impl AmplitudeClient {
     pub fn new(options: ClientOptions) -> Result<Self, ApiError> {
+        // Bounded whatever the caller passes: an instant past the clock's range panics.
+        let at_most = |d: Duration, max_secs: u64| d.min(Duration::from_secs(max_secs));
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(options.read_timeout)
+            .connect_timeout(at_most(options.connect_timeout, 3_600))
+            .read_timeout(at_most(options.read_timeout, 86_400))
             .user_agent(concat!("cohort-sync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ApiError::transport("client setup", e))?;
@@ -111,6 +130,7 @@ impl AmplitudeClient {
                 max_attempts: 1,
                 ..RetryPolicy::default()
             },
+            transfer: options.transfer,
             stop: None,
         })
     }
@@ -186,6 +206,7 @@ impl AmplitudeClient {
         props: bool,
         prop_keys: &[String],
     ) -> Result<CohortRequest, ApiError> {
+        checked(IdRole::Cohort, cohort_id)?;
         let path = format!("/api/5/cohorts/request/{}", path_segment(cohort_id));
         let what = format!("cohort {cohort_id}");
         // Only 429s are retried: a 5xx or a lost connection may have spent quota already.
@@ -211,7 +232,7 @@ impl AmplitudeClient {
                         }
                     }
                     let resp = self.send("request cohort", rb).await?;
-                    let answer = expect_json(
+                    let answer: Result<CohortRequest, ApiError> = expect_json(
                         resp,
                         "request cohort",
                         &what,
@@ -219,12 +240,23 @@ impl AmplitudeClient {
                     )
                     .await;
                     match answer {
-                        Err(ApiError::RateLimited { retry_after, body })
-                            if retry_after.is_none_or(|d| d > SHORT_RETRY_AFTER) =>
-                        {
-                            Err(self.month_spent_or_rate_limited(retry_after, body).await)
+                        Ok(issued) => match check_id(IdRole::Request, &issued.request_id) {
+                            Ok(()) => Ok(issued),
+                            // Counted by Amplitude, but no call can use it.
+                            Err(message) => Err(ApiError::BadId {
+                                message: format!(
+                                    "Amplitude answered the request for cohort {cohort_id} with an unusable id: {message}"
+                                ),
+                                counted: true,
+                            }),
+                        },
+                        Err(e @ ApiError::RateLimited {
+                            retry_after: None, ..
+                        })
+                        | Err(e @ ApiError::RetryAfterTooLong { .. }) => {
+                            Err(self.month_spent_or(e).await)
                         }
-                        other => other,
+                        Err(e) => Err(e),
                     }
                 },
             )
@@ -234,6 +266,7 @@ impl AmplitudeClient {
     /// `GET /api/5/cohorts/request-status/:request_id`: 202 + `JOB INPROGRESS` while
     /// running, 200 + `JOB COMPLETED` when done; anything else is an error with its text.
     pub async fn request_status(&self, request_id: &str) -> Result<JobState, ApiError> {
+        checked(IdRole::Request, request_id)?;
         let path = format!("/api/5/cohorts/request-status/{}", path_segment(request_id));
         let what = format!("request {request_id}");
         let (status, parsed) = self
@@ -259,7 +292,7 @@ impl AmplitudeClient {
             (s, other) => Err(ApiError::Unexpected {
                 status: s.as_u16(),
                 endpoint: "request status".into(),
-                text: format!("async_status {other:?} for request {request_id}"),
+                text: format!("async_status \"{}\" for request {request_id}", quote(other)),
             }),
         }
     }
@@ -267,6 +300,7 @@ impl AmplitudeClient {
     /// `GET /api/5/cohorts/request/:request_id/file`: the cohort CSV as a byte stream.
     /// A redirect to a presigned URL is followed once, without Amplitude credentials.
     pub async fn download_file(&self, request_id: &str) -> Result<FileDownload, ApiError> {
+        checked(IdRole::Request, request_id)?;
         self.retry
             .run("download file", self.stop.as_ref(), transient, || {
                 self.download_file_once(request_id)
@@ -282,7 +316,13 @@ impl AmplitudeClient {
         let status = resp.status();
         if status == StatusCode::OK {
             // The body streams from Amplitude: the request is in flight until it ends.
-            return Ok(into_download(resp, false, "download file", permit));
+            return Ok(into_download(
+                resp,
+                false,
+                "download file",
+                permit,
+                self.transfer,
+            ));
         }
         drop(permit);
         if !status.is_redirection() {
@@ -306,12 +346,38 @@ impl AmplitudeClient {
                 endpoint: "download file".into(),
                 text: format!("unusable redirect Location: {e}"),
             })?;
+        if !followable(&target) {
+            return Err(ApiError::UnsafeRedirect {
+                target: without_query(&target),
+            });
+        }
         // No basic_auth here: the presigned URL carries its own signature.
         let rb = self.http.get(target);
         let resp = self.send("presigned download", rb).await?;
         let status = resp.status();
         if status == StatusCode::OK {
-            return Ok(into_download(resp, true, "presigned download", None));
+            return Ok(into_download(
+                resp,
+                true,
+                "presigned download",
+                None,
+                self.transfer,
+            ));
+        }
+        if status.is_redirection() {
+            let next = resp
+                .headers()
+                .get(header::LOCATION)
+                .map(|v| quote(&String::from_utf8_lossy(v.as_bytes())))
+                .unwrap_or_else(|| "nowhere".into());
+            let next = next.split('?').next().unwrap_or_default().to_string();
+            return Err(ApiError::Unexpected {
+                status: status.as_u16(),
+                endpoint: "presigned download".into(),
+                text: format!(
+                    "the presigned link redirected again (to {next}); a second redirect is not followed"
+                ),
+            });
         }
         if status == StatusCode::FORBIDDEN
             || status == StatusCode::GONE
@@ -326,18 +392,22 @@ impl AmplitudeClient {
 
     /// Decides what a 429 to the quota-spending request means, by the numbers rather than
     /// its wording (undocumented): only this endpoint counts towards the month, and a
-    /// rate limit says when to come back. Without a short `Retry-After`, a fresh read of
-    /// the usage endpoint decides: the month is spent when it says so; otherwise (or when
-    /// it cannot tell) it is a rate limit, retried with backoff. The runner checks its
-    /// quota ledger before it sends a request, so a spent month is caught there too.
-    async fn month_spent_or_rate_limited(
-        &self,
-        retry_after: Option<Duration>,
-        body: Option<ErrorBody>,
-    ) -> ApiError {
+    /// rate limit says when to come back. Without a `Retry-After` of at most
+    /// [`MAX_RETRY_AFTER`] (none, or a longer one: `refusal`), a fresh read of the usage
+    /// endpoint decides: the month is spent when it says so; otherwise (or when it cannot
+    /// tell) `refusal` stands — a 429 without `Retry-After` is retried with backoff, one
+    /// with a longer `Retry-After` fails the call naming it. The runner checks its quota
+    /// ledger before it sends a request, so a spent month is caught there too.
+    async fn month_spent_or(&self, refusal: ApiError) -> ApiError {
         match self.usage().await {
-            Ok(u) if u.remaining() == 0 => ApiError::QuotaExhausted { body },
-            _ => ApiError::RateLimited { retry_after, body },
+            Ok(u) if u.remaining() == 0 => ApiError::QuotaExhausted {
+                body: match refusal {
+                    ApiError::RateLimited { body, .. } => body,
+                    ApiError::RetryAfterTooLong { body, .. } => *body,
+                    _ => None,
+                },
+            },
+            _ => refusal,
         }
     }
 
@@ -353,6 +423,9 @@ impl AmplitudeClient {
     /// `existing_cohort_id`. At most 100,000 ids per call.
     /// Only a 429 is retried: a 5xx or a lost connection may have created the cohort.
     pub async fn upload(&self, body: &UploadRequest) -> Result<UploadResponse, ApiError> {
+        if let Some(id) = &body.existing_cohort_id {
+            checked(IdRole::Cohort, id)?;
+        }
         let what = match &body.existing_cohort_id {
             Some(id) => format!("cohort {id}"),
             None => "upload target".to_string(),
@@ -364,13 +437,20 @@ impl AmplitudeClient {
                     .authed(Method::POST, "/api/3/cohorts/upload")
                     .json(body);
                 let resp = self.send("upload", rb).await?;
-                expect_json(
+                let answer: UploadResponse = expect_json(
                     resp,
                     "upload",
                     &what,
                     &[StatusCode::OK, StatusCode::CREATED],
                 )
-                .await
+                .await?;
+                check_id(IdRole::Cohort, &answer.cohort_id).map_err(|message| ApiError::BadId {
+                    message: format!(
+                        "Amplitude answered the upload with an unusable id: {message}"
+                    ),
+                    counted: false,
+                })?;
+                Ok(answer)
             })
             .await
     }
@@ -382,6 +462,7 @@ impl AmplitudeClient {
         &self,
         body: &MembershipRequest,
     ) -> Result<MembershipResponse, ApiError> {
+        checked(IdRole::Cohort, &body.cohort_id)?;
         let what = format!("cohort {}", body.cohort_id);
         self.retry
             .run(
@@ -425,9 +506,52 @@ impl AmplitudeClient {
     }
 }
 
-/// A `Retry-After` up to this long is a rate limit's: wait and retry. Longer (or none) on
-/// the cohort request may mean the month is spent; the usage endpoint decides.
-const SHORT_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The longest `Retry-After` waited for: 15 minutes (a rate limit's windows are one and
+/// ten minutes). Up to it a 429 is a rate limit: waited out and retried. Longer is never
+/// waited for: on the cohort request the usage endpoint decides (the month is spent: the
+/// cohort is deferred), anywhere else — or when the usage says downloads are left — the
+/// call fails at once naming the `Retry-After`. A server's `Retry-After` is real time: the
+/// maximum does not shrink with `COHORT_SYNC_TIME_SCALE`.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// An id checked before it goes into a path: a typed error naming it.
+fn checked(role: IdRole, id: &str) -> Result<(), ApiError> {
+    check_id(role, id).map_err(|message| ApiError::BadId {
+        message,
+        counted: false,
+    })
+}
+
+/// Whether a redirect may be followed: `https://`, or `http://` to a loopback host.
+fn followable(target: &reqwest::Url) -> bool {
+    match target.scheme() {
+        "https" => target.host().is_some(),
+        "http" => target.host_str().is_some_and(is_loopback_host),
+        _ => false,
+    }
+}
+
+/// `localhost`, `127.x.x.x` or `[::1]` (as a URL writes the host).
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A URL for a message: without its query (a presigned link's signature) or user info.
+fn without_query(url: &reqwest::Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    quote(u.as_str())
+}
 
 /// Percent-encodes an id for use as one path segment.
 fn path_segment(id: &str) -> String {
@@ -447,6 +571,7 @@ fn into_download(
     redirected: bool,
     endpoint: &'static str,
     permit: Option<OwnedSemaphorePermit>,
+    transfer: TransferLimits,
 ) -> FileDownload {
     let content_encoding = resp
         .headers()
@@ -454,14 +579,12 @@ fn into_download(
         .and_then(|v| v.to_str().ok())
         .map(|s| s.to_ascii_lowercase());
     let content_length = resp.content_length();
-    let body = resp
-        .bytes_stream()
-        .map_err(move |e| {
-            // Keeps the in-flight slot until the stream is dropped.
-            let _held = &permit;
-            ApiError::transport(endpoint, e)
-        })
-        .boxed();
+    let body = resp.bytes_stream().map_err(move |e| {
+        // Keeps the in-flight slot until the stream is dropped.
+        let _held = &permit;
+        ApiError::transport(endpoint, e)
+    });
+    let body = guard(body, transfer, endpoint).boxed();
     FileDownload {
         content_encoding,
         content_length,
@@ -482,10 +605,7 @@ async fn expect_json<T: DeserializeOwned>(
     if !ok.contains(&status) {
         return Err(error_from_response(resp, endpoint, what).await);
     }
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| ApiError::transport(endpoint, e))?;
+    let text = read_text(resp, MAX_ANSWER_BYTES, endpoint).await?;
     serde_json::from_str(&text).map_err(|e| ApiError::Unexpected {
         status: status.as_u16(),
         endpoint: endpoint.to_string(),
@@ -496,16 +616,59 @@ async fn expect_json<T: DeserializeOwned>(
 /// Maps an error status (and Amplitude's error JSON, when present) to a typed error.
 pub(crate) async fn error_from_response(resp: Response, endpoint: &str, what: &str) -> ApiError {
     let status = resp.status();
-    let retry_after = resp
+    let header = resp
         .headers()
         .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
-    let text = match resp.text().await {
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let retry_after = header
+        .as_deref()
+        .and_then(|h| parse_retry_after(h, chrono::Utc::now()));
+    let text = match read_text(resp, MAX_ERROR_BYTES, endpoint).await {
         Ok(t) => t,
-        Err(e) => return ApiError::transport(endpoint, e),
+        Err(e) => return e,
     };
-    classify(status, retry_after, &text, endpoint, what)
+    match classify(status, retry_after, &text, endpoint, what) {
+        ApiError::RateLimited {
+            retry_after: Some(wait),
+            body,
+        } if wait > MAX_RETRY_AFTER => ApiError::RetryAfterTooLong {
+            status: status.as_u16(),
+            endpoint: endpoint.to_string(),
+            header: quote(header.as_deref().unwrap_or_default()),
+            wait,
+            body: Box::new(body),
+        },
+        other => other,
+    }
+}
+
+/// The body as text (invalid UTF-8 replaced), read up to `limit` bytes: the rest is
+/// dropped unread, noted by `… (more than N bytes)`.
+async fn read_text(mut resp: Response, limit: usize, endpoint: &str) -> Result<String, ApiError> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut cut = false;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| ApiError::transport(endpoint, e))?
+    {
+        let room = limit - buf.len();
+        if chunk.len() > room {
+            buf.extend_from_slice(&chunk[..room]);
+            cut = true;
+            break;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if cut {
+        // Only a quote of it is ever shown.
+        buf.truncate(MAX_QUOTED_BODY);
+    }
+    let mut text = String::from_utf8_lossy(&buf).into_owned();
+    if cut {
+        text.push_str(&format!("… (more than {limit} bytes)"));
+    }
+    Ok(text)
 }
 
 fn classify(
@@ -560,43 +723,137 @@ fn plain_text_body(code: u16, text: &str) -> Option<ErrorBody> {
     })
 }
 
-/// `Retry-After` as delta-seconds (fractions accepted) or an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
+/// `Retry-After` as delta-seconds (fractions and exponents accepted: `2`, `0.5`, `1e3`)
+/// or an HTTP date (IMF-fixdate, RFC 850 or asctime; a date in the past is 0) as of
+/// `now`. Never panics: a wait too large for a `Duration` is [`Duration::MAX`] (far
+/// beyond [`MAX_RETRY_AFTER`]); a negative, non-finite or unreadable value is `None`.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    if value.is_empty() || value.len() > 64 {
+        return None;
     }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = when.timestamp_millis() - chrono::Utc::now().timestamp_millis();
-    Some(Duration::from_millis(delta.max(0) as u64))
+    if value
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        let secs: f64 = value.parse().ok()?;
+        if !(secs.is_finite() && secs >= 0.0) {
+            return None;
+        }
+        return Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
+    }
+    let when = http_date(value)?;
+    let delta = when
+        .timestamp_millis()
+        .saturating_sub(now.timestamp_millis());
+    Some(Duration::from_millis(u64::try_from(delta).unwrap_or(0)))
 }
 
+/// An HTTP date in any of the three forms RFC 9110 lets a recipient read, as UTC.
+fn http_date(value: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::{NaiveDateTime, TimeZone, Utc};
+    if let Ok(d) = chrono::DateTime::parse_from_rfc2822(value) {
+        return Some(d.with_timezone(&Utc));
+    }
+    let naive = NaiveDateTime::parse_from_str(value, "%A, %d-%b-%y %H:%M:%S GMT")
+        .or_else(|_| NaiveDateTime::parse_from_str(value, "%a %b %e %H:%M:%S %Y"))
+        .ok()?;
+    Utc.from_local_datetime(&naive).single()
+}
+
+/// Text from a server for a message: trimmed, cut to [`MAX_QUOTED_BODY`] bytes, control
+/// characters escaped.
 fn quote(text: &str) -> String {
     let text = text.trim();
-    if text.len() <= MAX_QUOTED_BODY {
-        return text.to_string();
+    // A body [`read_text`] cut is already short, with its own note of the size.
+    if text.len() <= MAX_QUOTED_BODY
+        || (text.len() <= MAX_QUOTED_BODY + 64 && text.ends_with(" bytes)"))
+    {
+        return crate::text::escape(text).into_owned();
     }
     let mut end = MAX_QUOTED_BODY;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}… ({} bytes)", &text[..end], text.len())
+    format!(
+        "{}… ({} bytes)",
+        crate::text::escape(&text[..end]),
+        text.len()
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn retry_after(value: &str) -> Option<Duration> {
+        parse_retry_after(value, chrono::Utc::now())
+    }
+
     #[test]
     fn retry_after_seconds_and_dates() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(retry_after("-1"), None);
         assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
             Some(Duration::ZERO)
         );
-        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            retry_after("Wednesday, 21-Oct-15 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            retry_after("Wed Oct 21 07:28:00 2015"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon"), None);
+    }
+
+    #[test]
+    fn hostile_retry_after_values_never_panic() {
+        assert_eq!(retry_after("1e20"), Some(Duration::MAX));
+        assert_eq!(retry_after("1e3"), Some(Duration::from_secs(1000)));
+        for v in [
+            "NaN", "inf", "-inf", "1e400", "-0.0e", "", " ", "+", "..", "1e", "\u{7}",
+        ] {
+            let d = retry_after(v);
+            assert!(
+                d.is_none_or(|d| d == Duration::ZERO || d == Duration::MAX),
+                "{v:?}: {d:?}"
+            );
+        }
+        let far = retry_after("Fri, 31 Dec 9999 23:59:59 GMT").expect("a date");
+        assert!(far > Duration::from_secs(200 * 365 * 86_400), "{far:?}");
+        assert_eq!(
+            retry_after(&"9".repeat(400)),
+            None,
+            "too long to be a header value"
+        );
+        assert_eq!(
+            retry_after("1000000000"),
+            Some(Duration::from_secs(1_000_000_000))
+        );
+    }
+
+    #[test]
+    fn redirects_only_to_https_or_loopback_http() {
+        let ok = |u: &str| followable(&reqwest::Url::parse(u).expect(u));
+        assert!(ok("https://bucket.s3.amazonaws.com/x?sig=1"));
+        assert!(ok("http://127.0.0.1:9/x") && ok("http://[::1]:9/x") && ok("http://localhost/x"));
+        for bad in [
+            "http://example.com/x",
+            "http://10.0.0.1/x",
+            "ftp://127.0.0.1/x",
+            "file:///etc/passwd",
+            "data:text/csv,a",
+            "gopher://h/x",
+        ] {
+            assert!(!ok(bad), "{bad}");
+        }
+        let shown =
+            without_query(&reqwest::Url::parse("ftp://u:p@h/x?X-Amz-Signature=s").expect("url"));
+        assert_eq!(shown, "ftp://h/x");
     }
 
     #[test]
@@ -731,5 +988,32 @@ mod tests {
         // A Retry-After of a day, usage at the limit: the month is spent.
         let e = request_answer(Some("86400"), "Slow down", 500).await;
         assert!(matches!(e, ApiError::QuotaExhausted { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_past_the_maximum_is_never_waited_for() {
+        for header in ["1000000000", "1e20", "Fri, 31 Dec 9999 23:59:59 GMT", "901"] {
+            // Downloads left: not the month; the call fails at once naming the header.
+            let e = request_answer(Some(header), "Slow down", 10).await;
+            let text = e.to_string();
+            assert!(
+                matches!(e, ApiError::RetryAfterTooLong { .. }),
+                "{header}: {e}"
+            );
+            assert!(
+                text.contains(header) && text.contains("15 minutes"),
+                "{text}"
+            );
+            assert!(!e.is_retryable(), "{header}");
+            // None left: the month is spent, the cohort is deferred.
+            let e = request_answer(Some(header), "Slow down", 500).await;
+            assert!(
+                matches!(e, ApiError::QuotaExhausted { .. }),
+                "{header}: {e}"
+            );
+        }
+        // Exactly the maximum is a rate limit's.
+        let e = request_answer(Some("900"), "Slow down", 500).await;
+        assert!(matches!(e, ApiError::RateLimited { .. }), "{e}");
     }
 }

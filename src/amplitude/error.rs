@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use super::client::MAX_RETRY_AFTER;
 use super::types::ErrorBody;
+use crate::text::escape;
 
 /// What went wrong talking to Amplitude, sorted by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,41 @@ pub enum ApiError {
     /// The run is stopping (SIGTERM/SIGINT) and this call was not sent.
     #[error("not sent: the run is stopping")]
     Stopped,
+
+    /// A 429 whose `Retry-After` asks for more than [`MAX_RETRY_AFTER`]: not waited for
+    /// (a rate limit is never that long; a spent month is told by the usage endpoint).
+    #[error(
+        "{endpoint}: HTTP {status} with Retry-After \"{}\" ({}), longer than the {} this tool waits at most; not retried: {}",
+        escape(.header), wait_text(.wait), wait_text(&MAX_RETRY_AFTER), describe(.body.as_ref())
+    )]
+    RetryAfterTooLong {
+        status: u16,
+        endpoint: String,
+        /// The header as sent.
+        header: String,
+        wait: Duration,
+        /// Boxed: the error stays small.
+        body: Box<Option<ErrorBody>>,
+    },
+
+    /// `/file` redirected somewhere this client does not go: only `https://` (or
+    /// `http://` to a loopback host, the emulator's) is followed.
+    #[error(
+        "download file: refused the redirect to {}: only https:// (or http:// to a loopback host) is followed; not retried",
+        escape(.target)
+    )]
+    UnsafeRedirect { target: String },
+
+    /// An id that is not one of Amplitude's ([`super::ids`]), from a pipeline, the state or
+    /// Amplitude's own answer. `counted`: it came in the answer to the quota-spending
+    /// request, which Amplitude counted.
+    #[error("{message}")]
+    BadId { message: String, counted: bool },
+
+    /// A file body that passed a download limit (`download.deadline_secs`,
+    /// `download.min_bytes_per_sec`): retryable with the same request id.
+    #[error("{endpoint}: {message}")]
+    TooSlow { endpoint: String, message: String },
 }
 
 impl ApiError {
@@ -89,6 +126,7 @@ impl ApiError {
                 | ApiError::Server { .. }
                 | ApiError::Transport { .. }
                 | ApiError::LinkExpired { .. }
+                | ApiError::TooSlow { .. }
         )
     }
 
@@ -101,6 +139,7 @@ impl ApiError {
                 maybe_delivered: true,
                 ..
             } | ApiError::Server { .. }
+                | ApiError::BadId { counted: true, .. }
         )
     }
 
@@ -141,6 +180,22 @@ fn auth_hint(body: &Option<ErrorBody>) -> &'static str {
         "check AMPLITUDE_API_KEY / AMPLITUDE_SECRET_KEY (or the pipeline's connection.api_key / \
          secret_key): both must be the same project's keys (Amplitude: Settings → Projects → \
          the project → General)"
+    }
+}
+
+/// A wait for people: `42.0s`, or minutes, hours, days, years when that long.
+fn wait_text(d: &Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 120.0 {
+        format!("{secs:.1}s")
+    } else if secs < 7_200.0 {
+        format!("{:.0} minutes", secs / 60.0)
+    } else if secs < 172_800.0 {
+        format!("{:.0} hours", secs / 3_600.0)
+    } else if secs < 3.0 * 31_557_600.0 {
+        format!("{:.0} days", secs / 86_400.0)
+    } else {
+        format!("{:.0} years", secs / 31_557_600.0)
     }
 }
 

@@ -4,8 +4,16 @@
 mod client;
 mod credentials;
 mod error;
+pub mod ids;
+mod transfer;
 pub mod types;
 
-pub use client::{AmplitudeClient, ClientOptions, FileDownload, JobState};
+pub use client::{
+    AmplitudeClient, ClientOptions, FileDownload, JobState, MAX_RETRY_AFTER, is_loopback_host,
+    parse_retry_after,
+};
 pub use credentials::{Credentials, Region};
 pub use error::ApiError;
+pub use transfer::{
+    DEFAULT_DEADLINE_SECS, DEFAULT_MIN_BYTES_PER_SEC, DEFAULT_RATE_WINDOW_SECS, TransferLimits,
+};

@@ -616,8 +616,30 @@ impl ErrorBody {
 
 /// `type: message: details (other metadata)`, leaving out what is absent, a `details`
 /// that repeats the message, and the uninformative type `unspecified`.
+/// Longest error text shown (an error body is quoted, not reproduced).
+const MAX_SHOWN_ERROR: usize = 2_000;
+
+/// Control characters in what Amplitude sent are escaped ([`crate::text::escape`]).
 impl std::fmt::Display for ErrorBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = String::new();
+        self.write_raw(&mut text)?;
+        if text.len() > MAX_SHOWN_ERROR {
+            let mut end = MAX_SHOWN_ERROR;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let total = text.len();
+            text.truncate(end);
+            text.push_str(&format!("… ({total} bytes)"));
+        }
+        f.write_str(&crate::text::escape(&text))
+    }
+}
+
+impl ErrorBody {
+    fn write_raw(&self, f: &mut String) -> std::fmt::Result {
+        use std::fmt::Write;
         if let Some(t) = self.error_type.as_deref().filter(|t| *t != "unspecified") {
             write!(f, "{t}: ")?;
         }

@@ -13,6 +13,7 @@ use cohort_sync::export::{
     DEFAULT_MAX_ROW_BYTES, DEFAULT_ROW_GROUP_ROWS, GzipHint, RaiseWith, convert_stream,
 };
 use cohort_sync::storage;
+use cohort_sync::text::escape;
 use object_store::ObjectStore;
 use object_store::path::Path;
 use tokio_util::io::ReaderStream;
@@ -166,6 +167,7 @@ fn same_file(a: &FsPath, b: &FsPath) -> bool {
 
 /// Where the output goes.
 fn destination(output: &str) -> Result<(Arc<dyn ObjectStore>, Path, String), String> {
+    storage::check_location(output)?;
     if let Some(rest) = output.strip_prefix("s3://") {
         let (dir, name) = match rest.rsplit_once('/') {
             Some((dir, name)) if !name.is_empty() && !dir.is_empty() => (dir, name),
@@ -191,13 +193,13 @@ pub async fn convert(args: ConvertArgs) -> u8 {
         }
     }
     if let Err(e) = check_paths(&args.input, &args.output) {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", escape(&e.to_string()));
         return exit::USAGE;
     }
     let (store, key, shown) = match destination(&args.output) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", escape(&e.to_string()));
             return exit::USAGE;
         }
     };
@@ -236,14 +238,17 @@ pub async fn convert(args: ConvertArgs) -> u8 {
     let stats = match result {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", escape(&e.to_string()));
             return exit::FAILED;
         }
     };
     for s in &stats.skipped_sample {
         eprintln!(
-            "warning: {source_name}: skipped row {} (line {}): {}",
-            s.row, s.line, s.reason
+            "warning: {}: skipped row {} (line {}): {}",
+            escape(&source_name),
+            s.row,
+            s.line,
+            escape(&s.reason.to_string())
         );
     }
     if stats.skipped_rows > stats.skipped_sample.len() as u64 {

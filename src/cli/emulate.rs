@@ -58,15 +58,15 @@ pub struct EmulateArgs {
     #[arg(long, value_name = "N")]
     usage_used: Option<u32>,
     /// Arm a fault: KIND:PATH:COUNT, KIND one of server_error, client_error, not_found,
-    /// rate_limit, reset, truncate, body, stall, slow_job, job_failed, unknown_status,
-    /// expired_link (repeatable; optional fields at their defaults, see /_emulator/faults).
+    /// rate_limit, reset, truncate, body, stall, trickle, slow_job, job_failed,
+    /// unknown_status, expired_link (repeatable; optional fields at their defaults, see
+    /// /_emulator/faults).
     #[arg(long = "fault", value_name = "KIND:PATH:COUNT", value_parser = FaultRule::parse_flag)]
     faults: Vec<FaultRule>,
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| format!("--{flag} must be a non-negative number of seconds"))
+    emulator::config::setting_secs(value).map_err(|e| format!("--{flag} {e}"))
 }
 
 fn build_config(args: EmulateArgs) -> Result<EmulatorConfig, String> {

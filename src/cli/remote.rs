@@ -3,6 +3,7 @@
 use clap::Args;
 use cohort_sync::amplitude::{AmplitudeClient, ClientOptions, Credentials, Region};
 use cohort_sync::exit;
+use cohort_sync::text::escape;
 
 /// Where to connect and with which credentials.
 #[derive(Args, Debug)]
@@ -13,6 +14,10 @@ pub struct ConnectionArgs {
     /// Base URL overriding the region (e.g. the emulator's `http://127.0.0.1:PORT`).
     #[arg(long, env = "AMPLITUDE_BASE_URL")]
     base_url: Option<String>,
+    /// Accept a plain http:// --base-url on a host that is not loopback (the keys then
+    /// travel unencrypted).
+    #[arg(long)]
+    allow_insecure_http: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -56,7 +61,26 @@ fn client(conn: &ConnectionArgs) -> Result<AmplitudeClient, u8> {
         exit::USAGE
     })?;
     let base = match &conn.base_url {
-        Some(url) => url.clone(),
+        Some(url) => {
+            let checked = cohort_sync::config::BaseUrl::try_from(url.clone()).map_err(|e| {
+                eprintln!("error: --base-url: {e}");
+                exit::USAGE
+            })?;
+            if checked.is_insecure() {
+                if !conn.allow_insecure_http {
+                    eprintln!(
+                        "error: --base-url {} is plain http:// to a host that is not loopback: the API key and secret would travel unencrypted; use https://, or add --allow-insecure-http",
+                        checked.as_str()
+                    );
+                    return Err(exit::USAGE);
+                }
+                tracing::warn!(
+                    "--base-url {} is plain http:// to a host that is not loopback: the API key and secret travel unencrypted",
+                    checked.as_str()
+                );
+            }
+            checked.as_str().to_string()
+        }
         None => match conn.region {
             RegionArg::Us => Region::Us.base_url().to_string(),
             RegionArg::Eu => Region::Eu.base_url().to_string(),
@@ -92,15 +116,17 @@ pub async fn cohorts(args: CohortsArgs) -> u8 {
             for c in &list.cohorts {
                 println!(
                     "{:<14} {:>10} {:<9} {:<8} {:>12}  {}",
-                    c.id,
+                    escape(&c.id),
                     c.size.map(|s| s.to_string()).unwrap_or_default(),
                     c.published,
                     c.archived,
-                    c.last_computed
-                        .as_ref()
-                        .map(|t| t.to_string())
-                        .unwrap_or_default(),
-                    c.name
+                    escape(
+                        &c.last_computed
+                            .as_ref()
+                            .map(|t| t.to_string())
+                            .unwrap_or_default()
+                    ),
+                    escape(&c.name)
                 );
             }
             exit::OK
@@ -128,7 +154,7 @@ pub async fn usage(args: UsageArgs) -> u8 {
                     client.api_key(),
                 )),
                 Err(e) => {
-                    eprintln!("error: --state {url}: {e}");
+                    eprintln!("error: --state {}: {}", escape(url), escape(&e.to_string()));
                     return exit::USAGE;
                 }
             }
@@ -164,7 +190,7 @@ pub async fn usage(args: UsageArgs) -> u8 {
         e.usage,
         e.limit,
         e.remaining(),
-        e.resets_at.as_deref().unwrap_or("on the 1st, UTC")
+        escape(e.resets_at.as_deref().unwrap_or("on the 1st, UTC"))
     );
     match &u.endpoint {
         Some(x) => println!("  usage endpoint: {} of {}", x.usage, x.limit),

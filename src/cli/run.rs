@@ -14,6 +14,7 @@ use cohort_sync::runner::context::{RunContext, RunMode};
 use cohort_sync::runner::export::{ExportSettings, execute as execute_export, request_validity};
 use cohort_sync::runner::plan::PlanOptions;
 use cohort_sync::runner::report::{PipelineReport, RunReport, combine_exit_codes};
+use cohort_sync::text::escape;
 
 use super::summary;
 
@@ -76,7 +77,7 @@ async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Opt
         Ok(p) => p,
         Err(errors) => {
             for e in errors {
-                eprintln!("{e}");
+                eprintln!("{}", escape(&e.to_string()));
             }
             return exit::USAGE;
         }
@@ -153,7 +154,15 @@ fn prepare_all(files: &[PathBuf]) -> Result<Vec<Prepared>, Vec<String>> {
 
 fn prepare(file: &Path) -> Result<Prepared, String> {
     let pipeline = config::load(file).map_err(|e| e.to_string())?;
-    let resolved = pipeline.connection.resolve().map_err(|e| e.to_string())?;
+    let mut resolved = pipeline.connection.resolve().map_err(|e| e.to_string())?;
+    if pipeline.connection.insecure() {
+        tracing::warn!(
+            pipeline = %pipeline.name,
+            "base_url {} is plain http:// to a host that is not loopback (connection.allow_insecure_http = true): the API key and secret travel unencrypted",
+            pipeline.connection.base_url()
+        );
+    }
+    resolved.options.transfer = pipeline.download.transfer_limits(time_scale_from_env());
     match &pipeline.spec {
         PipelineSpec::Reverse(_) => Ok(Prepared::Reverse(Box::new(pipeline))),
         PipelineSpec::Export(spec) => {

@@ -1,7 +1,18 @@
 //! The human summary `run` and `plan` print on stdout: per pipeline the quota picture, one
 //! line per cohort (what happened and why), every request spent, and where files went.
+//!
+//! Every string that came from a server or a file (cohort ids and names, request ids,
+//! details and errors quoting Amplitude, paths, the reverse summary's values) goes through
+//! [`safe`]: control characters are escaped, so a name cannot move the cursor, recolour
+//! the terminal or forge a line. A pipeline's error is printed once.
 
 use cohort_sync::runner::report::{CohortReport, Outcome, PipelineReport, RunReport};
+use cohort_sync::text::escape;
+
+/// A value for the summary, escaped.
+fn safe(text: &str) -> String {
+    escape(text).into_owned()
+}
 
 pub fn print(report: &RunReport) {
     print!("{}", render(report));
@@ -19,30 +30,36 @@ pub fn render(report: &RunReport) -> String {
             "dry_run" => "dry run",
             _ => "run",
         },
-        report.run_id,
+        safe(&report.run_id),
         report.exit_code
     ));
     out
 }
 
 fn render_pipeline(out: &mut String, p: &PipelineReport, mode: &str) {
-    out.push_str(&format!("pipeline {} ({}, {})\n", p.name, p.kind, p.file));
+    out.push_str(&format!(
+        "pipeline {} ({}, {})\n",
+        safe(&p.name),
+        safe(&p.kind),
+        safe(&p.file)
+    ));
     if let Some(u) = &p.usage_before {
         out.push_str(&format!(
             "  monthly downloads: {} of {} used, {} left, reserve {}\n",
             u.used, u.limit, u.remaining, u.reserve
         ));
     }
-    let width = p
-        .cohorts
+    let ids: Vec<String> = p.cohorts.iter().map(|c| safe(&c.cohort_id)).collect();
+    let width = ids
         .iter()
-        .map(|c| c.cohort_id.len())
+        .map(|id| id.chars().count())
         .max()
-        .unwrap_or(0);
-    for c in &p.cohorts {
+        .unwrap_or(0)
+        .min(40);
+    for (c, id) in p.cohorts.iter().zip(&ids) {
         out.push_str(&format!(
             "  {:width$}  {:<17} {}\n",
-            c.cohort_id,
+            id,
             outcome_label(c.outcome),
             cohort_detail(c),
         ));
@@ -70,8 +87,8 @@ fn render_pipeline(out: &mut String, p: &PipelineReport, mode: &str) {
         for r in &p.requests {
             out.push_str(&format!(
                 "    request {} for cohort {}: {}{}\n",
-                r.request_id.as_deref().unwrap_or("(new)"),
-                r.cohort_id,
+                safe(r.request_id.as_deref().unwrap_or("(new)")),
+                safe(&r.cohort_id),
                 r.reason.describe(),
                 if r.outcome_unknown {
                     " (outcome unknown: possibly spent)"
@@ -81,18 +98,25 @@ fn render_pipeline(out: &mut String, p: &PipelineReport, mode: &str) {
             ));
         }
     }
+    // The reverse summary ends with the pipeline's error when there is one: it is left
+    // out there and printed once, below, like an export's.
     if let Some(rev) = &p.reverse
         && let Some(text) = rev.get("summary").and_then(|s| s.as_str())
     {
+        let error_line = p.error.as_deref().map(|e| format!("error: {}", escape(e)));
+        let text = match &error_line {
+            Some(e) if text.ends_with(e.as_str()) => &text[..text.len() - e.len()],
+            _ => text,
+        };
         for line in text.lines() {
-            out.push_str(&format!("  {line}\n"));
+            out.push_str(&format!("  {}\n", safe(line)));
         }
     }
     if let Some(m) = &p.manifest {
-        out.push_str(&format!("  manifest: {m}\n"));
+        out.push_str(&format!("  manifest: {}\n", safe(m)));
     }
     if let Some(e) = &p.error {
-        out.push_str(&format!("  error: {e}\n"));
+        out.push_str(&format!("  error: {}\n", safe(e)));
     }
 }
 
@@ -119,7 +143,7 @@ fn cohort_detail(c: &CohortReport) -> String {
             c.duration_ms as f64 / 1000.0
         ));
         if let Some(o) = &c.output {
-            parts.push(o.clone());
+            parts.push(safe(o));
         }
         if c.request_reused {
             parts.push("earlier request reused (no quota)".into());
@@ -129,8 +153,63 @@ fn cohort_detail(c: &CohortReport) -> String {
         }
     }
     if let Some(d) = &c.detail {
-        parts.push(d.clone());
+        parts.push(safe(d));
     }
-    parts.push(format!("\"{}\"", c.name));
+    parts.push(format!("\"{}\"", safe(&c.name)));
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort_sync::runner::report::RunReport;
+
+    fn report(kind: &str, error: &str, reverse_summary: Option<&str>) -> RunReport {
+        let mut p = PipelineReport::new("p\x1b[2J.toml", "p", kind);
+        p.error = Some(error.to_string());
+        p.exit_code = 1;
+        let mut c = CohortReport::new("c\r1", "Name\x1b]0;owned\x07", Outcome::Failed);
+        c.detail = Some("Amplitude said \x1b[31mno\0".into());
+        p.cohorts.push(c);
+        if let Some(text) = reverse_summary {
+            p.reverse = Some(serde_json::json!({ "summary": text }));
+        }
+        RunReport {
+            tool_version: "0".into(),
+            run_id: "r".into(),
+            mode: "run".into(),
+            started_at: chrono::Utc::now(),
+            finished_at: chrono::Utc::now(),
+            pipelines: vec![p],
+            exit_code: 1,
+        }
+    }
+
+    #[test]
+    fn server_and_file_strings_are_escaped() {
+        let text = render(&report("export", "boom\x07\nforged line", None));
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && cohort_sync::text::needs_escape(c)),
+            "{text:?}"
+        );
+        assert!(text.contains("c\\r1"), "{text}");
+        assert!(text.contains("Name\\x1b]0;owned\\x07"), "{text}");
+        assert!(text.contains("error: boom\\x07\\nforged line"), "{text}");
+        assert_eq!(text.lines().filter(|l| l.contains("forged")).count(), 1);
+    }
+
+    #[test]
+    fn a_reverse_error_is_printed_once() {
+        let error = "listing cohorts: refused\x1b";
+        let summary = format!("cohort abc: counts unknown\nerror: {}", escape(error));
+        let text = render(&report("reverse", error, Some(&summary)));
+        assert_eq!(text.matches("error: ").count(), 1, "{text}");
+        assert!(
+            text.contains("  error: listing cohorts: refused\\x1b\n"),
+            "{text}"
+        );
+        assert!(text.contains("  cohort abc: counts unknown\n"), "{text}");
+    }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::Args;
 use cohort_sync::config::{self, ConfigError, Pipeline};
 use cohort_sync::exit;
+use cohort_sync::text::escape;
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
@@ -35,14 +36,14 @@ pub fn validate(args: ValidateArgs) -> u8 {
             Ok(p) => p,
             Err(e) => {
                 failed = true;
-                eprintln!("{e}");
+                eprintln!("{}", escape(&e.to_string()));
                 continue;
             }
         };
         let mut ok = true;
         while let Some((_, e)) = together.next_if(|(i, _)| *i == index) {
             ok = false;
-            eprintln!("{e}");
+            eprintln!("{}", escape(&e.to_string()));
         }
         if ok {
             println!("{}: ok ({})", p.file.display(), p.summary());

@@ -11,6 +11,7 @@ use super::pipeline::{Kind, Pipeline, PipelineFile, PipelineSpec, Positions, Sta
 use super::reverse::{
     Baseline, MAX_CHUNK_SIZE, Reconcile, ReconcileMode, ReverseSpec, Source, Target, TargetTable,
 };
+use crate::amplitude::ids::{IdRole, check_id};
 
 const EXPORT_ONLY: &[&str] = &["select", "output", "quota"];
 const REVERSE_ONLY: &[&str] = &["source", "target", "reconcile"];
@@ -138,6 +139,44 @@ fn pipeline_name(loc: &Locator<'_>, name: Option<&str>) -> Result<String, Config
     }
 }
 
+/// Allowed ranges of the durations and rates of a pipeline file (seconds unless named
+/// otherwise). Every duration is checked: one past its range is an error at its value,
+/// never a wait that overflows the clock.
+pub const CONNECT_TIMEOUT_SECS: (u64, u64) = (1, 600);
+pub const READ_TIMEOUT_SECS: (u64, u64) = (1, 3_600);
+pub const POLL_INITIAL_SECS: (u64, u64) = (1, 3_600);
+pub const POLL_MAX_SECS: (u64, u64) = (1, 86_400);
+/// A request id lives 7 days: waiting longer for its job is pointless.
+pub const MAX_WAIT_SECS: (u64, u64) = (1, 604_800);
+pub const DEADLINE_SECS: (u64, u64) = (1, 86_400);
+pub const RATE_WINDOW_SECS: (u64, u64) = (1, 3_600);
+/// 0 turns the rate check off; at most 1 GiB/s.
+pub const MIN_BYTES_PER_SEC: (u64, u64) = (0, 1 << 30);
+
+/// `value` within `range` (inclusive), else an error at the value naming the range.
+fn in_range(
+    loc: &Locator<'_>,
+    path: &[&str],
+    value: u64,
+    (min, max): (u64, u64),
+    unit: &str,
+) -> Result<(), ConfigError> {
+    let side = if value < min {
+        format!("at least {min}")
+    } else if value > max {
+        format!("at most {max}")
+    } else {
+        return Ok(());
+    };
+    Err(loc.at_value(
+        path,
+        format!(
+            "{} must be {side} (allowed {min}..={max} {unit}), not {value}",
+            path.join(".")
+        ),
+    ))
+}
+
 fn at_least_one(loc: &Locator<'_>, path: &[&str], value: u64) -> Result<(), ConfigError> {
     if value == 0 {
         return Err(loc.at_value(path, format!("{} must be at least 1", path.join("."))));
@@ -153,16 +192,29 @@ fn check_connection(loc: &Locator<'_>, raw: &PipelineFile) -> Result<(), ConfigE
             "set either connection.region or connection.base_url, not both",
         ));
     }
-    at_least_one(
+    in_range(
         loc,
         &["connection", "connect_timeout_secs"],
         c.connect_timeout_secs,
+        CONNECT_TIMEOUT_SECS,
+        "seconds",
     )?;
-    at_least_one(
+    in_range(
         loc,
         &["connection", "read_timeout_secs"],
         c.read_timeout_secs,
+        READ_TIMEOUT_SECS,
+        "seconds",
     )?;
+    if c.insecure() && !c.allow_insecure_http {
+        let url = c.base_url.as_ref().map(|u| u.as_str()).unwrap_or_default();
+        return Err(loc.at_value(
+            &["connection", "base_url"],
+            format!(
+                "base_url {url:?} is plain http:// to a host that is not loopback: the API key and secret would travel unencrypted; use https://, or set connection.allow_insecure_http = true to accept it (every run then warns)"
+            ),
+        ));
+    }
     if c.app_id == Some(0) {
         return Err(loc.at_value(
             &["connection", "app_id"],
@@ -173,8 +225,39 @@ fn check_connection(loc: &Locator<'_>, raw: &PipelineFile) -> Result<(), ConfigE
 }
 
 fn check_download(loc: &Locator<'_>, d: &Download) -> Result<(), ConfigError> {
-    at_least_one(loc, &["download", "poll_initial_secs"], d.poll_initial_secs)?;
-    at_least_one(loc, &["download", "max_wait_secs"], d.max_wait_secs)?;
+    let secs = |path: &[&str], value: u64, range| in_range(loc, path, value, range, "seconds");
+    secs(
+        &["download", "poll_initial_secs"],
+        d.poll_initial_secs,
+        POLL_INITIAL_SECS,
+    )?;
+    secs(
+        &["download", "poll_max_secs"],
+        d.poll_max_secs,
+        POLL_MAX_SECS,
+    )?;
+    secs(
+        &["download", "max_wait_secs"],
+        d.max_wait_secs,
+        MAX_WAIT_SECS,
+    )?;
+    secs(
+        &["download", "deadline_secs"],
+        d.deadline_secs,
+        DEADLINE_SECS,
+    )?;
+    secs(
+        &["download", "rate_window_secs"],
+        d.rate_window_secs,
+        RATE_WINDOW_SECS,
+    )?;
+    in_range(
+        loc,
+        &["download", "min_bytes_per_sec"],
+        d.min_bytes_per_sec,
+        MIN_BYTES_PER_SEC,
+        "bytes per second, 0 turns the check off",
+    )?;
     at_least_one(loc, &["download", "batch_rows"], d.batch_rows as u64)?;
     if d.poll_max_secs < d.poll_initial_secs {
         return Err(loc.at_value(
@@ -213,7 +296,12 @@ fn export_spec(
         ));
     }
     if let Some(i) = select.ids.iter().position(|id| id.trim().is_empty()) {
-        return Err(loc.at_value(&["select", "ids"], format!("select.ids[{i}] is empty")));
+        return Err(loc.at_element(&["select", "ids"], i, format!("select.ids[{i}] is empty")));
+    }
+    for (i, id) in select.ids.iter().enumerate() {
+        if let Err(why) = check_id(IdRole::Cohort, id) {
+            return Err(loc.at_element(&["select", "ids"], i, format!("select.ids[{i}]: {why}")));
+        }
     }
     let Some(output) = output else {
         return Err(loc.at_value(
@@ -317,6 +405,10 @@ fn reverse_spec(
         }
         (Some(id), None) if id.trim().is_empty() => {
             return Err(loc.at_value(&["target", "cohort_id"], "target.cohort_id is empty"));
+        }
+        (Some(id), None) if check_id(IdRole::Cohort, &id).is_err() => {
+            let why = check_id(IdRole::Cohort, &id).err().unwrap_or_default();
+            return Err(loc.at_value(&["target", "cohort_id"], format!("target.cohort_id: {why}")));
         }
         (Some(cohort_id), None) => Target::Existing { cohort_id },
         (None, Some(create)) => {

@@ -26,8 +26,13 @@ pub struct Connection {
     #[serde(default)]
     pub region: Option<Region>,
     /// API root overriding the region, e.g. the emulator's `http://127.0.0.1:8080`.
+    /// `https://`; plain `http://` only to a loopback host unless `allow_insecure_http`.
     #[serde(default)]
     pub base_url: Option<BaseUrl>,
+    /// Accept a plain `http://` base_url on a host that is not loopback (the API key and
+    /// secret then travel unencrypted); every run warns. Default false.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
     /// API key; default: the `AMPLITUDE_API_KEY` environment variable at run time.
     #[serde(default)]
     pub api_key: Option<Secret>,
@@ -39,13 +44,13 @@ pub struct Connection {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub app_id: Option<u64>,
-    /// Seconds allowed to establish a connection (≥ 1).
+    /// Seconds allowed to establish a connection (1..=600).
     #[serde(default = "default_connect_timeout")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 600))]
     pub connect_timeout_secs: u64,
-    /// Longest silence in seconds while reading a response (≥ 1).
+    /// Longest silence in seconds while reading a response (1..=3600).
     #[serde(default = "default_read_timeout")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 3600))]
     pub read_timeout_secs: u64,
     /// The pipeline file, named in resolution errors (set by [`super::load`]).
     #[serde(skip)]
@@ -66,6 +71,7 @@ impl Default for Connection {
         Connection {
             region: None,
             base_url: None,
+            allow_insecure_http: false,
             api_key: None,
             secret_key: None,
             app_id: None,
@@ -86,6 +92,12 @@ pub struct ResolvedConnection {
 }
 
 impl Connection {
+    /// Whether the API is reached over plain HTTP on a host that is not loopback (allowed
+    /// only with `allow_insecure_http`; warned about on every run).
+    pub fn insecure(&self) -> bool {
+        self.base_url.as_ref().is_some_and(BaseUrl::is_insecure)
+    }
+
     /// The API root: `base_url`, else the region's host.
     pub fn base_url(&self) -> &str {
         match &self.base_url {
@@ -132,8 +144,9 @@ impl Connection {
         };
         let mut options =
             ClientOptions::new(self.base_url(), Credentials::new(api_key, secret_key));
-        options.connect_timeout = Duration::from_secs(self.connect_timeout_secs);
-        options.read_timeout = Duration::from_secs(self.read_timeout_secs);
+        // Checked by `validate`; bounded here too, as the client needs instants it can reach.
+        options.connect_timeout = Duration::from_secs(self.connect_timeout_secs.clamp(1, 600));
+        options.read_timeout = Duration::from_secs(self.read_timeout_secs.clamp(1, 3_600));
         Ok(ResolvedConnection { options, app_key })
     }
 }

@@ -7,6 +7,9 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::amplitude::{
+    DEFAULT_DEADLINE_SECS, DEFAULT_MIN_BYTES_PER_SEC, DEFAULT_RATE_WINDOW_SECS, TransferLimits,
+};
 use crate::export::{
     BadRowPolicy, ColumnType, CsvLimits, DEFAULT_BATCH_ROWS, DEFAULT_MAX_COLUMNS,
     DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_GZIP_RATIO, DEFAULT_MAX_HEADER_BYTES,
@@ -24,19 +27,35 @@ pub struct Download {
     /// Only these user properties (`propKeys`); empty: all of them when `props`.
     #[serde(default)]
     pub prop_keys: Vec<String>,
-    /// First wait between job status polls, seconds (≥ 1); doubles each poll.
+    /// First wait between job status polls, seconds (1..=3600); doubles each poll.
     #[serde(default = "default_poll_initial")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 3600))]
     pub poll_initial_secs: u64,
-    /// Longest wait between polls, seconds (≥ `poll_initial_secs`).
+    /// Longest wait between polls, seconds (≥ `poll_initial_secs`, at most 86400).
     #[serde(default = "default_poll_max")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 86400))]
     pub poll_max_secs: u64,
-    /// Give up waiting for a job after this many seconds (≥ 1); the request id is kept and
-    /// a later run downloads it without spending quota.
+    /// Give up waiting for a job after this many seconds (1..=604800, the 7 days a request
+    /// lives); the request id is kept and a later run downloads it without spending quota.
     #[serde(default = "default_max_wait")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 604800))]
     pub max_wait_secs: u64,
+    /// A file body must arrive within this many seconds of waiting for the server
+    /// (1..=86400; default 3600). Past it the download fails, retryable with the same
+    /// request id.
+    #[serde(default = "default_deadline")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub deadline_secs: u64,
+    /// A file body must keep at least this many bytes per second over the last
+    /// `rate_window_secs` of waiting (0..=1073741824; 0 turns the check off; default
+    /// 65536, 64 KiB/s).
+    #[serde(default = "default_min_bytes_per_sec")]
+    #[schemars(range(min = 0, max = 1073741824))]
+    pub min_bytes_per_sec: u64,
+    /// The window `min_bytes_per_sec` is measured over, seconds (1..=3600; default 60).
+    #[serde(default = "default_rate_window")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub rate_window_secs: u64,
     /// What to do with a malformed CSV row: `fail` the cohort or `skip` (and count) it.
     #[serde(default)]
     pub on_bad_row: BadRowPolicy,
@@ -137,6 +156,18 @@ fn default_max_wait() -> u64 {
     3600
 }
 
+fn default_deadline() -> u64 {
+    DEFAULT_DEADLINE_SECS
+}
+
+fn default_min_bytes_per_sec() -> u64 {
+    DEFAULT_MIN_BYTES_PER_SEC
+}
+
+fn default_rate_window() -> u64 {
+    DEFAULT_RATE_WINDOW_SECS
+}
+
 fn default_batch_rows() -> usize {
     DEFAULT_BATCH_ROWS
 }
@@ -149,6 +180,9 @@ impl Default for Download {
             poll_initial_secs: default_poll_initial(),
             poll_max_secs: default_poll_max(),
             max_wait_secs: default_max_wait(),
+            deadline_secs: default_deadline(),
+            min_bytes_per_sec: default_min_bytes_per_sec(),
+            rate_window_secs: default_rate_window(),
             on_bad_row: BadRowPolicy::default(),
             batch_rows: default_batch_rows(),
             column_types: BTreeMap::new(),
@@ -163,12 +197,23 @@ impl Download {
         self.props || !self.prop_keys.is_empty()
     }
 
-    /// Polling intervals for [`crate::runner::poll::wait_for_job`].
+    /// Polling intervals for [`crate::runner::poll::wait_for_job`] (bounded to the
+    /// ranges `validate` checks, whatever the values).
     pub fn poll_settings(&self) -> PollSettings {
         PollSettings {
-            initial: Duration::from_secs(self.poll_initial_secs),
-            max_interval: Duration::from_secs(self.poll_max_secs),
-            max_wait: Duration::from_secs(self.max_wait_secs),
+            initial: Duration::from_secs(self.poll_initial_secs.clamp(1, 3_600)),
+            max_interval: Duration::from_secs(self.poll_max_secs.clamp(1, 86_400)),
+            max_wait: Duration::from_secs(self.max_wait_secs.clamp(1, 604_800)),
+        }
+    }
+
+    /// The file body's deadline and minimum rate, the durations under `time_scale`.
+    pub fn transfer_limits(&self, time_scale: f64) -> TransferLimits {
+        TransferLimits {
+            deadline_secs: self.deadline_secs,
+            min_bytes_per_sec: self.min_bytes_per_sec,
+            rate_window_secs: self.rate_window_secs,
+            time_scale,
         }
     }
 }

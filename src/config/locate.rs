@@ -59,6 +59,34 @@ impl Locator<'_> {
         ConfigError::at(self.file, self.text, self.value_span(path), message)
     }
 
+    /// An error pointing at element `index` of the array at `path` (at the array, or its
+    /// key, when the element cannot be found).
+    pub fn at_element(
+        &self,
+        path: &[&str],
+        index: usize,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let element = self.find(path).and_then(|_| {
+            let mut table = self.root;
+            let (last, parents) = path.split_last()?;
+            for segment in parents {
+                match table.get(*segment)?.get_ref() {
+                    DeValue::Table(t) => table = t,
+                    _ => return None,
+                }
+            }
+            match table.get(*last)?.get_ref() {
+                DeValue::Array(items) => items.get(index).map(|v| v.span()),
+                _ => None,
+            }
+        });
+        match element {
+            Some(span) => ConfigError::at(self.file, self.text, Some(span), message),
+            None => self.at_value(path, message),
+        }
+    }
+
     /// An error pointing at the key of `path`.
     pub fn at_key(&self, path: &[&str], message: impl Into<String>) -> ConfigError {
         ConfigError::at(self.file, self.text, self.key_span(path), message)

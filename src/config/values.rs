@@ -118,44 +118,18 @@ impl TryFrom<String> for SourceUrl {
     }
 }
 
-/// Accepts a local path, `file:///...` or `s3://bucket[/...]`.
+/// Accepts a local path, `file:///...` or `s3://bucket[/...]` ([`crate::storage::check_location`]).
 fn check_location(s: &str) -> Result<(), String> {
-    if s.trim().is_empty() {
-        return Err("empty location: give a local path or s3://bucket/prefix".into());
-    }
-    if let Some(rest) = s.strip_prefix("s3://") {
-        let bucket = rest.split('/').next().unwrap_or("");
-        if bucket.is_empty() {
-            return Err(format!("{s:?} has no bucket: write s3://bucket/prefix"));
-        }
-        let ok = (3..=63).contains(&bucket.len())
-            && bucket
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-        if !ok {
-            return Err(format!(
-                "invalid S3 bucket name {bucket:?} (3 to 63 characters: lowercase letters, digits, '-', '.')"
-            ));
-        }
-        return Ok(());
-    }
-    if let Some(path) = s.strip_prefix("file://") {
-        if !path.starts_with('/') {
-            return Err(format!(
-                "{s:?}: a file:// URL needs an absolute path (file:///dir)"
-            ));
-        }
-        return Ok(());
-    }
-    if let Some((scheme, _)) = s.split_once("://") {
-        return Err(format!(
-            "unsupported URL scheme {scheme:?} in {s:?}: use a local path or s3://bucket/prefix"
-        ));
-    }
-    Ok(())
+    crate::storage::check_location(s)
 }
 
-/// The Amplitude API root: `http://` or `https://` with a host (the emulator, a proxy).
+/// The Amplitude API root: `https://host[:port][/path]`, or `http://` (the emulator on
+/// loopback; another host only with `connection.allow_insecure_http`, checked with the
+/// rest of `[connection]`). Refused here: another scheme, user info (credentials go in
+/// `api_key` / `secret_key`), a query or fragment (a path is appended to the root), a
+/// port outside 1..=65535 or empty, path segments `.`/`..`/empty or with `%`, `\`, and
+/// any whitespace or control character — each a way for requests to go elsewhere than
+/// written.
 #[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
 #[schemars(transparent)]
 pub struct BaseUrl(String);
@@ -165,20 +139,112 @@ impl BaseUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether requests would travel as plain HTTP to a host that is not loopback.
+    pub fn is_insecure(&self) -> bool {
+        match self.0.strip_prefix("http://") {
+            Some(rest) => !crate::amplitude::is_loopback_host(host_of(authority_of(rest))),
+            None => false,
+        }
+    }
+}
+
+/// `host[:port]` of what follows `scheme://`.
+fn authority_of(rest: &str) -> &str {
+    rest.split(['/', '?', '#']).next().unwrap_or("")
+}
+
+/// The host of an authority (brackets kept for IPv6).
+fn host_of(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
 }
 
 impl TryFrom<String> for BaseUrl {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let rest = s
-            .strip_prefix("http://")
-            .or_else(|| s.strip_prefix("https://"))
-            .ok_or_else(|| format!("base_url {s:?} must start with http:// or https://"))?;
-        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-        if host.is_empty() || host.contains('@') || rest.contains(char::is_whitespace) {
-            return Err(format!(
-                "base_url {s:?} needs a host (like http://127.0.0.1:8080) and no user info"
-            ));
+        let shown = crate::text::escape(&s).into_owned();
+        let bad = |why: &str| Err(format!("base_url \"{shown}\" {why}"));
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad("holds whitespace or a control character");
+        }
+        let Some(rest) = s
+            .strip_prefix("https://")
+            .or_else(|| s.strip_prefix("http://"))
+        else {
+            return bad(
+                "must start with http:// or https:// (lowercase; http:// is for a loopback host such as the emulator's)",
+            );
+        };
+        if s.contains('?') {
+            return bad(
+                "must not have a query (?...): it is the root the API paths are appended to",
+            );
+        }
+        if s.contains('#') {
+            return bad("must not have a fragment (#...)");
+        }
+        let authority = authority_of(rest);
+        if authority.contains('@') {
+            return bad("must not hold user info (user@host): set connection.api_key / secret_key");
+        }
+        let host = host_of(authority);
+        if host.is_empty() || host == "[]" {
+            return bad("needs a host, like https://amplitude.com or http://127.0.0.1:8080");
+        }
+        let host_ok = match host.strip_prefix('[') {
+            Some(v6) => v6
+                .strip_suffix(']')
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+            None => host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')),
+        };
+        if !host_ok {
+            return bad(
+                "has a host with a character other than letters, digits, '.' and '-' (or an IPv6 address in brackets)",
+            );
+        }
+        if let Some(port) = authority[host.len()..].strip_prefix(':') {
+            let ok = !port.is_empty()
+                && port.len() <= 5
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u32>().is_ok_and(|p| (1..=65_535).contains(&p));
+            if !ok {
+                return bad(&format!(
+                    "has the port {:?}: a port is 1..=65535",
+                    crate::text::escape(port)
+                ));
+            }
+        } else if authority.len() != host.len() {
+            return bad("has text after the host that is not a :port");
+        }
+        let path = &rest[authority.len()..];
+        let path = path.strip_suffix('/').unwrap_or(path);
+        if !path.is_empty() {
+            let segments_ok = path.strip_prefix('/').is_some_and(|p| {
+                p.split('/').all(|seg| {
+                    !seg.is_empty()
+                        && seg != "."
+                        && seg != ".."
+                        && seg.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+                        })
+                })
+            });
+            if !segments_ok {
+                return bad(
+                    "has a path with an empty, '.' or '..' segment or a character other than letters, digits, '-', '_', '.', '~' (a path is taken as written)",
+                );
+            }
+        }
+        if reqwest::Url::parse(&s).is_err() {
+            return bad("is not a valid URL");
         }
         Ok(BaseUrl(s.trim_end_matches('/').to_string()))
     }
@@ -338,7 +404,44 @@ mod tests {
     fn base_urls() {
         let b = BaseUrl::try_from("http://127.0.0.1:8080/".to_string()).expect("url");
         assert_eq!(b.as_str(), "http://127.0.0.1:8080");
-        for bad in ["127.0.0.1:8080", "ftp://x", "http://", "https://u:p@host"] {
+        assert!(!b.is_insecure());
+        for ok in [
+            "https://amplitude.com",
+            "https://proxy.example:8443/amplitude/v1/",
+            "http://localhost:1",
+            "http://[::1]:65535",
+        ] {
+            let b = BaseUrl::try_from(ok.to_string()).expect(ok);
+            assert!(!b.is_insecure(), "{ok}");
+        }
+        let proxy = BaseUrl::try_from("http://some-proxy.example:8080".to_string()).expect("http");
+        assert!(proxy.is_insecure());
+        for bad in [
+            "127.0.0.1:8080",
+            "ftp://x",
+            "http://",
+            "https://u:p@host",
+            "https://host@evil.example",
+            "http://h:99999",
+            "http://h:0",
+            "http://h:",
+            "http://h:80x",
+            "https://h/?x=1",
+            "https://h?x=1",
+            "https://h#frag",
+            "https://h/a/../b",
+            "https://h/./b",
+            "https://h//b",
+            "https://h/a%2F..",
+            "https://h/a\\b",
+            "https://h/a b",
+            "https://h\x1b/x",
+            " https://h",
+            "HTTPS://h",
+            "https://[::1",
+            "https://amplitude.com\\..\\x",
+            "https://h_x.example",
+        ] {
             assert!(BaseUrl::try_from(bad.to_string()).is_err(), "{bad}");
         }
     }

@@ -82,14 +82,36 @@ impl EmulatorConfig {
     }
 }
 
-/// `d * factor`, saturating, with a non-positive or invalid factor treated as 1.
+/// Longest duration a fixture or flag may give (in Amplitude seconds): a year.
+pub const MAX_SETTING_SECS: f64 = 31_536_000.0;
+/// Largest time scale accepted.
+pub const MAX_TIME_SCALE: f64 = 1_000.0;
+
+/// A duration setting in seconds, `0..=MAX_SETTING_SECS`; the error says the range.
+pub fn setting_secs(value: f64) -> Result<Duration, String> {
+    if !(value.is_finite() && (0.0..=MAX_SETTING_SECS).contains(&value)) {
+        return Err(format!(
+            "must be a number of seconds in 0..={MAX_SETTING_SECS}, not {value}"
+        ));
+    }
+    Duration::try_from_secs_f64(value).map_err(|e| e.to_string())
+}
+
+/// Longest scaled duration: a hundred years, so that `now + d` never leaves the clock's
+/// range whatever a fixture or flag says.
+pub const MAX_SCALED: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `d * factor`, saturating at [`MAX_SCALED`], with a non-positive or invalid factor
+/// treated as 1.
 pub fn scale(d: Duration, factor: f64) -> Duration {
     let factor = if factor.is_finite() && factor > 0.0 {
         factor
     } else {
         1.0
     };
-    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor)
+        .unwrap_or(MAX_SCALED)
+        .min(MAX_SCALED)
 }
 
 /// One Amplitude project: its credentials, usage so far this month, and cohorts.

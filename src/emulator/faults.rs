@@ -1,8 +1,8 @@
 //! Fault injection: rules that target a path substring, fire `count` times, then disarm.
 //! Armed from the config, the `--fault KIND:PATH:COUNT` flag or `POST /_emulator/faults`.
 //! The flag arms a rule with every optional field at its default; JSON and fixtures may
-//! set `status`, `retry_after_secs`, `after_bytes`, `body` and `delay_secs`, each only on
-//! the kinds that use it.
+//! set `status`, `retry_after_secs`, `after_bytes`, `body`, `delay_secs` and
+//! `chunk_bytes`, each only on the kinds that use it.
 
 use std::sync::Mutex;
 
@@ -39,6 +39,10 @@ pub enum FaultKind {
     /// Handle the request normally, then hold the answer `delay_secs` (default
     /// [`DEFAULT_STALL_SECS`], scaled) before sending it.
     Stall,
+    /// Send a 200 body in pieces of `chunk_bytes` (default [`DEFAULT_TRICKLE_BYTES`]) with
+    /// a pause of `delay_secs` (default [`DEFAULT_TRICKLE_SECS`], scaled) before each: a
+    /// server that is never silent long enough for a read timeout, yet never done.
+    Trickle,
 }
 
 /// The body a `body` fault sends when the rule sets none.
@@ -47,6 +51,12 @@ pub const DEFAULT_BODY: &str = "<html><body>Error</body></html>";
 pub const DEFAULT_UNKNOWN_STATUS: &str = "JOB CANCELLED";
 /// How long a `stall` fault holds the answer when the rule sets no `delay_secs`.
 pub const DEFAULT_STALL_SECS: f64 = 30.0;
+/// The pause before each piece of a `trickle` body when the rule sets no `delay_secs`.
+pub const DEFAULT_TRICKLE_SECS: f64 = 2.0;
+/// The piece size of a `trickle` body when the rule sets no `chunk_bytes`.
+pub const DEFAULT_TRICKLE_BYTES: u64 = 64;
+/// Longest delay or Retry-After a rule may set, in Amplitude seconds (a day).
+pub const MAX_FAULT_SECS: f64 = 86_400.0;
 
 impl FaultKind {
     pub fn parse(s: &str) -> Option<FaultKind> {
@@ -84,9 +94,13 @@ pub struct FaultRule {
     /// `body`: the replacement body; `unknown_status`: the async status reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
-    /// `stall`: how long the answer is held, in Amplitude seconds (scaled).
+    /// `stall`: how long the answer is held; `trickle`: the pause before each piece; in
+    /// Amplitude seconds (scaled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_secs: Option<f64>,
+    /// `trickle`: bytes per piece (≥ 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_bytes: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -104,6 +118,7 @@ impl FaultRule {
             after_bytes: None,
             body: None,
             delay_secs: None,
+            chunk_bytes: None,
         }
     }
 
@@ -114,8 +129,8 @@ impl FaultRule {
         let kind = FaultKind::parse(kind_text).ok_or_else(|| {
             format!(
                 "unknown fault kind {kind_text:?}: use server_error, client_error, \
-                 not_found, rate_limit, reset, truncate, body, stall, slow_job, job_failed, \
-                 unknown_status or expired_link"
+                 not_found, rate_limit, reset, truncate, body, stall, trickle, slow_job, \
+                 job_failed, unknown_status or expired_link"
             )
         })?;
         let path = parts.next().unwrap_or_default();
@@ -144,8 +159,15 @@ impl FaultRule {
         if self.body.is_some() && !matches!(self.kind, FaultKind::Body | FaultKind::UnknownStatus) {
             return Err(self.unused("body"));
         }
-        if self.delay_secs.is_some() && self.kind != FaultKind::Stall {
+        if self.delay_secs.is_some() && !matches!(self.kind, FaultKind::Stall | FaultKind::Trickle)
+        {
             return Err(self.unused("delay_secs"));
+        }
+        if self.chunk_bytes.is_some() && self.kind != FaultKind::Trickle {
+            return Err(self.unused("chunk_bytes"));
+        }
+        if self.chunk_bytes == Some(0) {
+            return Err("chunk_bytes must be at least 1".into());
         }
         non_negative_secs("delay_secs", self.delay_secs)
     }
@@ -174,9 +196,9 @@ impl FaultRule {
 
 fn non_negative_secs(field: &str, value: Option<f64>) -> Result<(), String> {
     match value {
-        Some(v) if !(v.is_finite() && v >= 0.0) => {
-            Err(format!("{field} must be a non-negative number"))
-        }
+        Some(v) if !(v.is_finite() && (0.0..=MAX_FAULT_SECS).contains(&v)) => Err(format!(
+            "{field} must be a number of seconds in 0..={MAX_FAULT_SECS}"
+        )),
         _ => Ok(()),
     }
 }
@@ -349,6 +371,19 @@ mod tests {
         assert!(delay(FaultKind::Stall, -1.0).validate().is_err());
         assert!(delay(FaultKind::Stall, f64::NAN).validate().is_err());
         assert!(delay(FaultKind::SlowJob, 1.0).validate().is_err());
+        assert!(delay(FaultKind::Stall, 1e300).validate().is_err());
+        assert_eq!(delay(FaultKind::Trickle, 2.0).validate(), Ok(()));
+        let chunk = |kind, n| FaultRule {
+            chunk_bytes: Some(n),
+            ..FaultRule::new(kind, "", 1)
+        };
+        assert_eq!(chunk(FaultKind::Trickle, 16).validate(), Ok(()));
+        assert!(chunk(FaultKind::Trickle, 0).validate().is_err());
+        assert!(chunk(FaultKind::Body, 16).validate().is_err());
+        assert_eq!(
+            FaultRule::parse_flag("trickle:/file:1").map(|r| r.kind),
+            Ok(FaultKind::Trickle)
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::config::{AppSpec, CohortSpec, EmulatorConfig};
+use super::config::{AppSpec, CohortSpec, EmulatorConfig, MAX_TIME_SCALE, setting_secs};
 use super::faults::FaultRule;
 use crate::config::ConfigError;
 
@@ -83,8 +83,11 @@ pub fn parse(path: &Path, text: &str) -> Result<EmulatorConfig, ConfigError> {
         |span: std::ops::Range<usize>, msg: String| ConfigError::at(path, text, Some(span), msg);
     let mut config = EmulatorConfig::default();
     if let Some(s) = file.time_scale {
-        if !(s.get_ref().is_finite() && *s.get_ref() > 0.0) {
-            return Err(at(s.span(), "time_scale must be a positive number".into()));
+        if !(s.get_ref().is_finite() && *s.get_ref() > 0.0 && *s.get_ref() <= MAX_TIME_SCALE) {
+            return Err(at(
+                s.span(),
+                format!("time_scale must be a positive number up to {MAX_TIME_SCALE}"),
+            ));
         }
         config.time_scale = *s.get_ref();
     }
@@ -155,8 +158,7 @@ pub fn parse(path: &Path, text: &str) -> Result<EmulatorConfig, ConfigError> {
 }
 
 fn seconds(s: &Spanned<f64>) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(*s.get_ref())
-        .map_err(|_| "must be a non-negative number of seconds".to_string())
+    setting_secs(*s.get_ref())
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! The middlewares that apply armed faults to API and presigned requests.
 //!
 //! [`inject`] answers a 5xx, 4xx, 404 or 429 instead of the handler, replaces a 200 body
-//! (`body`), or cuts a 200 body short (`reset`: no length, connection aborted; `truncate`:
-//! `Content-Length` of the whole body, fewer bytes, then closed). A cut body is buffered
-//! first, so aim these faults at files of test size.
+//! (`body`), cuts a 200 body short (`reset`: no length, connection aborted; `truncate`:
+//! `Content-Length` of the whole body, fewer bytes, then closed), or sends it slowly
+//! (`trickle`: pieces of `chunk_bytes` with a scaled pause of `delay_secs` before each).
+//! A cut or trickled body is buffered first, so aim these faults at files of test size.
 //!
 //! [`stall`] wraps the request log: the request is handled (and logged with its status)
 //! as usual, then the answer is held before it is sent, so a client that times out meets
@@ -23,7 +24,10 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::errors::{api_error, not_found, rate_limited};
-use super::faults::{DEFAULT_BODY, DEFAULT_STALL_SECS, FaultKind, FaultRule};
+use super::faults::{
+    DEFAULT_BODY, DEFAULT_STALL_SECS, DEFAULT_TRICKLE_BYTES, DEFAULT_TRICKLE_SECS, FaultKind,
+    FaultRule,
+};
 use super::state::Shared;
 
 /// Faults answered instead of the handler.
@@ -34,7 +38,12 @@ const REFUSALS: [FaultKind; 4] = [
     FaultKind::RateLimit,
 ];
 /// Faults applied to a 200 answer of the handler.
-const REWRITES: [FaultKind; 3] = [FaultKind::Reset, FaultKind::Truncate, FaultKind::Body];
+const REWRITES: [FaultKind; 4] = [
+    FaultKind::Reset,
+    FaultKind::Truncate,
+    FaultKind::Body,
+    FaultKind::Trickle,
+];
 /// Time between the last bytes sent and the cut.
 const FLUSH_PAUSE: Duration = Duration::from_millis(50);
 
@@ -55,6 +64,7 @@ pub async fn inject(State(shared): State<Arc<Shared>>, req: Request, next: Next)
     }
     match shared.faults.take(&REWRITES, &path) {
         Some(rule) if rule.kind == FaultKind::Body => replace_body(resp, &rule),
+        Some(rule) if rule.kind == FaultKind::Trickle => trickle_body(&shared, resp, &rule).await,
         Some(rule) => cut_body(resp, &rule).await,
         None => resp,
     }
@@ -136,6 +146,32 @@ fn replace_body(resp: Response, rule: &FaultRule) -> Response {
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
     Response::from_parts(parts, Body::from(text))
+}
+
+/// The answer's body sent in pieces of `chunk_bytes`, each after a pause of `delay_secs`
+/// (scaled); headers kept (its `Content-Length` is honest: every byte is sent).
+async fn trickle_body(shared: &Shared, resp: Response, rule: &FaultRule) -> Response {
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let piece = usize::try_from(rule.chunk_bytes.unwrap_or(DEFAULT_TRICKLE_BYTES))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let secs = rule.delay_secs.unwrap_or(DEFAULT_TRICKLE_SECS);
+    let pause = shared.scaled(Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO));
+    let pieces = futures::stream::unfold(0usize, move |at| {
+        let bytes = bytes.clone();
+        async move {
+            if at >= bytes.len() {
+                return None;
+            }
+            tokio::time::sleep(pause).await;
+            let end = at.saturating_add(piece).min(bytes.len());
+            Some((Ok::<Bytes, io::Error>(bytes.slice(at..end)), end))
+        }
+    });
+    Response::from_parts(parts, Body::from_stream(pieces))
 }
 
 async fn cut_body(resp: Response, rule: &FaultRule) -> Response {

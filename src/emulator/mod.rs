@@ -105,9 +105,13 @@ impl Drop for RunningEmulator {
 }
 
 fn validate(config: &EmulatorConfig) -> Result<(), EmulatorError> {
-    if !(config.time_scale.is_finite() && config.time_scale > 0.0) {
+    if !(config.time_scale.is_finite()
+        && config.time_scale > 0.0
+        && config.time_scale <= config::MAX_TIME_SCALE)
+    {
         return Err(EmulatorError::Config(format!(
-            "time_scale must be a positive number, got {}",
+            "time_scale must be a positive number up to {}, got {}",
+            config::MAX_TIME_SCALE,
             config.time_scale
         )));
     }

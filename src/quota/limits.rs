@@ -16,13 +16,28 @@ use super::window::SlidingWindow;
 /// `--time-scale`); 1.0 against the real API.
 pub const TIME_SCALE_ENV: &str = "COHORT_SYNC_TIME_SCALE";
 
-/// `COHORT_SYNC_TIME_SCALE` as a positive factor; 1.0 when unset or invalid.
+/// Smallest time scale taken from `COHORT_SYNC_TIME_SCALE`.
+pub const MIN_TIME_SCALE: f64 = 1e-6;
+
+/// `COHORT_SYNC_TIME_SCALE` as a factor in [`MIN_TIME_SCALE`]..=1 (a scale only speeds
+/// waits up, for tests); 1.0 when unset, unreadable or out of that range (with a warning).
 pub fn time_scale_from_env() -> f64 {
-    std::env::var(TIME_SCALE_ENV)
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .unwrap_or(1.0)
+    let Ok(text) = std::env::var(TIME_SCALE_ENV) else {
+        return 1.0;
+    };
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (MIN_TIME_SCALE..=1.0).contains(&v) => v,
+        _ => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "{TIME_SCALE_ENV}={:?} is not a number in {MIN_TIME_SCALE}..=1; using 1",
+                    crate::text::escape(&text)
+                );
+            });
+            1.0
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::amplitude::ApiError;
+use crate::amplitude::{ApiError, MAX_RETRY_AFTER};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
@@ -37,18 +37,27 @@ impl RetryPolicy {
     }
 
     /// Delay before attempt `attempt + 1` after `err` (attempt counts from 1): the server's
-    /// Retry-After when given, else exponential backoff; plus up to 25% jitter.
+    /// Retry-After when given (never more than [`MAX_RETRY_AFTER`]), else exponential
+    /// backoff; plus up to 25% jitter. Never panics, whatever the settings.
     pub fn delay(&self, attempt: u32, err: &ApiError) -> Duration {
-        let backoff = self
-            .base_delay
-            .mul_f64(self.time_scale)
+        let scale = |d: Duration| {
+            let f = if self.time_scale.is_finite() && self.time_scale > 0.0 {
+                self.time_scale
+            } else {
+                1.0
+            };
+            Duration::try_from_secs_f64(d.as_secs_f64() * f)
+                .unwrap_or(MAX_RETRY_AFTER)
+                .min(MAX_RETRY_AFTER)
+        };
+        let backoff = scale(self.base_delay)
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.max_delay.mul_f64(self.time_scale));
+            .min(scale(self.max_delay));
         let base = match err {
             ApiError::RateLimited {
                 retry_after: Some(d),
                 ..
-            } => *d,
+            } => (*d).min(MAX_RETRY_AFTER),
             _ => backoff,
         };
         base + base.mul_f64(fastrand::f64() * 0.25)

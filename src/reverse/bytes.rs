@@ -28,6 +28,7 @@ pub enum FileRef {
 impl FileRef {
     /// Resolves `url`; relative local paths are taken relative to `base_dir`.
     pub fn parse(url: &str, base_dir: &FsPath) -> Result<FileRef, String> {
+        storage::check_location(url)?;
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, key) = rest
                 .split_once('/')

@@ -244,10 +244,11 @@ async fn run_steps(
 /// The client, the state, and the target: an existing cohort, one this pipeline created
 /// earlier, or one to create.
 async fn open(pipeline: &Pipeline, spec: &ReverseSpec, ctx: &RunContext) -> Result<Setup, Failure> {
-    let conn = pipeline
+    let mut conn = pipeline
         .connection
         .resolve()
         .map_err(|e| Failure::usage(e.to_string()))?;
+    conn.options.transfer = pipeline.download.transfer_limits(ctx.time_scale);
     let client = ctx.client(conn.options, &conn.app_key).map_err(failed)?;
     let state_loc = storage::open(pipeline.state.url.as_str(), &ctx.base_dir).map_err(failed)?;
     let state = StateStore::new(state_loc, &pipeline.name);

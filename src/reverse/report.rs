@@ -158,19 +158,20 @@ impl ReverseReport {
         }
     }
 
-    /// The human summary (also logged).
+    /// The human summary (also logged). Every value from a file or a server is escaped
+    /// ([`crate::text::escape`]): one line per line, no control character.
     pub fn render(&self, error: Option<&str>) -> String {
         let mut out = Vec::new();
         let target = match (&self.target.cohort_id, &self.target.name) {
-            (Some(id), Some(name)) => format!("cohort {id} ({name})"),
-            (Some(id), None) => format!("cohort {id}"),
+            (Some(id), Some(name)) => format!("cohort {} ({})", esc(id), esc(name)),
+            (Some(id), None) => format!("cohort {}", esc(id)),
             (None, Some(name)) => format!("new cohort {name:?}"),
             (None, None) => "the cohort".to_string(),
         };
         if let Some(s) = &self.source {
             out.push(format!(
                 "source {}: {} rows, {} distinct ids ({} blank, {} duplicate)",
-                s.url,
+                esc(&s.url),
                 num(s.rows),
                 num(s.ids),
                 num(s.blank),
@@ -184,12 +185,12 @@ impl ReverseReport {
                 }
                 BaselineUsed::Download => format!(
                     "download of request {} ({} members)",
-                    b.request_id.as_deref().unwrap_or("?"),
+                    esc(b.request_id.as_deref().unwrap_or("?")),
                     num(b.rows - b.members_without_id)
                 ),
                 BaselineUsed::None => "none".to_string(),
             };
-            out.push(format!("baseline: {what} — {}", b.reason));
+            out.push(format!("baseline: {what} — {}", esc(&b.reason)));
             if b.members_without_id > 0 {
                 out.push(format!(
                     "  {} members have no {} and cannot be matched",
@@ -230,26 +231,31 @@ impl ReverseReport {
             )),
         }
         if !self.samples.add.is_empty() {
-            out.push(format!("  add e.g.: {}", self.samples.add.join(", ")));
+            out.push(format!("  add e.g.: {}", esc(&self.samples.add.join(", "))));
         }
         if !self.samples.remove.is_empty() {
-            out.push(format!("  remove e.g.: {}", self.samples.remove.join(", ")));
+            out.push(format!(
+                "  remove e.g.: {}",
+                esc(&self.samples.remove.join(", "))
+            ));
         }
         for (what, at) in &self.lists {
-            out.push(format!("  full {what} list: {at}"));
+            out.push(format!("  full {} list: {}", esc(what), esc(at)));
         }
         if let Some(g) = &self.guard {
             match g.decision {
                 Decision::Pass => {}
-                Decision::Refused => out.push(format!("guard: REFUSED — {}", g.reasons.join("; "))),
+                Decision::Refused => {
+                    out.push(format!("guard: REFUSED — {}", esc(&g.reasons.join("; "))))
+                }
                 Decision::Forced => out.push(format!(
                     "guard: over the limits, applied because of --force — {}",
-                    g.reasons.join("; ")
+                    esc(&g.reasons.join("; "))
                 )),
             }
         }
         for w in &self.warnings {
-            out.push(format!("warning: {w}"));
+            out.push(format!("warning: {}", esc(w)));
         }
         if let Some(p) = &self.superseded {
             out.push(format!(
@@ -259,10 +265,10 @@ impl ReverseReport {
                 } else {
                     "a run supersedes"
                 },
-                p.planned_by,
+                esc(&p.planned_by),
                 p.calls_left,
-                p.journal,
-                p.reason
+                esc(&p.journal),
+                esc(&p.reason)
             ));
         }
         if let Some(j) = &self.journal
@@ -270,7 +276,10 @@ impl ReverseReport {
         {
             out.push(format!(
                 "resumed the plan of run {} ({} of {} calls were applied before; journal {})",
-                j.planned_by, j.applied_before, j.chunks, j.location
+                esc(&j.planned_by),
+                j.applied_before,
+                j.chunks,
+                esc(&j.location)
             ));
         }
         if !self.calls.is_empty() {
@@ -300,11 +309,11 @@ impl ReverseReport {
             out.push(format!(
                 "Amplitude skipped {} ids, e.g. {}",
                 num(self.skipped_ids.count),
-                self.skipped_ids.sample.join(", ")
+                esc(&self.skipped_ids.sample.join(", "))
             ));
         }
         if let Some(e) = error {
-            out.push(format!("error: {e}"));
+            out.push(format!("error: {}", esc(e)));
         } else {
             out.push(format!("outcome: {}", self.outcome));
         }
@@ -317,6 +326,10 @@ impl ReverseReport {
             .find(|c| c.op == ChunkOp::Upload)
             .map_or(crate::config::MAX_CHUNK_SIZE, |c| c.ids)
     }
+}
+
+fn esc(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::text::escape(text)
 }
 
 /// `1234567` → `1,234,567`.

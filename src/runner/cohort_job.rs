@@ -66,6 +66,9 @@ pub struct CohortJob {
     pub stop: CancellationToken,
     /// The app's monthly quota ledger (every request issued or of unknown outcome).
     pub ledger: Ledger,
+    /// The run's time scale (1.0 against Amplitude): shortens the pause before asking
+    /// `/file` again.
+    pub time_scale: f64,
 }
 
 /// What one cohort's work produced.
@@ -589,7 +592,12 @@ impl CohortJob {
         for attempt in 1..=MAX_FILE_ATTEMPTS {
             out.report.file_attempts += 1;
             if attempt > 1 {
-                let pause = Duration::from_millis(500 * u64::from(attempt - 1));
+                let scale = if self.time_scale.is_finite() {
+                    self.time_scale.clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
+                let pause = Duration::from_millis(500 * u64::from(attempt - 1)).mul_f64(scale);
                 tracing::warn!(
                     cohort = %cohort.id,
                     request_id,

@@ -23,6 +23,7 @@ use super::select::{Selection, select};
 use super::staging::Staging;
 use super::usage::read_usage;
 use crate::amplitude::ClientOptions;
+use crate::amplitude::ids::{IdRole, check_id};
 use crate::exit;
 use crate::export::ConvertOptions;
 use crate::state::{Ledger, REQUEST_VALIDITY_DAYS, StateStore};
@@ -102,6 +103,20 @@ async fn execute_into(
         .cohorts;
     let selected = select(&cohorts, &settings.selection)
         .map_err(|e| (exit::USAGE, format!("{}: {e}", settings.file)))?;
+    // An id Amplitude's list gives that is not an id goes into no URL and no state key.
+    let (selected, bad_ids): (Vec<_>, Vec<_>) = selected
+        .into_iter()
+        .partition(|s| check_id(IdRole::Cohort, &s.cohort.id).is_ok());
+    for bad in &bad_ids {
+        let c = &bad.cohort;
+        let why = check_id(IdRole::Cohort, &c.id).err().unwrap_or_default();
+        tracing::error!(pipeline = %settings.name, "the cohort list names a cohort with an unusable id: {why}");
+        let mut r = CohortReport::new(&c.id, &c.name, Outcome::Failed);
+        r.detail = Some(format!(
+            "Amplitude's cohort list gave an unusable id; nothing was requested: {why}"
+        ));
+        report.cohorts.push(r);
+    }
     let state_location = storage::open(&settings.state_url, &ctx.base_dir)
         .map_err(|e| (exit::USAGE, format!("state url: {e}")))?;
     let ledger = Ledger::new(
@@ -123,6 +138,9 @@ async fn execute_into(
 
     if !ctx.mode.applies() {
         fill_planned(report, &plan, ctx.started_at);
+        if report.cohorts.iter().any(|c| c.outcome == Outcome::Failed) {
+            report.exit_code = exit::FAILED;
+        }
         return Ok(());
     }
 
@@ -147,6 +165,7 @@ async fn execute_into(
         shared_requests: Arc::clone(&ctx.shared_requests),
         stop: ctx.stop.clone(),
         ledger,
+        time_scale: ctx.time_scale,
     });
 
     let mut order = Vec::new();

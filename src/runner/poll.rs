@@ -38,13 +38,16 @@ pub enum PollError {
 
 impl PollError {
     /// Whether Amplitude says the request is unusable: it failed (`JOB FAILED`), reports
-    /// a status nobody documents, or does not know the request id (404). Polling it again
-    /// cannot help; a new request can.
+    /// a status nobody documents, or does not know the request id (404) — or the id (kept
+    /// in the state) is not one of Amplitude's. Polling it again cannot help; a new
+    /// request can.
     pub fn request_unusable(&self) -> bool {
         matches!(
             self,
             PollError::Api {
-                source: ApiError::NotFound { .. } | ApiError::Unexpected { .. },
+                source: ApiError::NotFound { .. }
+                    | ApiError::Unexpected { .. }
+                    | ApiError::BadId { .. },
                 ..
             }
         )
