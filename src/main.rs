@@ -1,5 +1,6 @@
 //! The `cohort-sync` command line: parses arguments, calls the library, maps errors to the
-//! exit codes of the CLI contract (0 done, 1 failed, 2 bad usage/config, 3 stopped by quota).
+//! exit codes of the CLI contract (0 done, 1 failed, 2 bad usage/config, 3 stopped by quota;
+//! `run` stopped by SIGINT / SIGTERM: 130 / 143).
 
 mod cli;
 
