@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: all build demo test lint venv bench schema clean
+.PHONY: all build demo test lint venv bench schema fuzz clean
 
 all: build
 
@@ -36,6 +36,20 @@ bench: build venv
 # while the committed file is stale; it never writes it).
 schema:
 	$(CARGO) run --locked --quiet --example write_schema
+
+# Fuzzes each target for FUZZ_SECONDS (default 60). Needs a nightly toolchain and
+# cargo-fuzz (`rustup toolchain install nightly && cargo install cargo-fuzz`). Inputs
+# found grow fuzz/corpus/<target>/ (not committed); a crash lands in
+# fuzz/artifacts/<target>/ and stops the run: fix it, then keep the input in
+# fuzz/regressions/<target>/, which `make test` replays on stable (tests/fuzz_regressions.rs).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := csv_to_arrow reverse_source pipeline api_answers
+fuzz:
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t && \
+	  $(CARGO) +nightly fuzz run $$t corpus/$$t regressions/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -max_len=65536 || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

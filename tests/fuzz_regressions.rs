@@ -1,0 +1,43 @@
+//! Replays every input kept in `fuzz/regressions/<target>/` — the crashes `make fuzz` found
+//! (fixed since) and a few seeds — through the fuzz targets' own entry points
+//! (`fuzz/entries.rs`), on stable Rust: none may panic. Add a file to add a case.
+
+#[path = "../fuzz/entries.rs"]
+mod entries;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+/// A fuzz target's entry point.
+type Entry = fn(&[u8]);
+
+const TARGETS: &[(&str, Entry)] = &[
+    ("csv_to_arrow", entries::csv_to_arrow),
+    ("reverse_source", entries::reverse_source),
+    ("pipeline", entries::pipeline),
+    ("api_answers", entries::api_answers),
+];
+
+#[test]
+fn every_kept_fuzz_input_runs_without_panic() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let mut failed = Vec::new();
+    for (target, entry) in TARGETS {
+        let dir = root.join(target);
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "{}: no inputs kept", dir.display());
+        for file in files {
+            let data = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            if catch_unwind(AssertUnwindSafe(|| entry(&data))).is_err() {
+                failed.push(format!("{target}: {}", file.display()));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "panicked on:\n{}", failed.join("\n"));
+}
