@@ -1,12 +1,17 @@
 //! Replays every input kept in `fuzz/regressions/<target>/` — the crashes `make fuzz` found
 //! (fixed since) and a few seeds — through the fuzz targets' own entry points
-//! (`fuzz/entries.rs`), on stable Rust: none may panic. Add a file to add a case.
+//! (`fuzz/entries.rs`), on stable Rust: none may panic, not even a panic caught inside
+//! (a panic hook counts them, as libFuzzer's aborts on them). Add a file to add a case.
 
 #[path = "../fuzz/entries.rs"]
 mod entries;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
+use std::sync::Mutex;
+
+/// Messages of every panic since the hook was set, caught or not.
+static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// A fuzz target's entry point.
 type Entry = fn(&[u8]);
@@ -20,6 +25,11 @@ const TARGETS: &[(&str, Entry)] = &[
 
 #[test]
 fn every_kept_fuzz_input_runs_without_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        if let Ok(mut p) = PANICS.lock() {
+            p.push(info.to_string());
+        }
+    }));
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
     let mut failed = Vec::new();
     for (target, entry) in TARGETS {
@@ -34,8 +44,13 @@ fn every_kept_fuzz_input_runs_without_panic() {
         assert!(!files.is_empty(), "{}: no inputs kept", dir.display());
         for file in files {
             let data = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-            if catch_unwind(AssertUnwindSafe(|| entry(&data))).is_err() {
-                failed.push(format!("{target}: {}", file.display()));
+            let unwound = catch_unwind(AssertUnwindSafe(|| entry(&data))).is_err();
+            let panics: Vec<String> = PANICS
+                .lock()
+                .map(|mut p| p.drain(..).collect())
+                .unwrap_or_default();
+            if unwound || !panics.is_empty() {
+                failed.push(format!("{target}: {}: {panics:?}", file.display()));
             }
         }
     }

@@ -175,10 +175,59 @@ fn refused(column: &str, t: &DataType, kind: IdKind) -> String {
     )
 }
 
+/// Refuses metadata the Parquet reader would trip over: a column chunk whose offset or
+/// length is negative, or whose end does not fit in 64 bits (the reader asserts on the
+/// first and overflows on the second — a crafted file must fail, not crash; found by
+/// fuzzing, `fuzz/regressions/reverse_source/`).
+fn check_chunks(meta: &ParquetMetaData) -> Result<(), String> {
+    for (g, group) in meta.row_groups().iter().enumerate() {
+        for (c, chunk) in group.columns().iter().enumerate() {
+            let start = chunk
+                .dictionary_page_offset()
+                .unwrap_or_else(|| chunk.data_page_offset());
+            let len = chunk.compressed_size();
+            let offsets_ok = start >= 0
+                && chunk.data_page_offset() >= 0
+                && chunk.dictionary_page_offset().is_none_or(|d| d >= 0);
+            if !offsets_ok || len < 0 || start.checked_add(len).is_none() {
+                return Err(format!(
+                    "corrupt Parquet metadata: row group {g}, column chunk {c} has offset {start} and length {len}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Calls `sink(row, value)` for every row of `column` (rows counted from 1; `None` for
 /// nulls): strings as they are, integers in decimal. Fails before reading any row when
-/// the column's type cannot hold ids of `kind`.
+/// the column's type cannot hold ids of `kind`. A file the Parquet reader cannot decode
+/// fails with its error — and, should the reader panic on some crafted file, with that
+/// panic's message instead of ending the run (the file is untrusted input).
 pub async fn read_column<E>(
+    file: &FileRef,
+    column: &str,
+    kind: IdKind,
+    sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
+) -> Result<(), ColumnError<E>> {
+    let read = std::panic::AssertUnwindSafe(read_column_unguarded(file, column, kind, sink));
+    match read.catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(ColumnError::File(format!(
+                "the Parquet reader failed on this file ({}); is it a valid Parquet file?",
+                crate::text::escape(&why)
+            )))
+        }
+    }
+}
+
+async fn read_column_unguarded<E>(
     file: &FileRef,
     column: &str,
     kind: IdKind,
@@ -188,6 +237,7 @@ pub async fn read_column<E>(
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(|e| ColumnError::File(e.to_string()))?;
+    check_chunks(builder.metadata()).map_err(ColumnError::File)?;
     let fields = builder.schema().fields();
     let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
     let index = match names.iter().position(|n| n.trim() == column.trim()) {
