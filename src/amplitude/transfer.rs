@@ -134,15 +134,15 @@ impl<S> Guarded<S> {
                 self.received
             ));
         }
+        if self.limits.min_bytes_per_sec == 0 {
+            return None;
+        }
         if self
             .samples
             .back()
             .is_none_or(|(at, _)| self.waited.saturating_sub(*at) >= self.tick())
         {
             self.samples.push_back((self.waited, self.received));
-        }
-        if self.limits.min_bytes_per_sec == 0 {
-            return None;
         }
         // The newest sample at least a window old; older ones are no longer needed.
         let horizon = self.waited.checked_sub(self.window)?;
@@ -317,6 +317,12 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         assert_eq!(n, 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_of_zero_turns_the_check_off() {
+        let body = trickle(200, 1, Duration::from_millis(100));
+        assert_eq!(drain(guard(body, limits(3600, 0, 1), "t")).await, Ok(200));
     }
 
     #[test]
