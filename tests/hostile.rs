@@ -817,6 +817,7 @@ const ANSWERS: &[A] = &[
     ans("status_line_out_of_range", || { with(Route::List, Reply::Raw(b"HTTP/1.1 999 Whatever\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}" .to_vec())) }, "unexpected response (HTTP 999) from list cohorts"),
     ans("not_http_at_all", || with(Route::List, Reply::Raw(b"\x00\x01garbage\r\n\r\n".to_vec())), "listing cohorts: transport error"),
     ans("connection_closed", || with(Route::List, Reply::Close), "listing cohorts: transport error"),
+    A { set: SLOW, ..ans("list_trickles_forever", || with(Route::List, trickle(b"{\"cohorts\":[", b" ", Duration::from_millis(100), None)), "listing cohorts: transport error talking to list cohorts: the answer did not arrive whole within 1s (connection.read_timeout_secs)") },
     A { set: SLOW, ..ans("list_never_answers", || with(Route::List, Reply::Silence(Duration::from_secs(60))), "listing cohorts: transport error") },
     ans("list_not_json", || with(Route::List, json("200 OK", "{\"cohorts\": [")), "unexpected response (HTTP 200) from list cohorts"),
     ans("list_error_body_huge", || { with(Route::List, json("500 Internal Server Error", &"x".repeat(3_000_000))) }, "… (more than 65536 bytes)"),
