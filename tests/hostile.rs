@@ -1054,3 +1054,27 @@ async fn emulator_requests(base: &str) -> Vec<serde_json::Value> {
         .expect("json");
     v.as_array().cloned().unwrap_or_default()
 }
+
+/// `cohorts` and `usage` check `--base-url` as pipeline files check `base_url`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_base_url_flag_is_checked_like_the_pipelines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [("AMPLITUDE_API_KEY", "k"), ("AMPLITUDE_SECRET_KEY", "s")];
+    for (url, expect) in [
+        ("http://10.0.0.1:8080", "add --allow-insecure-http"),
+        ("https://amplitude.com?x=1", "must not have a query"),
+        ("https://amplitude.com:99999", "a port is 1..=65535"),
+        (
+            "https://key:secret@amplitude.com",
+            "must not hold user info",
+        ),
+        ("https://amplitude.com/a/../b", "'..' segment"),
+    ] {
+        for command in ["cohorts", "usage"] {
+            let ran = cli(dir.path(), &[command, "--base-url", url], &env)
+                .await
+                .expect("ran");
+            common_checks(url, &ran, 2, expect).unwrap_or_else(|e| panic!("{command}: {e}"));
+        }
+    }
+}
