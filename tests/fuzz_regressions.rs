@@ -16,7 +16,10 @@ use std::sync::Mutex;
 /// Messages of every panic since the hook was set, caught or not.
 static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz target's entry point.
+type Entry = fn(&[u8]);
+
+const TARGETS: &[(&str, Entry)] = &[
     ("csv_to_arrow", entries::csv_to_arrow),
     ("reverse_source", entries::reverse_source),
     ("pipeline", entries::pipeline),
