@@ -113,6 +113,9 @@ pub fn reverse_source(data: &[u8]) {
     use object_store::memory::InMemory;
     use object_store::path::Path as KeyPath;
 
+    // The parquet crate panics on some malformed pages; `read_column` catches those and
+    // the hook keeps them quiet (`cohort_sync::panics`). Any other panic still aborts.
+    cohort_sync::panics::install();
     let Some((&flags, body)) = data.split_first() else {
         return;
     };

@@ -7,6 +7,7 @@ pub mod emulator;
 pub mod exit;
 pub mod export;
 pub mod memory;
+pub mod panics;
 pub mod quota;
 pub mod reverse;
 pub mod runner;

@@ -44,6 +44,7 @@ enum Command {
 
 fn main() -> ExitCode {
     cohort_sync::memory::configure_allocator();
+    cohort_sync::panics::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -1,7 +1,10 @@
 //! Replays every input kept in `fuzz/regressions/<target>/` — the crashes `make fuzz` found
 //! (fixed since) and a few seeds — through the fuzz targets' own entry points
-//! (`fuzz/entries.rs`), on stable Rust: none may panic, not even a panic caught inside
-//! (a panic hook counts them, as libFuzzer's aborts on them). Add a file to add a case.
+//! (`fuzz/entries.rs`), on stable Rust: no panic may escape, and none may happen in our
+//! code even when caught (a panic hook counts them, as libFuzzer's aborts on them). The
+//! one exception is a panic of the parquet crate's decoder on a malformed page, which
+//! `reverse::parquet_ids` catches and reports as an error (`cohort_sync::panics`). Add a
+//! file to add a case.
 
 #[path = "../fuzz/entries.rs"]
 mod entries;

@@ -105,6 +105,8 @@ pub struct AmplitudeClient {
     limits: Option<Arc<AppLimits>>,
     retry: RetryPolicy,
     transfer: TransferLimits,
+    /// Longest time reading an answer's body once its headers arrived.
+    answer_deadline: Duration,
     /// Cancelled when the run stops: waits for a rate-limit slot or a retry end at once
     /// (a call already sent is left to finish).
     stop: Option<CancellationToken>,
@@ -131,6 +133,7 @@ impl AmplitudeClient {
                 ..RetryPolicy::default()
             },
             transfer: options.transfer,
+            answer_deadline: at_most(options.read_timeout, 86_400).max(Duration::from_secs(1)),
             stop: None,
         })
     }
@@ -193,7 +196,14 @@ impl AmplitudeClient {
                     rb = rb.query(&[("includeSyncInfo", "true")]);
                 }
                 let resp = self.send("list cohorts", rb).await?;
-                expect_json(resp, "list cohorts", "cohort list", &[StatusCode::OK]).await
+                expect_json(
+                    self.answer_deadline,
+                    resp,
+                    "list cohorts",
+                    "cohort list",
+                    &[StatusCode::OK],
+                )
+                .await
             })
             .await
     }
@@ -233,6 +243,7 @@ impl AmplitudeClient {
                     }
                     let resp = self.send("request cohort", rb).await?;
                     let answer: Result<CohortRequest, ApiError> = expect_json(
+                        self.answer_deadline,
                         resp,
                         "request cohort",
                         &what,
@@ -277,6 +288,7 @@ impl AmplitudeClient {
                 let resp = self.send("request status", rb).await?;
                 let status = resp.status();
                 let parsed: RequestStatus = expect_json(
+                    self.answer_deadline,
                     resp,
                     "request status",
                     &what,
@@ -327,7 +339,9 @@ impl AmplitudeClient {
         drop(permit);
         if !status.is_redirection() {
             let what = format!("request {request_id}");
-            return Err(error_from_response(resp, "download file", &what).await);
+            return Err(
+                error_from_response(self.answer_deadline, resp, "download file", &what).await,
+            );
         }
         let location = resp
             .headers()
@@ -387,7 +401,13 @@ impl AmplitudeClient {
                 status: status.as_u16(),
             });
         }
-        Err(error_from_response(resp, "presigned download", "download link").await)
+        Err(error_from_response(
+            self.answer_deadline,
+            resp,
+            "presigned download",
+            "download link",
+        )
+        .await)
     }
 
     /// Decides what a 429 to the quota-spending request means, by the numbers rather than
@@ -415,7 +435,14 @@ impl AmplitudeClient {
     pub async fn usage(&self) -> Result<RestDownloadUsage, ApiError> {
         let rb = self.authed(Method::GET, "/api/3/cohorts/usage");
         let resp = self.send("usage", rb).await?;
-        let parsed: UsageResponse = expect_json(resp, "usage", "usage", &[StatusCode::OK]).await?;
+        let parsed: UsageResponse = expect_json(
+            self.answer_deadline,
+            resp,
+            "usage",
+            "usage",
+            &[StatusCode::OK],
+        )
+        .await?;
         Ok(parsed.rest_download)
     }
 
@@ -438,6 +465,7 @@ impl AmplitudeClient {
                     .json(body);
                 let resp = self.send("upload", rb).await?;
                 let answer: UploadResponse = expect_json(
+                    self.answer_deadline,
                     resp,
                     "upload",
                     &what,
@@ -475,7 +503,14 @@ impl AmplitudeClient {
                         .authed(Method::POST, "/api/3/cohorts/membership")
                         .json(body);
                     let resp = self.send("membership", rb).await?;
-                    expect_json(resp, "membership", &what, &[StatusCode::OK]).await
+                    expect_json(
+                        self.answer_deadline,
+                        resp,
+                        "membership",
+                        &what,
+                        &[StatusCode::OK],
+                    )
+                    .await
                 },
             )
             .await
@@ -596,6 +631,7 @@ fn into_download(
 /// Reads a JSON answer with one of the expected statuses, or turns the response into
 /// the matching typed error.
 async fn expect_json<T: DeserializeOwned>(
+    deadline: Duration,
     resp: Response,
     endpoint: &str,
     what: &str,
@@ -603,9 +639,9 @@ async fn expect_json<T: DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let status = resp.status();
     if !ok.contains(&status) {
-        return Err(error_from_response(resp, endpoint, what).await);
+        return Err(error_from_response(deadline, resp, endpoint, what).await);
     }
-    let text = read_text(resp, MAX_ANSWER_BYTES, endpoint).await?;
+    let text = read_text(resp, MAX_ANSWER_BYTES, endpoint, deadline).await?;
     serde_json::from_str(&text).map_err(|e| ApiError::Unexpected {
         status: status.as_u16(),
         endpoint: endpoint.to_string(),
@@ -614,7 +650,12 @@ async fn expect_json<T: DeserializeOwned>(
 }
 
 /// Maps an error status (and Amplitude's error JSON, when present) to a typed error.
-pub(crate) async fn error_from_response(resp: Response, endpoint: &str, what: &str) -> ApiError {
+pub(crate) async fn error_from_response(
+    deadline: Duration,
+    resp: Response,
+    endpoint: &str,
+    what: &str,
+) -> ApiError {
     let status = resp.status();
     let header = resp
         .headers()
@@ -623,7 +664,7 @@ pub(crate) async fn error_from_response(resp: Response, endpoint: &str, what: &s
     let retry_after = header
         .as_deref()
         .and_then(|h| parse_retry_after(h, chrono::Utc::now()));
-    let text = match read_text(resp, MAX_ERROR_BYTES, endpoint).await {
+    let text = match read_text(resp, MAX_ERROR_BYTES, endpoint, deadline).await {
         Ok(t) => t,
         Err(e) => return e,
     };
@@ -642,16 +683,36 @@ pub(crate) async fn error_from_response(resp: Response, endpoint: &str, what: &s
     }
 }
 
-/// The body as text (invalid UTF-8 replaced), read up to `limit` bytes: the rest is
-/// dropped unread, noted by `… (more than N bytes)`.
-async fn read_text(mut resp: Response, limit: usize, endpoint: &str) -> Result<String, ApiError> {
+/// The body as text (invalid UTF-8 replaced), read up to `limit` bytes (the rest is
+/// dropped unread, noted by `… (more than N bytes)`) and within `deadline` (an answer
+/// that trickles in is a transport error, retried where the call may be).
+async fn read_text(
+    mut resp: Response,
+    limit: usize,
+    endpoint: &str,
+    deadline: Duration,
+) -> Result<String, ApiError> {
     let mut buf: Vec<u8> = Vec::new();
     let mut cut = false;
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| ApiError::transport(endpoint, e))?
-    {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let next = tokio::time::timeout_at(until, resp.chunk()).await;
+        let chunk = match next {
+            Err(_) => {
+                return Err(ApiError::Transport {
+                    endpoint: endpoint.to_string(),
+                    message: format!(
+                        "the answer did not arrive whole within {}s (connection.read_timeout_secs); {} bytes received",
+                        deadline.as_secs(),
+                        buf.len()
+                    ),
+                    maybe_delivered: true,
+                });
+            }
+            Ok(Err(e)) => return Err(ApiError::transport(endpoint, e)),
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(chunk))) => chunk,
+        };
         let room = limit - buf.len();
         if chunk.len() > room {
             buf.extend_from_slice(&chunk[..room]);

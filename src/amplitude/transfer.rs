@@ -4,8 +4,10 @@
 //!
 //! Both count only the time spent **waiting for the server's bytes**: while our own side
 //! is busy (parsing, encoding Parquet, uploading a part to S3) the body is not read and
-//! that time is not the server's. A body that arrives faster than it is consumed never
-//! meets either limit.
+//! that time is not the server's; nor is time the process did not run at all (stopped,
+//! starved of CPU: a wait is counted at most two checks long, and a check is due every
+//! tenth of the window). A body that arrives faster than it is consumed never meets
+//! either limit.
 //!
 //! Defaults are sized for the largest cohort on a slow link: a 2,000,000-member cohort with
 //! properties is about 180 MB of CSV, which at the minimum rate of 64 KiB/s takes 47
@@ -134,15 +136,15 @@ impl<S> Guarded<S> {
                 self.received
             ));
         }
+        if self.limits.min_bytes_per_sec == 0 {
+            return None;
+        }
         if self
             .samples
             .back()
             .is_none_or(|(at, _)| self.waited.saturating_sub(*at) >= self.tick())
         {
             self.samples.push_back((self.waited, self.received));
-        }
-        if self.limits.min_bytes_per_sec == 0 {
-            return None;
         }
         // The newest sample at least a window old; older ones are no longer needed.
         let horizon = self.waited.checked_sub(self.window)?;
@@ -200,7 +202,10 @@ where
         loop {
             let now = Instant::now();
             if let Some(since) = this.pending_since.take() {
-                this.waited += now.saturating_duration_since(since);
+                // The timer wakes us every tick while we wait: a longer gap is time this
+                // process did not run (stopped, starved of CPU), not the server's.
+                let gap = now.saturating_duration_since(since);
+                this.waited += gap.min(this.tick() * 2);
             }
             if let Some(message) = this.check() {
                 this.done = true;
@@ -317,6 +322,35 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         assert_eq!(n, 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_the_process_did_not_run_is_not_counted() {
+        use std::task::Poll;
+        let body = Box::pin(futures::stream::pending::<Result<Bytes, ApiError>>());
+        let mut g = guard(body, limits(3600, 1, 60), "t");
+        let poll = |g: &mut Guarded<_>| {
+            futures::executor::block_on(futures::future::poll_fn(|cx| {
+                Poll::Ready(
+                    Pin::new(&mut *g)
+                        .poll_next(cx)
+                        .map(|o| o.map(|r| r.is_ok())),
+                )
+            }))
+        };
+        assert_eq!(poll(&mut g), Poll::Pending);
+        // A stop of 100 s (SIGSTOP, a starved CPU) counts as 2 ticks of waiting at most.
+        tokio::time::advance(Duration::from_secs(100)).await;
+        assert_eq!(poll(&mut g), Poll::Pending, "not the server's fault");
+        // Waiting for real (the timer driving the polls) still fails the silent server.
+        let e = drain(g).await.expect_err("silent");
+        assert!(e.contains("below download.min_bytes_per_sec"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_of_zero_turns_the_check_off() {
+        let body = trickle(200, 1, Duration::from_millis(100));
+        assert_eq!(drain(guard(body, limits(3600, 0, 1), "t")).await, Ok(200));
     }
 
     #[test]

@@ -114,8 +114,30 @@ pub async fn open(file: &FileRef) -> Result<Box<dyn AsyncFileReader>, String> {
     }
 }
 
-/// The footer's key-value metadata.
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let why = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!(
+        "the Parquet reader failed on this file ({}); is it a valid Parquet file?",
+        crate::text::escape(&why)
+    )
+}
+
+/// The footer's key-value metadata (a panic of the reader on a crafted footer is an
+/// error, as in [`read_column`]).
 pub async fn footer_metadata(file: &FileRef) -> Result<HashMap<String, String>, String> {
+    let read = std::panic::AssertUnwindSafe(footer_metadata_unguarded(file));
+    match read.catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(panic_message(panic.as_ref())),
+    }
+}
+
+async fn footer_metadata_unguarded(file: &FileRef) -> Result<HashMap<String, String>, String> {
     let mut reader = open(file).await?;
     let meta = reader.get_metadata(None).await.map_err(|e| e.to_string())?;
     Ok(meta
@@ -213,17 +235,7 @@ pub async fn read_column<E>(
     let read = std::panic::AssertUnwindSafe(read_column_unguarded(file, column, kind, sink));
     match read.catch_unwind().await {
         Ok(result) => result,
-        Err(panic) => {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".into());
-            Err(ColumnError::File(format!(
-                "the Parquet reader failed on this file ({}); is it a valid Parquet file?",
-                crate::text::escape(&why)
-            )))
-        }
+        Err(panic) => Err(ColumnError::File(panic_message(panic.as_ref()))),
     }
 }
 
