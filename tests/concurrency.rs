@@ -1,7 +1,10 @@
 //! Two runners at once on one state: they are made to overlap on purpose (the second
 //! starts when the emulator's log shows the first one's work in progress, with jobs and
 //! calls slowed down by the emulator, never by sleeps in the test), and the emulator's
-//! log shows that no cohort was requested twice and no reverse call sent by both.
+//! log shows that no cohort was requested twice and no reverse call sent by both. Each
+//! test runs twice: with the state on S3 (moto) and in a local directory. Both hold here:
+//! these runs find leases held or free, never the same lease expired at the same instant
+//! (the one gap of a local directory, shown in tests/state_stores.rs).
 
 mod common;
 
@@ -16,21 +19,47 @@ use common::harness::{self, outcomes};
 use common::log::{self, LIST, MEMBERSHIP, REQUEST_STATUS, spent_requests};
 use serde_json::Value;
 
+/// Where a test keeps its state (and, for exports, its output).
+#[derive(Clone, Copy, Debug)]
+enum StateAt {
+    S3,
+    LocalDir,
+}
+
+impl StateAt {
+    /// `(output, state)` URLs for a run named `name`.
+    fn urls(self, h: &harness::Harness, name: &str) -> (String, String) {
+        match self {
+            StateAt::S3 => {
+                let bucket = common::s3::create_bucket(name);
+                (format!("s3://{bucket}/out"), format!("s3://{bucket}/state"))
+            }
+            StateAt::LocalDir => (
+                h.path("out").to_string_lossy().into_owned(),
+                h.path("state").to_string_lossy().into_owned(),
+            ),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_exports_at_once_on_s3_state_request_and_export_each_cohort_once() {
+    two_exports_at_once_request_and_export_each_cohort_once(StateAt::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_exports_at_once_on_a_local_state_dir_request_and_export_each_cohort_once() {
+    two_exports_at_once_request_and_export_each_cohort_once(StateAt::LocalDir).await;
+}
+
+async fn two_exports_at_once_request_and_export_each_cohort_once(at: StateAt) {
     let ids: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
     let cohorts = ids.iter().map(|id| cohort(id, 500)).collect();
     // Each job takes 2 s (scaled: 200 Amplitude seconds × 0.01).
     let h = harness::start(cohorts, |c| c.job_duration = Duration::from_secs(200)).await;
-    let bucket = common::s3::create_bucket("overlap");
+    let (output, state) = at.urls(&h, "overlap");
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let file = h.export_pipeline(
-        "shared",
-        &refs,
-        &format!("s3://{bucket}/out"),
-        &format!("s3://{bucket}/state"),
-        "",
-    );
+    let file = h.export_pipeline("shared", &refs, &output, &state, "");
     let first = {
         let h = &h;
         let file = file.clone();
@@ -114,7 +143,16 @@ async fn two_exports_at_once_on_s3_state_request_and_export_each_cohort_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_second_reverse_run_on_the_same_target_sends_nothing_and_says_why() {
+async fn a_second_reverse_run_on_the_same_target_on_s3_state_sends_nothing_and_says_why() {
+    a_second_reverse_run_on_the_same_target_sends_nothing_and_says_why(StateAt::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_reverse_run_on_the_same_target_on_a_local_state_dir_sends_nothing_and_says_why() {
+    a_second_reverse_run_on_the_same_target_sends_nothing_and_says_why(StateAt::LocalDir).await;
+}
+
+async fn a_second_reverse_run_on_the_same_target_sends_nothing_and_says_why(at: StateAt) {
     use cohort_sync::emulator::universe::{amplitude_id, member_numbers};
     let spec = cohort("target", 1_000);
     let h = harness::start(vec![spec.clone()], |_| {}).await;
@@ -137,6 +175,15 @@ async fn a_second_reverse_run_on_the_same_target_sends_nothing_and_says_why() {
         "cohort_id = \"target\"",
         "mode = \"mirror\"\nchunk_size = 200",
     );
+    let (_, state) = at.urls(&h, "reverse");
+    let text = std::fs::read_to_string(&file).expect("pipeline");
+    let text = text.replacen(
+        "[state]\nurl = \"state\"",
+        &format!("[state]\nurl = \"{state}\""),
+        1,
+    );
+    assert!(text.contains(&state), "{text}");
+    std::fs::write(&file, text).expect("pipeline");
     // Each membership call is applied, then its answer held 3 s: the first runner is
     // busy long enough for the second to find its lease.
     let mut slow = FaultRule::new(FaultKind::Stall, "/api/3/cohorts/membership", 100);
@@ -202,16 +249,21 @@ fn is_stopped(pid: u32) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_holder_paused_past_its_lease_is_taken_over_and_its_writes_are_refused() {
+async fn a_holder_paused_past_its_lease_on_s3_state_is_taken_over_and_its_writes_are_refused() {
+    a_holder_paused_past_its_lease_is_taken_over_and_its_writes_are_refused(StateAt::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_paused_past_its_lease_on_a_local_state_dir_is_taken_over_and_its_writes_are_refused()
+ {
+    a_holder_paused_past_its_lease_is_taken_over_and_its_writes_are_refused(StateAt::LocalDir)
+        .await;
+}
+
+async fn a_holder_paused_past_its_lease_is_taken_over_and_its_writes_are_refused(at: StateAt) {
     let h = harness::start(vec![cohort("paused", 2_000)], |_| {}).await;
-    let bucket = common::s3::create_bucket("paused");
-    let file = h.export_pipeline(
-        "paused",
-        &["paused"],
-        &format!("s3://{bucket}/out"),
-        &format!("s3://{bucket}/state"),
-        "",
-    );
+    let (output, state) = at.urls(&h, "paused");
+    let file = h.export_pipeline("paused", &["paused"], &output, &state, "");
     let file_s = file.to_string_lossy().into_owned();
     let report_a = h.path("report-a.json");
     // A freezes (SIGSTOP) with its file complete, just before publishing it.
@@ -259,10 +311,15 @@ async fn a_holder_paused_past_its_lease_is_taken_over_and_its_writes_are_refused
     assert!(detail.contains("not publishing the file"), "{detail}");
     assert!(detail.contains("lease was lost"), "{detail}");
 
+    // A's unpublished file is gone with it (a local output stages files under `_staging/`).
+    if let StateAt::LocalDir = at {
+        let staging = h.path("out").join("_staging");
+        assert!(!staging.exists(), "A left {}", staging.display());
+    }
+
     // One request in all, one exact file, B's _SUCCESS only.
     assert_eq!(spent_requests(&h.requests().await).len(), 1);
-    let root = format!("s3://{bucket}/out");
-    let tree = common::peers::check_tree(&root, &export_columns(&h.cohorts[0]));
+    let tree = common::peers::check_tree(&output, &export_columns(&h.cohorts[0]));
     let objects: Vec<&str> = tree["objects"]
         .as_array()
         .into_iter()

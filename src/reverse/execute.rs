@@ -939,18 +939,7 @@ async fn journal_plan(
             .chunks
             .iter()
             .enumerate()
-            .map(|(index, (op, _, range))| ChunkEntry {
-                index,
-                op: *op,
-                ids: range.len(),
-                state: ChunkState::Pending,
-                attempts: 0,
-                sent_at: None,
-                applied_at: None,
-                applied_by: None,
-                skipped: 0,
-                error: None,
-            })
+            .map(|(index, (op, _, range))| ChunkEntry::pending(index, *op, range.len()))
             .collect(),
     };
     let previous = Journal::load(&setup.state, &setup.target_key)

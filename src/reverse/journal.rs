@@ -88,6 +88,24 @@ pub struct ChunkEntry {
     pub error: Option<String>,
 }
 
+impl ChunkEntry {
+    /// A chunk of `ids` ids planned and not yet sent.
+    pub fn pending(index: usize, op: ChunkOp, ids: usize) -> Self {
+        ChunkEntry {
+            index,
+            op,
+            ids,
+            state: ChunkState::Pending,
+            attempts: 0,
+            sent_at: None,
+            applied_at: None,
+            applied_by: None,
+            skipped: 0,
+            error: None,
+        }
+    }
+}
+
 /// Name, owner and visibility sent with an upload (of a new cohort, or over an existing one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadMeta {
@@ -305,21 +323,22 @@ impl Journal {
             version: None,
         };
         match previous {
+            // Replaces the ended journal: compare-and-swap against the version read
+            // (where the store has it).
             Some(prev) => {
                 journal.version = prev.version;
                 journal.save().await?;
             }
-            None if state.supports_compare_and_swap() => {
-                match state.create(&journal.key, &journal.doc).await? {
-                    crate::state::Conditional::Written(v) => journal.version = Some(v),
-                    crate::state::Conditional::Conflict => {
-                        return Err(JournalError::Conflict {
-                            key: journal.describe(),
-                        });
-                    }
+            // The first journal of a target: created only if none exists (every store,
+            // a local directory included, can create exclusively).
+            None => match state.create(&journal.key, &journal.doc).await? {
+                crate::state::Conditional::Written(v) => journal.version = Some(v),
+                crate::state::Conditional::Conflict => {
+                    return Err(JournalError::Conflict {
+                        key: journal.describe(),
+                    });
                 }
-            }
-            None => journal.save().await?,
+            },
         }
         Ok(journal)
     }
@@ -429,18 +448,7 @@ mod tests {
             ended_reason: None,
             fingerprint: None,
             chunks: (0..n)
-                .map(|i| ChunkEntry {
-                    index: i,
-                    op: ChunkOp::Add,
-                    ids: 2,
-                    state: ChunkState::Pending,
-                    attempts: 0,
-                    sent_at: None,
-                    applied_at: None,
-                    applied_by: None,
-                    skipped: 0,
-                    error: None,
-                })
+                .map(|i| ChunkEntry::pending(i, ChunkOp::Add, 2))
                 .collect(),
         }
     }

@@ -663,11 +663,11 @@ impl CohortJob {
         fence: &Fence,
     ) -> Result<ManifestFile, Failure> {
         crash::point("export.upload.completed");
-        fence
-            .check("publishing the file")
-            .await
-            .map_err(Failure::failed)?;
         let staging = Staging::new(&self.output, &self.settings.name, &self.run_id);
+        if let Err(lost) = fence.check("publishing the file").await {
+            staging.discard(&keys.staged, &keys.final_key).await;
+            return Err(Failure::failed(lost));
+        }
         staging
             .publish(&keys.staged, &keys.final_key)
             .await

@@ -74,6 +74,24 @@ impl<'a> Staging<'a> {
             })
     }
 
+    /// Deletes a staged file that will not be published (its lease was lost): the run
+    /// leaves nothing behind for the next run to clean. Nothing to do where the upload
+    /// went straight to the final key. A failure is logged; the next run removes the
+    /// folder as an orphan.
+    pub async fn discard(&self, staged: &Path, final_key: &Path) {
+        if staged == final_key {
+            return;
+        }
+        match self.output.store.delete(staged).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(
+                "cannot remove the unpublished file {}: {e}",
+                self.output.describe(staged)
+            ),
+        }
+        self.tidy();
+    }
+
     /// Removes the staging folders of this pipeline's earlier runs that hold no live
     /// lease (`live_runs`): what killed runs left behind. Returns the folders removed.
     pub fn remove_orphans(&self, live_runs: &BTreeSet<String>) -> Result<Vec<String>, String> {
@@ -157,6 +175,25 @@ mod tests {
         assert!(out.store.head(&final_key).await.is_ok());
         staging.tidy();
         assert!(!dir.path().join("out/_staging").exists());
+    }
+
+    #[tokio::test]
+    async fn a_discarded_file_leaves_no_staging_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = storage::open("out", dir.path()).expect("open");
+        let staging = Staging::new(&out, "daily", "run-1");
+        let final_key = out.key("cohort_id=c1/part-0.parquet");
+        let staged = staging.key_for("c1", &final_key);
+        out.store
+            .put(&staged, bytes::Bytes::from_static(b"PAR1").into())
+            .await
+            .expect("put");
+        staging.discard(&staged, &final_key).await;
+        assert!(!dir.path().join("out/_staging").exists());
+        assert!(
+            out.store.head(&final_key).await.is_err(),
+            "nothing published"
+        );
     }
 
     #[tokio::test]
