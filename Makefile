@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: all build demo test lint venv bench schema fuzz clean
+.PHONY: all build demo test lint venv bench schema fuzz mutants clean
 
 all: build
 
@@ -50,6 +50,12 @@ fuzz:
 	  $(CARGO) +nightly fuzz run $$t corpus/$$t regressions/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -max_len=65536 || exit 1; \
 	done
+
+# Mutation testing of the crash-safety core with cargo-mutants (`cargo install
+# cargo-mutants`); scope and known-equivalent mutants in .cargo/mutants.toml. Slow (hours
+# on 2 cores), so not part of `make test`. Extra arguments: MUTANTS_ARGS="--file src/state/lease.rs".
+mutants: venv
+	scripts/mutants.sh $(MUTANTS_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -1,30 +1,10 @@
 #!/usr/bin/env bash
-# Starts the real peers the tests need (an S3-compatible server on loopback), runs every
-# test, and stops the peers whatever happens. Called by `make test`.
+# Runs every test with the real peers they need (an S3-compatible server on loopback,
+# started and stopped by scripts/with_s3.sh). Called by `make test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-# moto binds port 0 itself (tests/py/s3_server.py) and says which port it got: no port is
-# chosen, released and bound again, so no other process can take it in between.
-S3_DIR=$(mktemp -d)
-mkfifo "$S3_DIR/ready"
-.venv/bin/python tests/py/s3_server.py >"$S3_DIR/ready" 2>"$S3_DIR/log" &
-S3_PID=$!
-trap 'kill $S3_PID 2>/dev/null || true; wait $S3_PID 2>/dev/null || true; rm -rf "$S3_DIR"' EXIT
-# The first line, once the socket is listening (or EOF if the server died first).
-exec 3<"$S3_DIR/ready"
-if ! read -r -t 60 -u 3 READY || [[ "$READY" != "listening on http://"* ]]; then
-  echo "the S3 server (moto) did not start:"; cat "$S3_DIR/log"; exit 1
-fi
-exec 3<&-
-
-export COHORT_SYNC_TEST_S3_ENDPOINT="${READY#listening on }"
-export COHORT_SYNC_PYTHON="$PWD/.venv/bin/python"
-export AWS_ENDPOINT_URL="$COHORT_SYNC_TEST_S3_ENDPOINT" AWS_ALLOW_HTTP=true
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
-echo "S3-compatible server (moto) on $COHORT_SYNC_TEST_S3_ENDPOINT"
 
 # With no arguments every test target runs (benches are Criterion binaries, checked by
 # `make lint` and run by `make bench`); otherwise the arguments pick (e.g. `--test quota_run`).
 if [ $# -eq 0 ]; then set -- --lib --bins --tests --examples --no-fail-fast; fi
-RUST_TEST_THREADS="${TEST_THREADS:-4}" cargo test --locked "$@"
+RUST_TEST_THREADS="${TEST_THREADS:-4}" exec scripts/with_s3.sh cargo test --locked "$@"
