@@ -908,6 +908,21 @@ fn committed_schema_is_current() {
     );
 }
 
+/// The committed pipeline reference equals the one generated from the schema and the
+/// shipped pipeline files (regenerate with `make schema`).
+#[test]
+fn committed_pipeline_reference_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join(config::reference::REFERENCE_PATH);
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let current = config::reference::current_reference(root).expect("generate the reference");
+    assert!(
+        committed == current,
+        "{} is stale: regenerate it with `make schema`",
+        path.display()
+    );
+}
+
 /// An independent validator (Python jsonschema) accepts the examples and rejects files the
 /// loader rejects for their shape.
 #[test]
