@@ -3,6 +3,7 @@
 pub mod amplitude;
 pub mod config;
 pub mod crash;
+pub mod ddl;
 pub mod emulator;
 pub mod exit;
 pub mod export;

@@ -38,6 +38,8 @@ enum Command {
     Convert(cli::convert::ConvertArgs),
     /// Check pipeline files; errors as `file:line:col: message` (exit 2).
     Validate(cli::validate::ValidateArgs),
+    /// Print the SQL that exposes an export pipeline's Parquet output as warehouse tables.
+    Ddl(cli::ddl::DdlArgs),
     /// Run the built-in Amplitude API emulator (first stdout line `listening on http://ADDR`).
     Emulate(Box<cli::emulate::EmulateArgs>),
 }
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Usage(args) => cli::block_on(cli::remote::usage(args)),
         Command::Convert(args) => cli::block_on(cli::convert::convert(args)),
         Command::Validate(args) => cli::validate::validate(args),
+        Command::Ddl(args) => cli::ddl::ddl(args),
         Command::Emulate(args) => cli::block_on(cli::emulate::emulate(*args)),
     };
     ExitCode::from(code)

@@ -1,6 +1,7 @@
 //! Command implementations of the binary: one file per command (or family of commands).
 
 pub mod convert;
+pub mod ddl;
 pub mod emulate;
 pub mod remote;
 pub mod run;
