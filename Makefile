@@ -17,7 +17,12 @@ $(VENV)/.installed: tests/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
-venv: $(VENV)/.installed
+# Azurite (the Azure Blob Storage emulator) for the store tests, pinned by package-lock.json.
+tests/node/node_modules/.installed: tests/node/package.json tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund --silent
+	touch $@
+
+venv: $(VENV)/.installed tests/node/node_modules/.installed
 
 demo: build
 	scripts/demo.sh

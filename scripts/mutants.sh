@@ -12,5 +12,5 @@ mkdir -p "$OUT"
 INTEGRATION=(--test state_s3 --test state_stores --test concurrency --test reverse_apply
   --test quota_run --test kill_anywhere)
 # Pass 1 may report survivors (exit 2): pass 2 decides.
-scripts/with_s3.sh cargo mutants --no-shuffle -o "$OUT" "$@" -- --lib || [ $? -eq 2 ]
-scripts/with_s3.sh cargo mutants --no-shuffle --iterate -o "$OUT" "$@" -- --lib "${INTEGRATION[@]}"
+scripts/with_stores.sh cargo mutants --no-shuffle -o "$OUT" "$@" -- --lib || [ $? -eq 2 ]
+scripts/with_stores.sh cargo mutants --no-shuffle --iterate -o "$OUT" "$@" -- --lib "${INTEGRATION[@]}"

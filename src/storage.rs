@@ -1,19 +1,24 @@
-//! Opens a storage location given as a URL or path: a local directory or `s3://bucket/prefix`
-//! (credentials, region and endpoint from the standard AWS environment variables).
-//! Output, state and reverse sources all go through here.
+//! Opens a storage location given as a URL or path: a local directory, `s3://bucket/prefix`,
+//! `gs://bucket/prefix`, `az://container/prefix` or
+//! `abfss://container@account.dfs.core.windows.net/prefix` (credentials, region and
+//! endpoint from each cloud's standard environment, as object_store reads it). Output,
+//! state and reverse sources all go through here.
 //!
 //! [`check_location`] decides what a location may be, for pipeline files and `open` alike:
-//! `s3://bucket[/prefix]` (bucket 3 to 63 of `a-z 0-9 . -`), `file:///absolute/path`, or a
-//! local path. Anything that starts like a URL scheme (`name:`) and is not one of those is
-//! refused rather than taken as a folder name — so `s3:/bucket/x`, `s3:bucket`, `S3://b`,
-//! `s3//b`, `gs://b` or `file:/x` fail naming the typo instead of writing to a local
-//! folder called `s3:`. A local path that really starts with `word:` is written `./word:…`.
+//! one of those URLs (bucket or container names checked by each cloud's rules),
+//! `file:///absolute/path`, or a local path. Anything that starts like a URL scheme
+//! (`name:`) and is not one of those is refused rather than taken as a folder name — so
+//! `s3:/bucket/x`, `s3:bucket`, `S3://b`, `s3//b`, `gcs://b` or `file:/x` fail naming the
+//! typo instead of writing to a local folder called `s3:`. A local path that really starts
+//! with `word:` is written `./word:…`.
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 
@@ -84,7 +89,9 @@ pub enum StorageError {
     },
     #[error("cannot open {url}: {message}")]
     Open { url: String, message: String },
-    #[error("unsupported storage URL scheme in {url:?}: use a local path or s3://bucket/prefix")]
+    #[error(
+        "unsupported storage URL scheme in {url:?}: use a local path, s3://, gs://, az:// or abfss://"
+    )]
     Scheme { url: String },
     #[error("{message}")]
     Invalid { message: String },
@@ -101,21 +108,8 @@ pub fn check_location(s: &str) -> Result<(), String> {
             "{s:?} holds the control character {c:?}: give a local path or s3://bucket/prefix"
         ));
     }
-    if let Some(rest) = s.strip_prefix("s3://") {
-        let bucket = rest.split('/').next().unwrap_or("");
-        if bucket.is_empty() {
-            return Err(format!("{s:?} has no bucket: write s3://bucket/prefix"));
-        }
-        let ok = (3..=63).contains(&bucket.len())
-            && bucket
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-        if !ok {
-            return Err(format!(
-                "invalid S3 bucket name {bucket:?} (3 to 63 characters: lowercase letters, digits, '-', '.')"
-            ));
-        }
-        return Ok(());
+    if let Some(cloud) = CloudUrl::parse(s) {
+        return cloud.map(|_| ());
     }
     if let Some(path) = s.strip_prefix("file://") {
         if !path.starts_with('/') {
@@ -146,7 +140,7 @@ pub fn check_location(s: &str) -> Result<(), String> {
     }
     if let Some((scheme, _)) = url_scheme(s) {
         return Err(format!(
-            "unsupported URL scheme {scheme:?} in {s:?}: use a local path, file:///abs/path or s3://bucket/prefix (a local folder with such a name is written ./{s})"
+            "unsupported URL scheme {scheme:?} in {s:?}: use a local path, file:///abs/path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or abfss://container@account.dfs.core.windows.net/prefix (a local folder with such a name is written ./{s})"
         ));
     }
     Ok(())
@@ -174,8 +168,10 @@ pub fn open(url: &str, base_dir: &FsPath) -> Result<Location, StorageError> {
             StorageError::Invalid { message }
         }
     })?;
-    if let Some(rest) = url.strip_prefix("s3://") {
-        return open_s3(url, rest);
+    match CloudUrl::parse(url) {
+        Some(Ok(cloud)) => return open_cloud(url, cloud),
+        Some(Err(message)) => return Err(StorageError::Invalid { message }),
+        None => {}
     }
     if url.contains("://") && !url.starts_with("file://") {
         return Err(StorageError::Scheme { url: url.into() });
@@ -227,21 +223,205 @@ pub fn open_local_file(file: &FsPath) -> Result<(Location, Path), StorageError> 
     Ok((loc, key))
 }
 
-fn open_s3(url: &str, rest: &str) -> Result<Location, StorageError> {
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.len() < 3 {
-        return Err(StorageError::Open {
-            url: url.into(),
-            message: "bucket name must have at least 3 characters".into(),
-        });
+/// The schemes of the cloud object stores a location may name.
+pub const CLOUD_SCHEMES: &[&str] = &["s3", "gs", "az", "abfss"];
+
+/// Whether `url` names a cloud object store (`s3://`, `gs://`, `az://`, `abfss://`).
+pub fn is_cloud_url(url: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(scheme, _)| CLOUD_SCHEMES.contains(&scheme))
+}
+
+/// A cloud URL naming one object, split into its bucket's URL (`scheme://bucket`, or
+/// `abfss://container@account.dfs.core.windows.net`) and the key under it; `None` when
+/// `url` is not a cloud URL, an error when it names no key.
+pub fn split_object_url(url: &str) -> Option<Result<(String, String), String>> {
+    if !is_cloud_url(url) {
+        return None;
     }
+    let (scheme, rest) = url.split_once("://")?;
+    Some(
+        rest.split_once('/')
+            .filter(|(_, key)| !key.trim_matches('/').is_empty())
+            .map(|(bucket, key)| {
+                (
+                    format!("{scheme}://{bucket}"),
+                    key.trim_matches('/').to_string(),
+                )
+            })
+            .ok_or_else(|| format!("{url}: a {scheme}:// object needs a key after the bucket")),
+    )
+}
+
+/// A cloud object-store URL, parsed: which cloud, the bucket (or container) and the prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CloudUrl {
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
+    Gcs {
+        bucket: String,
+        prefix: String,
+    },
+    Azure {
+        container: String,
+        /// From an `abfss://container@account.dfs.core.windows.net` URL; `az://` takes
+        /// the account from `AZURE_STORAGE_ACCOUNT_NAME`.
+        account: Option<String>,
+        prefix: String,
+    },
+}
+
+impl CloudUrl {
+    /// `None` when `s` is not a cloud URL; `Some(Err)` when it is one with a bad name.
+    fn parse(s: &str) -> Option<Result<CloudUrl, String>> {
+        let split = |rest: &str| -> (String, String) {
+            let (head, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            (head.to_string(), prefix.to_string())
+        };
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = split(rest);
+            return Some(
+                check_bucket(s, "S3 bucket", &bucket, true)
+                    .map(|()| CloudUrl::S3 { bucket, prefix }),
+            );
+        }
+        if let Some(rest) = s.strip_prefix("gs://") {
+            let (bucket, prefix) = split(rest);
+            return Some(
+                check_bucket(s, "GCS bucket", &bucket, true)
+                    .map(|()| CloudUrl::Gcs { bucket, prefix }),
+            );
+        }
+        if let Some(rest) = s.strip_prefix("az://") {
+            let (container, prefix) = split(rest);
+            return Some(
+                check_bucket(s, "Azure container", &container, false).map(|()| CloudUrl::Azure {
+                    container,
+                    account: None,
+                    prefix,
+                }),
+            );
+        }
+        if let Some(rest) = s.strip_prefix("abfss://") {
+            let (authority, prefix) = split(rest);
+            let parsed = authority
+                .split_once('@')
+                .and_then(|(container, host)| {
+                    let account = host.strip_suffix(".dfs.core.windows.net")?;
+                    Some((container.to_string(), account.to_string()))
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "{s:?}: write abfss://container@account.dfs.core.windows.net/prefix (or az://container/prefix)"
+                    )
+                })
+                .and_then(|(container, account)| {
+                    check_bucket(s, "Azure container", &container, false)?;
+                    let ok_account = (3..=24).contains(&account.len())
+                        && account
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+                    if !ok_account {
+                        return Err(format!(
+                            "invalid Azure storage account {account:?} in {s:?} (3 to 24 lowercase letters and digits)"
+                        ));
+                    }
+                    Ok(CloudUrl::Azure {
+                        container,
+                        account: Some(account),
+                        prefix,
+                    })
+                });
+            return Some(parsed);
+        }
+        None
+    }
+
+    fn prefix(&self) -> &str {
+        match self {
+            CloudUrl::S3 { prefix, .. }
+            | CloudUrl::Gcs { prefix, .. }
+            | CloudUrl::Azure { prefix, .. } => prefix,
+        }
+    }
+}
+
+/// A bucket (`dots`: S3 and GCS allow `.`) or container name: 3 to 63 of lowercase
+/// letters, digits and `-` (GCS also `_`), starting and ending with a letter or digit.
+fn check_bucket(url: &str, what: &str, name: &str, dots: bool) -> Result<(), String> {
+    if name.is_empty() {
+        let scheme = url.split("://").next().unwrap_or("s3");
+        let noun = what.rsplit(' ').next().unwrap_or("bucket");
+        return Err(format!(
+            "{url:?} has no {noun}: write {scheme}://{noun}/prefix"
+        ));
+    }
+    let gcs = what.starts_with("GCS");
+    let ok = (3..=63).contains(&name.len())
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || c == '-'
+                || (dots && c == '.')
+                || (gcs && c == '_')
+        })
+        && !name.starts_with(['-', '.', '_'])
+        && !name.ends_with(['-', '.', '_']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} name {name:?} (3 to 63 characters: lowercase letters, digits, '-'{}{})",
+            if dots { ", '.'" } else { "" },
+            if gcs { ", '_'" } else { "" }
+        ))
+    }
+}
+
+fn open_cloud(url: &str, cloud: CloudUrl) -> Result<Location, StorageError> {
+    let failed = |e: object_store::Error| StorageError::Open {
+        url: url.into(),
+        message: e.to_string(),
+    };
+    let store: Arc<dyn ObjectStore> = match &cloud {
+        CloudUrl::S3 { bucket, .. } => Arc::new(s3_builder(bucket).build().map_err(failed)?),
+        CloudUrl::Gcs { bucket, .. } => Arc::new(
+            GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(failed)?,
+        ),
+        CloudUrl::Azure {
+            container, account, ..
+        } => {
+            let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(container);
+            if let Some(account) = account {
+                builder = builder.with_account(account);
+            }
+            Arc::new(builder.build().map_err(failed)?)
+        }
+    };
+    let prefix = Path::from_iter(cloud.prefix().split('/').filter(|s| !s.is_empty()));
+    Ok(Location {
+        store,
+        prefix,
+        display: url.to_string(),
+        is_local: false,
+        local_dir: None,
+    })
+}
+
+/// S3 settings from the AWS environment; an explicit endpoint (a local S3-compatible
+/// server) may be plain HTTP; region `us-east-1` when none is set.
+fn s3_builder(bucket: &str) -> AmazonS3Builder {
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
     let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
         .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
         .or_else(|_| std::env::var("AWS_ENDPOINT"))
         .ok();
     if let Some(ep) = endpoint {
-        // An explicitly configured plain-HTTP endpoint (a local S3-compatible server).
         if ep.starts_with("http://") {
             builder = builder.with_allow_http(true);
         }
@@ -252,18 +432,7 @@ fn open_s3(url: &str, rest: &str) -> Result<Location, StorageError> {
     } else if let Ok(region) = std::env::var("AWS_REGION") {
         builder = builder.with_region(region);
     }
-    let store = builder.build().map_err(|e| StorageError::Open {
-        url: url.into(),
-        message: e.to_string(),
-    })?;
-    let prefix = Path::from_iter(prefix.split('/').filter(|s| !s.is_empty()));
-    Ok(Location {
-        store: Arc::new(store),
-        prefix,
-        display: url.to_string(),
-        is_local: false,
-        local_dir: None,
-    })
+    builder
 }
 
 /// Creates (or truncates) `path` readable and writable by its owner only (mode 0600 on
@@ -353,7 +522,7 @@ mod tests {
             "S3:/bucket",
             "file:/tmp/x",
             "FILE:///tmp/x",
-            "gs://bucket/x",
+            "gcs://bucket/x",
             "https://host/x",
             "az:container",
         ] {
@@ -385,13 +554,58 @@ mod tests {
     fn rejects_unknown_schemes_and_short_buckets() {
         let dir = std::path::Path::new(".");
         assert!(matches!(
-            open("gs://bucket/x", dir),
+            open("gcs://bucket/x", dir),
             Err(StorageError::Scheme { .. })
         ));
         assert!(matches!(
             open("s3://ab/x", dir),
             Err(StorageError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn cloud_urls_name_their_bucket_or_container() {
+        assert_eq!(
+            CloudUrl::parse("gs://my_bucket/a/b"),
+            Some(Ok(CloudUrl::Gcs {
+                bucket: "my_bucket".into(),
+                prefix: "a/b".into()
+            }))
+        );
+        assert_eq!(
+            CloudUrl::parse("abfss://lake@acct01.dfs.core.windows.net/cohorts"),
+            Some(Ok(CloudUrl::Azure {
+                container: "lake".into(),
+                account: Some("acct01".into()),
+                prefix: "cohorts".into()
+            }))
+        );
+        assert_eq!(
+            CloudUrl::parse("az://lake"),
+            Some(Ok(CloudUrl::Azure {
+                container: "lake".into(),
+                account: None,
+                prefix: String::new()
+            }))
+        );
+        assert_eq!(CloudUrl::parse("out/x"), None);
+        for (bad, says) in [
+            ("gs:///x", "has no bucket"),
+            ("az://Lake/x", "invalid Azure container name \"Lake\""),
+            ("az://my.lake/x", "invalid Azure container"),
+            (
+                "abfss://lake@acct.blob.core.windows.net/x",
+                "abfss://container@account",
+            ),
+            (
+                "abfss://lake@ACCT.dfs.core.windows.net/x",
+                "invalid Azure storage account",
+            ),
+            ("s3://-bucket/x", "invalid S3 bucket name"),
+        ] {
+            let e = check_location(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! starts when the emulator's log shows the first one's work in progress, with jobs and
 //! calls slowed down by the emulator, never by sleeps in the test), and the emulator's
 //! log shows that no cohort was requested twice and no reverse call sent by both. Each
-//! test runs twice: with the state on S3 (moto) and in a local directory. Both hold here:
+//! test runs three times: with the state on S3 (moto), on Azure Blob Storage (Azurite) and
+//! in a local directory. Both hold here:
 //! these runs find leases held or free, never the same lease expired at the same instant
 //! (the one gap of a local directory, shown in tests/state_stores.rs).
 
@@ -23,6 +24,7 @@ use serde_json::Value;
 #[derive(Clone, Copy, Debug)]
 enum StateAt {
     S3,
+    Azure,
     LocalDir,
 }
 
@@ -33,6 +35,13 @@ impl StateAt {
             StateAt::S3 => {
                 let bucket = common::s3::create_bucket(name);
                 (format!("s3://{bucket}/out"), format!("s3://{bucket}/state"))
+            }
+            StateAt::Azure => {
+                let container = common::azure::create_container(name);
+                (
+                    format!("az://{container}/out"),
+                    format!("az://{container}/state"),
+                )
             }
             StateAt::LocalDir => (
                 h.path("out").to_string_lossy().into_owned(),
@@ -45,6 +54,11 @@ impl StateAt {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_exports_at_once_on_s3_state_request_and_export_each_cohort_once() {
     two_exports_at_once_request_and_export_each_cohort_once(StateAt::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_exports_at_once_on_azure_state_request_and_export_each_cohort_once() {
+    two_exports_at_once_request_and_export_each_cohort_once(StateAt::Azure).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -148,6 +162,11 @@ async fn a_second_reverse_run_on_the_same_target_on_s3_state_sends_nothing_and_s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_reverse_run_on_the_same_target_on_azure_state_sends_nothing_and_says_why() {
+    a_second_reverse_run_on_the_same_target_sends_nothing_and_says_why(StateAt::Azure).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_reverse_run_on_the_same_target_on_a_local_state_dir_sends_nothing_and_says_why() {
     a_second_reverse_run_on_the_same_target_sends_nothing_and_says_why(StateAt::LocalDir).await;
 }
@@ -183,6 +202,22 @@ async fn a_second_reverse_run_on_the_same_target_sends_nothing_and_says_why(at: 
         1,
     );
     assert!(text.contains(&state), "{text}");
+    // On Azure the CRM list is read from the container too.
+    let text = match at {
+        StateAt::Azure => {
+            let source_url = state.replacen("/state", "/crm/list.csv", 1);
+            let container = source_url
+                .trim_start_matches("az://")
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            common::azure::put(&container, "crm/list.csv", &h.path("crm.csv"));
+            std::fs::remove_file(h.path("crm.csv")).expect("remove the local copy");
+            text.replacen("url = \"crm.csv\"", &format!("url = \"{source_url}\""), 1)
+        }
+        _ => text,
+    };
     std::fs::write(&file, text).expect("pipeline");
     // Each membership call is applied, then its answer held 3 s: the first runner is
     // busy long enough for the second to find its lease.
@@ -251,6 +286,11 @@ fn is_stopped(pid: u32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_holder_paused_past_its_lease_on_s3_state_is_taken_over_and_its_writes_are_refused() {
     a_holder_paused_past_its_lease_is_taken_over_and_its_writes_are_refused(StateAt::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_paused_past_its_lease_on_azure_state_is_taken_over_and_its_writes_are_refused() {
+    a_holder_paused_past_its_lease_is_taken_over_and_its_writes_are_refused(StateAt::Azure).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,8 +1,9 @@
 //! What each state store guarantees, step by step: the same sequences of state writes on
-//! S3 (moto on loopback) and on a local directory. S3 refuses every write made from a
-//! stale read (compare-and-swap); a local directory refuses a second *create* (exclusive
-//! files) but lets the last writer win a *replace* — the one gap README states, shown here
-//! exactly: where it can bite, and how the loser learns of it.
+//! S3 (moto on loopback), Azure Blob Storage (Azurite on loopback) and a local directory.
+//! The object stores refuse every write made from a stale read (compare-and-swap); a local
+//! directory refuses a second *create* (exclusive files) but lets the last writer win a
+//! *replace* — the one gap README states, shown here exactly: where it can bite, and how
+//! the loser learns of it.
 
 mod common;
 
@@ -17,6 +18,7 @@ use serde_json::Value;
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Store {
     S3,
+    Azure,
     LocalDir,
 }
 
@@ -25,6 +27,7 @@ fn open(kind: Store) -> (StateStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = match kind {
         Store::S3 => format!("s3://{}/state", common::s3::create_bucket("stores")),
+        Store::Azure => format!("az://{}/state", common::azure::create_container("stores")),
         Store::LocalDir => "state".to_string(),
     };
     let loc = storage::open(&url, dir.path()).expect("open state");
@@ -93,6 +96,11 @@ async fn s3_two_first_journals_of_one_target_one_is_created() {
 }
 
 #[tokio::test]
+async fn azure_two_first_journals_of_one_target_one_is_created() {
+    two_first_journals_of_one_target_one_is_created(Store::Azure).await;
+}
+
+#[tokio::test]
 async fn local_dir_two_first_journals_of_one_target_one_is_created() {
     two_first_journals_of_one_target_one_is_created(Store::LocalDir).await;
 }
@@ -114,7 +122,7 @@ async fn a_journal_head_written_from_a_stale_read(kind: Store) {
     b.doc.chunks[1].state = ChunkState::Sending;
     let stale = b.save().await;
     match kind {
-        Store::S3 => {
+        Store::S3 | Store::Azure => {
             assert_conflict_names_the_journal(stale);
             assert_eq!(stored(&state).await, a.doc, "the first write stands");
             // The first writer goes on writing from its own (current) version.
@@ -142,6 +150,11 @@ async fn s3_a_journal_head_written_from_a_stale_read_is_refused() {
 }
 
 #[tokio::test]
+async fn azure_a_journal_head_written_from_a_stale_read_is_refused() {
+    a_journal_head_written_from_a_stale_read(Store::Azure).await;
+}
+
+#[tokio::test]
 async fn local_dir_a_journal_head_written_from_a_stale_read_wins() {
     a_journal_head_written_from_a_stale_read(Store::LocalDir).await;
 }
@@ -161,7 +174,7 @@ async fn a_new_plan_over_a_journal_that_changed_since_read(kind: Store) {
         .expect("run-b replaces the ended journal");
     let a = Journal::create(&state, plan("run-a", 3), ids(3), read_by_a).await;
     match kind {
-        Store::S3 => {
+        Store::S3 | Store::Azure => {
             assert_conflict_names_the_journal(a);
             assert_eq!(stored(&state).await, b.doc);
         }
@@ -175,6 +188,11 @@ async fn a_new_plan_over_a_journal_that_changed_since_read(kind: Store) {
 #[tokio::test]
 async fn s3_a_new_plan_over_a_journal_that_changed_since_read_is_refused() {
     a_new_plan_over_a_journal_that_changed_since_read(Store::S3).await;
+}
+
+#[tokio::test]
+async fn azure_a_new_plan_over_a_journal_that_changed_since_read_is_refused() {
+    a_new_plan_over_a_journal_that_changed_since_read(Store::Azure).await;
 }
 
 #[tokio::test]
@@ -221,7 +239,7 @@ async fn a_lease_takeover_decided_on_a_stale_read(kind: Store) {
     lease_c["owner"] = "run-c".into();
     lease_c["holder"] = serde_json::to_value(Holder::this_process("run-c")).expect("holder");
     lease_c["expires_at"] = (chrono::Utc::now() + five_minutes).to_rfc3339().into();
-    assert_eq!(state.supports_compare_and_swap(), kind == Store::S3);
+    assert_eq!(state.supports_compare_and_swap(), kind != Store::LocalDir);
     let written = if state.supports_compare_and_swap() {
         state
             .replace(&key, &lease_c, version_seen_by_c)
@@ -232,7 +250,7 @@ async fn a_lease_takeover_decided_on_a_stale_read(kind: Store) {
         state.create(&key, &lease_c).await.expect("create")
     };
     match kind {
-        Store::S3 => {
+        Store::S3 | Store::Azure => {
             assert!(matches!(written, Conditional::Conflict), "{written:?}");
             assert_eq!(
                 state
@@ -262,6 +280,11 @@ async fn a_lease_takeover_decided_on_a_stale_read(kind: Store) {
 #[tokio::test]
 async fn s3_a_lease_takeover_decided_on_a_stale_read_is_refused() {
     a_lease_takeover_decided_on_a_stale_read(Store::S3).await;
+}
+
+#[tokio::test]
+async fn azure_a_lease_takeover_decided_on_a_stale_read_is_refused() {
+    a_lease_takeover_decided_on_a_stale_read(Store::Azure).await;
 }
 
 #[tokio::test]

@@ -168,13 +168,13 @@ fn same_file(a: &FsPath, b: &FsPath) -> bool {
 /// Where the output goes.
 fn destination(output: &str) -> Result<(Arc<dyn ObjectStore>, Path, String), String> {
     storage::check_location(output)?;
-    if let Some(rest) = output.strip_prefix("s3://") {
-        let (dir, name) = match rest.rsplit_once('/') {
-            Some((dir, name)) if !name.is_empty() && !dir.is_empty() => (dir, name),
-            _ => return Err(format!("{output}: expected s3://bucket/key.parquet")),
+    if storage::is_cloud_url(output) {
+        let scheme = output.split("://").next().unwrap_or("s3");
+        let (dir, name) = match output.rsplit_once('/') {
+            Some((dir, name)) if !name.is_empty() && dir.len() > scheme.len() + 3 => (dir, name),
+            _ => return Err(format!("{output}: expected {scheme}://bucket/key.parquet")),
         };
-        let loc =
-            storage::open(&format!("s3://{dir}"), FsPath::new(".")).map_err(|e| e.to_string())?;
+        let loc = storage::open(dir, FsPath::new(".")).map_err(|e| e.to_string())?;
         let key = loc.key(name);
         let shown = loc.describe(&key);
         return Ok((loc.store, key, shown));

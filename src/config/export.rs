@@ -59,7 +59,8 @@ impl Select {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Output {
-    /// Local directory (relative to the current directory) or `s3://bucket/prefix`.
+    /// Local directory (relative to the current directory) or `s3://bucket/prefix`
+    /// (`gs://bucket/prefix`, `az://container/prefix`, `abfss://…` too).
     pub url: StorageUrl,
     /// Object key template under `url`; placeholders `{cohort_id}` (required),
     /// `{cohort_name}`, `{date}`, `{request_id}`, `{run_id}`.

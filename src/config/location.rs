@@ -1,5 +1,5 @@
 //! Where a storage URL points, spelled one way, so that URLs written differently can be
-//! compared: `s3://bucket/a/b` without empty levels or a trailing `/`; a local path made
+//! compared: `s3://bucket/a/b` (any cloud scheme) without empty levels or a trailing `/`; a local path made
 //! absolute against the current directory, `file://` dropped, `.` and `..` resolved
 //! lexically (symbolic links are not followed: two spellings of one directory through a
 //! link are not seen as the same).
@@ -15,8 +15,11 @@ impl Place {
     /// `s3://bucket[/…]`); relative paths are taken against `cwd`.
     pub fn new(url: &str, cwd: &Path) -> Self {
         let url = url.trim();
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let mut out = String::from("s3:/");
+        if let Some((scheme, rest)) = url
+            .split_once("://")
+            .filter(|_| crate::storage::is_cloud_url(url))
+        {
+            let mut out = format!("{scheme}:/");
             for level in rest.split('/').filter(|l| !l.is_empty()) {
                 out.push('/');
                 out.push_str(level);

@@ -119,7 +119,8 @@ pub enum Kind {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct State {
-    /// Local directory or `s3://bucket/prefix`; shared by pipelines, namespaced by name.
+    /// Local directory or `s3://bucket/prefix` (`gs://`, `az://`, `abfss://` too); shared by
+    /// pipelines, namespaced by name.
     #[serde(default = "default_state_url")]
     pub url: StorageUrl,
 }

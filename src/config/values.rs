@@ -106,10 +106,8 @@ impl TryFrom<String> for SourceUrl {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         check_location(&s)?;
-        let rest = s
-            .strip_prefix("s3://")
-            .map(|r| r.split_once('/').map_or("", |(_, k)| k));
-        if rest.is_some_and(str::is_empty) || s.ends_with('/') {
+        let no_key = matches!(crate::storage::split_object_url(&s), Some(Err(_)));
+        if no_key || s.ends_with('/') {
             return Err(format!(
                 "{s:?} names a directory; give a file (s3://bucket/key or a path)"
             ));
@@ -118,7 +116,8 @@ impl TryFrom<String> for SourceUrl {
     }
 }
 
-/// Accepts a local path, `file:///...` or `s3://bucket[/...]` ([`crate::storage::check_location`]).
+/// Accepts a local path, `file:///...` or a cloud URL (`s3://`, `gs://`, `az://`, `abfss://`;
+/// [`crate::storage::check_location`]).
 fn check_location(s: &str) -> Result<(), String> {
     crate::storage::check_location(s)
 }

@@ -14,7 +14,8 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::storage;
 
-/// A file named by a URL: `s3://bucket/key`, `file:///abs/path`, or a local path.
+/// A file named by a URL: `s3://bucket/key` (or `gs://`, `az://`, `abfss://`),
+/// `file:///abs/path`, or a local path.
 #[derive(Debug, Clone)]
 pub enum FileRef {
     Local(PathBuf),
@@ -29,13 +30,9 @@ impl FileRef {
     /// Resolves `url`; relative local paths are taken relative to `base_dir`.
     pub fn parse(url: &str, base_dir: &FsPath) -> Result<FileRef, String> {
         storage::check_location(url)?;
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, key) = rest
-                .split_once('/')
-                .filter(|(_, k)| !k.is_empty())
-                .ok_or_else(|| format!("{url}: an s3:// source needs a key after the bucket"))?;
-            let loc =
-                storage::open(&format!("s3://{bucket}"), base_dir).map_err(|e| e.to_string())?;
+        if let Some(split) = storage::split_object_url(url) {
+            let (bucket, key) = split?;
+            let loc = storage::open(&bucket, base_dir).map_err(|e| e.to_string())?;
             return Ok(FileRef::Store {
                 store: loc.store,
                 key: Path::from_iter(key.split('/').filter(|s| !s.is_empty())),
@@ -44,7 +41,7 @@ impl FileRef {
         }
         if url.contains("://") && !url.starts_with("file://") {
             return Err(format!(
-                "{url}: unsupported URL scheme; use a local path, file:// or s3://"
+                "{url}: unsupported URL scheme; use a local path, file://, s3://, gs://, az:// or abfss://"
             ));
         }
         let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));

@@ -8,11 +8,13 @@
 //!   as a user runs it (pipeline files, `run`, `plan`, crash points);
 //! - [`peers`]: the independent readers and writers under `tests/py` (pyarrow, DuckDB);
 //! - [`s3`]: the S3-compatible server `scripts/test.sh` starts (buckets, objects, uploads);
+//! - [`azure`]: the Azure Blob Storage emulator it starts (containers, objects);
 //! - [`expect`]: what an output must hold, computed without the code under test (the
 //!   emulator's universe, SHA-256 of the bytes);
 //! - [`files`]: input files the tests write (gzip, id lists).
 #![allow(dead_code)]
 
+pub mod azure;
 pub mod emulator;
 pub mod expect;
 pub mod files;

@@ -1,6 +1,7 @@
-"""The test peers' one way to reach the S3-compatible server that scripts/test.sh starts:
-endpoint and credentials come from the environment it exports (AWS_ENDPOINT_URL,
-AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION), never from constants here."""
+"""The test peers' one way to reach the object-store servers that scripts/with_stores.sh
+starts: endpoints and credentials come from the environment it exports (AWS_ENDPOINT_URL,
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; COHORT_SYNC_TEST_AZURE_ENDPOINT,
+_ACCOUNT, _KEY), never from constants here."""
 import os
 
 
@@ -42,10 +43,32 @@ def arrow_fs():
     )
 
 
+def azure_fs():
+    """pyarrow's Azure Blob filesystem on Azurite."""
+    from pyarrow import fs
+
+    url = os.environ.get("COHORT_SYNC_TEST_AZURE_ENDPOINT")
+    if not url:
+        raise SystemExit("no Azure endpoint: run the tests with `make test` (scripts/test.sh)")
+    scheme, _, authority = url.partition("://")
+    return fs.AzureFileSystem(
+        account_name=os.environ["COHORT_SYNC_TEST_AZURE_ACCOUNT"],
+        account_key=os.environ["COHORT_SYNC_TEST_AZURE_KEY"],
+        blob_storage_authority=authority,
+        blob_storage_scheme=scheme,
+        # Azurite has no Data Lake endpoint: pointed at the blob one, pyarrow's namespace
+        # probe is answered on loopback (and never goes to *.dfs.core.windows.net).
+        dfs_storage_authority=authority,
+        dfs_storage_scheme=scheme,
+    )
+
+
 def filesystem(target):
-    """(pyarrow filesystem, path in it) for a local path or an s3:// URL."""
+    """(pyarrow filesystem, path in it) for a local path, an s3:// or an az:// URL."""
     from pyarrow import fs
 
     if target.startswith("s3://"):
         return arrow_fs(), target[len("s3://"):].rstrip("/")
+    if target.startswith("az://"):
+        return azure_fs(), target[len("az://"):].rstrip("/")
     return fs.LocalFileSystem(), os.path.abspath(target)
