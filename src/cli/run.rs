@@ -15,6 +15,7 @@ use cohort_sync::runner::export::{ExportSettings, execute as execute_export, req
 use cohort_sync::runner::plan::PlanOptions;
 use cohort_sync::runner::report::{PipelineReport, RunReport, combine_exit_codes};
 use cohort_sync::text::escape;
+use tracing::Instrument;
 
 use super::summary;
 
@@ -72,6 +73,15 @@ enum Prepared {
     Reverse(Box<Pipeline>),
 }
 
+impl Prepared {
+    fn name(&self) -> &str {
+        match self {
+            Prepared::Export(s) => &s.name,
+            Prepared::Reverse(p) => &p.name,
+        }
+    }
+}
+
 async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Option<&Path>) -> u8 {
     let prepared = match prepare_all(files) {
         Ok(p) => p,
@@ -95,12 +105,15 @@ async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Opt
 
     let runs = prepared.iter().map(|p| {
         let ctx = &ctx;
+        // Every event of a pipeline's work carries the run id and the pipeline's name.
+        let span = tracing::info_span!("pipeline", run_id = %ctx.run_id, pipeline = %p.name());
         async move {
             match p {
                 Prepared::Export(settings) => execute_export(settings, ctx).await,
                 Prepared::Reverse(pipeline) => cohort_sync::reverse::execute(pipeline, ctx).await,
             }
         }
+        .instrument(span)
     });
     let pipelines: Vec<PipelineReport> = futures::future::join_all(runs).await;
     signals.abort();
