@@ -69,6 +69,7 @@ pub async fn execute(pipeline: &Pipeline, ctx: &RunContext) -> PipelineReport {
         report.exit_code = exit::USAGE;
         return report;
     };
+    report.started_at = Some(chrono::Utc::now());
     let mut rev = ReverseReport::new(ctx.mode.as_str(), spec.reconcile.mode, spec.source.id_kind);
     // The target's work: its events carry `cohort_id` (once known) and the baseline's
     // `request_id` (when one is downloaded), as an export cohort's do.
@@ -109,7 +110,9 @@ pub async fn execute(pipeline: &Pipeline, ctx: &RunContext) -> PipelineReport {
         rev.calls_sent,
         rev.outcome
     );
+    report.reverse_totals = Some(rev.totals());
     report.reverse = serde_json::to_value(&rev).ok();
+    report.finished_at = Some(chrono::Utc::now());
     report
 }
 

@@ -116,6 +116,23 @@ impl CohortJob {
             spent: Vec::new(),
             file: None,
         };
+        out.report.started_at = Some(Utc::now());
+        let out = self.run_into(item, out, started).await;
+        CohortResult {
+            report: CohortReport {
+                finished_at: Some(Utc::now()),
+                ..out.report
+            },
+            ..out
+        }
+    }
+
+    async fn run_into(
+        &self,
+        item: PlannedCohort,
+        mut out: CohortResult,
+        started: Instant,
+    ) -> CohortResult {
         let cohort_id = item.selected.cohort.id.clone();
         if self.stop.is_cancelled() {
             out.report.outcome = Outcome::Interrupted;

@@ -80,11 +80,13 @@ struct Manifest<'a> {
 /// Runs (or plans) one export pipeline and reports what happened.
 pub async fn execute(settings: &ExportSettings, ctx: &RunContext) -> PipelineReport {
     let mut report = PipelineReport::new(&settings.file, &settings.name, "export");
+    report.started_at = Some(Utc::now());
     if let Err((code, message)) = execute_into(settings, ctx, &mut report).await {
         tracing::error!("{message}");
         report.error = Some(message);
         report.exit_code = code;
     }
+    report.finished_at = Some(Utc::now());
     report
 }
 
