@@ -158,7 +158,10 @@ async fn execute(files: &[PathBuf], mode: RunMode, force: bool, outputs: Outputs
                 exit_code = exit::FAILED.max(exit_code);
             }
         } else {
-            tracing::info!("a dry run writes no metrics: {} is left as it was", path.display());
+            tracing::info!(
+                "a dry run writes no metrics: {} is left as it was",
+                path.display()
+            );
         }
     }
     summary::print(&report);
@@ -182,11 +185,10 @@ async fn append_history(prepared: &[Prepared], report: &mut RunReport, ctx: &Run
         let url = match p {
             Prepared::Export(s) => s.output_url.clone(),
             Prepared::Reverse(pl) => match &pl.spec {
-                PipelineSpec::Reverse(spec) => spec
-                    .reconcile
-                    .snapshots
-                    .as_ref()
-                    .map_or_else(|| pl.state.url.as_str().to_string(), |s| s.as_str().to_string()),
+                PipelineSpec::Reverse(spec) => spec.reconcile.snapshots.as_ref().map_or_else(
+                    || pl.state.url.as_str().to_string(),
+                    |s| s.as_str().to_string(),
+                ),
                 PipelineSpec::Export(_) => continue,
             },
         };

@@ -251,7 +251,11 @@ pub fn encode(pipeline: &str, run: &RunReport, rows: &[HistoryRow]) -> Result<Ve
 
 /// Adds `pipeline`'s rows of `run` to the history under `location`; returns where the file
 /// went. Whole or nothing (see the module notes).
-pub async fn append(location: &Location, run: &RunReport, p: &PipelineReport) -> Result<String, String> {
+pub async fn append(
+    location: &Location,
+    run: &RunReport,
+    p: &PipelineReport,
+) -> Result<String, String> {
     use object_store::ObjectStoreExt;
     let body = encode(&p.name, run, &rows(run, p))?;
     let relative = relative_key(&p.name, run);
@@ -273,6 +277,41 @@ pub async fn append(location: &Location, run: &RunReport, p: &PipelineReport) ->
     Ok(described)
 }
 
+/// A temporary file older than this was left by a killed run (a live one renames its own
+/// within milliseconds).
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the `.run-….parquet.tmp` files killed runs left in `pipeline_dir`'s date
+/// folders (hidden from every reader, but not to be kept). Best effort.
+fn remove_stale_temps(pipeline_dir: &std::path::Path, now: std::time::SystemTime) {
+    let Ok(dates) = std::fs::read_dir(pipeline_dir) else {
+        return;
+    };
+    for date in dates.flatten() {
+        let Ok(files) = std::fs::read_dir(date.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name();
+            let name = name.to_string_lossy();
+            let stale = f
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > STALE_TEMP);
+            if name.starts_with(".run-") && name.ends_with(".parquet.tmp") && stale {
+                match std::fs::remove_file(f.path()) {
+                    Ok(()) => {
+                        tracing::info!("removed {}, left by a killed run", f.path().display())
+                    }
+                    Err(e) => tracing::warn!("cannot remove {}: {e}", f.path().display()),
+                }
+            }
+        }
+    }
+}
+
 /// Writes `.NAME.tmp` beside `path`, syncs it and renames it to `path`.
 fn write_local(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -280,6 +319,9 @@ fn write_local(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
         .parent()
         .ok_or_else(|| std::io::Error::other("no parent folder"))?;
     std::fs::create_dir_all(dir)?;
+    if let Some(pipeline_dir) = dir.parent() {
+        remove_stale_temps(pipeline_dir, std::time::SystemTime::now());
+    }
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("no file name"))?;
@@ -316,7 +358,8 @@ mod tests {
     #[test]
     fn one_row_per_cohort_and_one_per_reverse_target() {
         let mut p = PipelineReport::new("f.toml", "nightly", "export");
-        p.cohorts.push(CohortReport::new("a", "A", Outcome::Exported));
+        p.cohorts
+            .push(CohortReport::new("a", "A", Outcome::Exported));
         p.cohorts
             .push(CohortReport::new("b", "B", Outcome::DeferredQuota).with_detail("no budget"));
         let r = rows(&run(), &p);
@@ -341,6 +384,30 @@ mod tests {
         );
         let bytes = encode("crm", &run(), &r).unwrap_or_default();
         assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"));
+    }
+
+    #[test]
+    fn temps_of_killed_runs_are_removed_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let date = dir.path().join("date=2026-01-01");
+        std::fs::create_dir_all(&date).expect("mkdir");
+        let old = date.join(".run-a.parquet.tmp");
+        let fresh = date.join(".run-b.parquet.tmp");
+        let data = date.join("run-c.parquet");
+        for p in [&old, &fresh, &data] {
+            std::fs::write(p, b"x").expect("write");
+        }
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for p in [&old, &data] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .and_then(|f| f.set_modified(two_hours_ago))
+                .expect("set mtime");
+        }
+        remove_stale_temps(dir.path(), std::time::SystemTime::now());
+        assert!(!old.exists());
+        assert!(fresh.exists() && data.exists());
     }
 
     #[test]

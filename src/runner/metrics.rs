@@ -278,10 +278,7 @@ pub fn render(run: &RunReport, previous: Option<&str>) -> String {
                 );
                 for outcome in EXPORT_OUTCOMES {
                     let n = p.cohorts.iter().filter(|c| c.outcome == outcome).count();
-                    cohorts.add(
-                        vec![name(), ("outcome", outcome_name(outcome))],
-                        n as f64,
-                    );
+                    cohorts.add(vec![name(), ("outcome", outcome_name(outcome))], n as f64);
                 }
             }
         }
