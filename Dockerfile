@@ -4,11 +4,14 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Dependencies first, so a source change does not rebuild them.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY examples ./examples
 COPY benches ./benches
+# `--version` names the commit: `docker build --build-arg COHORT_SYNC_COMMIT=$(git rev-parse
+# --short=12 HEAD) .` (the build context has no .git).
+ARG COHORT_SYNC_COMMIT=unknown
+ENV COHORT_SYNC_COMMIT=$COHORT_SYNC_COMMIT
 RUN cargo build --release --locked --bin cohort-sync \
  && strip target/release/cohort-sync
 

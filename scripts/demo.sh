@@ -48,5 +48,7 @@ echo "== cohort-sync run pipelines/demo-reverse.toml"
 "$BIN" run pipelines/demo-reverse.toml --report "$OUT/reverse-report.json"
 echo
 echo "== Parquet files written:"
-find "$OUT/cohorts" -name '*.parquet' -printf '  %p  (%s bytes)\n' | sort
+find "$OUT/cohorts" -name '*.parquet' -not -path '*/_history/*' -printf '  %p  (%s bytes)\n' | sort
+echo "== sync history (one file per pipeline per run; DuckDB: read_parquet('$OUT/cohorts/_history/**/*.parquet', hive_partitioning = 1)):"
+find "$OUT/cohorts/_history" -name '*.parquet' -printf '  %p\n' | sort
 echo "== run reports: $OUT/export-report.json $OUT/export-report-2.json $OUT/reverse-report.json"

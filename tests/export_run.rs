@@ -413,6 +413,12 @@ async fn hostile_cohort_names_stay_inside_the_output() {
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
         .collect();
+    // The snapshot, and the run's sync history (named by the pipeline, not the cohort).
+    let history = h.path("out/inner/_history/pipeline=names");
+    let (history, snapshots): (Vec<PathBuf>, Vec<PathBuf>) =
+        files.into_iter().partition(|p| p.starts_with(&history));
+    assert_eq!(history.len(), 1, "{history:?}");
+    let files = snapshots;
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].starts_with(h.path("out/inner")), "{files:?}");
     assert!(!h.path("x").exists() && !h.path("out/x").exists());

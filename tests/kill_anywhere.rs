@@ -1,9 +1,10 @@
 //! Kill-anywhere: a run is killed (SIGKILL) or stopped (SIGTERM) at a named point of its
 //! work — before and after the request, mid-poll, mid-download, mid-upload, before the
-//! manifest, between a membership answer and its journal entry — then run again as cron
-//! would. After each, read as a warehouse user would (pyarrow.dataset and DuckDB over the
-//! whole Hive tree, every file's values against the emulator's members) and from the
-//! emulator's log:
+//! manifest, before, inside and after the sync-history write, between a membership answer
+//! and its journal entry — then run again as cron would. After each, read as a warehouse
+//! user would (pyarrow.dataset and DuckDB over the whole Hive tree, every file's values
+//! against the emulator's members; DuckDB over the sync history) and from the emulator's
+//! log:
 //!
 //! - the rerun exits 0 and every cohort's file is exact, once, at its final key;
 //! - the whole tree reads (nothing half-written or staged where readers look);
@@ -26,7 +27,7 @@ use common::expect::{expected_digest, export_columns};
 use common::files::write_ids;
 use common::harness::{self, Harness};
 use common::log::{changes, spent_by_cohort, spent_requests};
-use common::peers::check_tree;
+use common::peers::{check_tree, read_history};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -112,6 +113,9 @@ fn export_cases() -> Vec<Case> {
         kill("export.state.saved", 2),
         kill("export.manifest.before", 1),
         kill("export.manifest.written", 1),
+        kill("history.before", 1),
+        kill("history.temp_written", 1),
+        kill("history.written", 1),
         kill("run.report.before", 1),
         term("export.lease.acquired", 1),
         term("export.request.intent_saved", 1),
@@ -122,6 +126,7 @@ fn export_cases() -> Vec<Case> {
         term("export.upload.completed", 1),
         term("export.published", 1),
         term("export.manifest.before", 1),
+        term("history.before", 1),
         term("run.report.before", 1),
         s3("export.lease.acquired", 1),
         s3("export.request.answered", 1),
@@ -136,6 +141,8 @@ fn export_cases() -> Vec<Case> {
         s3("export.upload.completed", 1),
         s3("export.state.saved", 1),
         s3("export.manifest.written", 1),
+        s3("history.before", 1),
+        s3("history.written", 1),
     ]
 }
 
@@ -332,6 +339,43 @@ fn check_outputs(h: &Harness, root: &str, report: &Value) -> Result<(), String> 
         ensure(objects.contains(&manifest.as_str()), || {
             format!("{o} without its manifest")
         })?;
+    }
+    check_history(root, run_id, h.cohorts.len())
+}
+
+/// The sync history reads whole (DuckDB, or pyarrow.dataset on S3), and holds the rerun's
+/// row for every cohort; a file in it is a whole Parquet file or a hidden temporary one.
+fn check_history(root: &str, run_id: &str, cohorts: usize) -> Result<(), String> {
+    let history = read_history(root);
+    let files: Vec<&str> = history["files"]
+        .as_array()
+        .ok_or("no history files")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for f in &files {
+        let name = f.rsplit('/').next().unwrap_or_default();
+        let whole = name.starts_with("run-") && name.ends_with(".parquet");
+        let hidden = name.starts_with(".run-") && name.ends_with(".parquet.tmp");
+        ensure(whole || hidden, || format!("unexpected history object {f}"))?;
+    }
+    let rows: Vec<&Value> = history["rows"]
+        .as_array()
+        .ok_or("no history rows")?
+        .iter()
+        .filter(|r| r["run_id"] == run_id)
+        .collect();
+    ensure(rows.len() == cohorts, || {
+        format!(
+            "the rerun has {} history rows, expected {cohorts}: {history:#}",
+            rows.len()
+        )
+    })?;
+    for r in rows {
+        ensure(
+            r["outcome"] == "exported" || r["outcome"] == "skipped_unchanged",
+            || format!("rerun history row: {r}"),
+        )?;
     }
     Ok(())
 }

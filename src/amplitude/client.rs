@@ -27,6 +27,7 @@ use super::transfer::{TransferLimits, guard};
 use super::types::*;
 use crate::quota::{AppLimits, RetryPolicy, rate_limited_only, transient};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use tokio::sync::OwnedSemaphorePermit;
 
 /// Longest slice of an unexpected response body quoted in an error.
@@ -110,6 +111,8 @@ pub struct AmplitudeClient {
     /// Cancelled when the run stops: waits for a rate-limit slot or a retry end at once
     /// (a call already sent is left to finish).
     stop: Option<CancellationToken>,
+    /// Counts the 429 answers (shared with the run: its report and metrics show them).
+    answers_429: Option<Arc<AtomicU64>>,
 }
 
 impl AmplitudeClient {
@@ -135,6 +138,7 @@ impl AmplitudeClient {
             transfer: options.transfer,
             answer_deadline: at_most(options.read_timeout, 86_400).max(Duration::from_secs(1)),
             stop: None,
+            answers_429: None,
         })
     }
 
@@ -147,6 +151,12 @@ impl AmplitudeClient {
     /// Retries refused calls with this policy.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Adds one to `counter` for every HTTP 429 answer.
+    pub fn with_429_counter(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.answers_429 = Some(counter);
         self
     }
 
@@ -537,6 +547,11 @@ impl AmplitudeClient {
             status = resp.status().as_u16(),
             "amplitude answered"
         );
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS
+            && let Some(counter) = &self.answers_429
+        {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(resp)
     }
 }

@@ -31,7 +31,11 @@ Limits: a field, a row, the header or the gzip expansion past its --max-… limi
 conversion (naming the limit, row, line and column) before more of that record is read,
 so memory stays bounded whatever the input; the defaults are far above any cohort file.
 Exit codes: 0 done, 1 bad input or write failure (the message names the file, row and
-line), 2 bad usage.")]
+line), 2 bad usage.
+
+Examples:
+  cohort-sync convert cohort.csv.gz cohort.parquet
+  cohort-sync convert - s3://warehouse/cohorts/c.parquet --compression zstd:9 < cohort.csv")]
 pub struct ConvertArgs {
     /// CSV input (gzip is detected by its magic bytes); `-` reads stdin.
     input: PathBuf,

@@ -22,7 +22,12 @@ properties plan, city, note) and `empty01` (no members).
 Flags override the fixture's settings. Every duration is in Amplitude time and is \
 multiplied by --time-scale (0.01 turns the 10-minute request window into 6 s).
 Inspection API (no auth) on the API listener: /_emulator/requests, \
-/_emulator/apps/{app}/usage, /_emulator/apps/{app}/cohorts[/{id}[/members]], /_emulator/faults.")]
+/_emulator/apps/{app}/usage, /_emulator/apps/{app}/cohorts[/{id}[/members]], /_emulator/faults.
+
+Examples:
+  cohort-sync emulate --port 8080
+  cohort-sync emulate --fixture pipelines/emulator-demo.toml --time-scale 0.02
+  cohort-sync emulate --fault rate_limit:/api/5/cohorts/request:2")]
 pub struct EmulateArgs {
     /// Address to listen on.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]

@@ -1,13 +1,16 @@
 //! Command implementations of the binary: one file per command (or family of commands).
 
+pub mod completions;
 pub mod convert;
 pub mod ddl;
 pub mod emulate;
+pub mod examples;
 pub mod remote;
 pub mod run;
 pub mod signals;
 pub mod summary;
 pub mod validate;
+pub mod version;
 
 use std::future::Future;
 
@@ -23,20 +26,49 @@ fn log_filter(flag_or_env: Option<&str>) -> (String, &'static str) {
     }
 }
 
+/// How log lines are written (`--log-format`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Timestamped text lines (colours on a terminal).
+    Human,
+    /// One JSON object a line: `time`, `level`, `message`, `target`, the event's fields,
+    /// and the fields of every span it happened in (`run_id`, `pipeline`, `cohort_id`,
+    /// `request_id`), all at the top level.
+    Json,
+}
+
 /// Logs go to stderr so that stdout stays machine-readable. A filter that does not parse
 /// falls back to `info` with a warning naming it.
-pub fn init_logging(flag_or_env: Option<&str>) {
+pub fn init_logging(flag_or_env: Option<&str>, format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let (text, from) = log_filter(flag_or_env);
     let (filter, invalid) = match tracing_subscriber::EnvFilter::try_new(&text) {
         Ok(f) => (f, None),
         Err(e) => (tracing_subscriber::EnvFilter::new("info"), Some(e)),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    match format {
+        LogFormat::Human => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .init(),
+        LogFormat::Json => {
+            // Span fields are flattened next to the event's: the run's spans carry only
+            // ids, and no event repeats a span's field name (one key, one meaning).
+            let mut json = json_subscriber::JsonLayer::stderr();
+            json.with_timer("time", tracing_subscriber::fmt::time::SystemTime)
+                .with_level("level")
+                .with_target("target")
+                .with_flattened_event()
+                .with_top_level_flattened_span_list();
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(json)
+                .init();
+        }
+    }
     match invalid {
         Some(e) => tracing::warn!("ignoring log filter {text:?} from {from}: {e}; using info"),
         None => tracing::debug!("log filter {text:?} from {from}"),

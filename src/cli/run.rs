@@ -15,6 +15,7 @@ use cohort_sync::runner::export::{ExportSettings, execute as execute_export, req
 use cohort_sync::runner::plan::PlanOptions;
 use cohort_sync::runner::report::{PipelineReport, RunReport, combine_exit_codes};
 use cohort_sync::text::escape;
+use tracing::Instrument;
 
 use super::summary;
 
@@ -32,6 +33,10 @@ pub struct RunArgs {
     /// Write the JSON run report here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Write Prometheus metrics of the run here (text format, for node_exporter's textfile
+    /// collector: name it `*.prom` in its directory). Replaced whole at the end of the run.
+    #[arg(long, value_name = "PATH", env = "COHORT_SYNC_METRICS_FILE")]
+    metrics_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -53,17 +58,26 @@ pub async fn run(args: RunArgs) -> u8 {
     } else {
         RunMode::Apply
     };
-    execute(&args.files, mode, args.force, args.report.as_deref()).await
+    let outputs = Outputs {
+        report: args.report.as_deref(),
+        metrics: args.metrics_file.as_deref(),
+    };
+    execute(&args.files, mode, args.force, outputs).await
+}
+
+/// Where a command writes what it did, besides the summary.
+#[derive(Default)]
+struct Outputs<'a> {
+    report: Option<&'a Path>,
+    metrics: Option<&'a Path>,
 }
 
 pub async fn plan(args: PlanArgs) -> u8 {
-    execute(
-        &args.files,
-        RunMode::Plan,
-        args.force,
-        args.report.as_deref(),
-    )
-    .await
+    let outputs = Outputs {
+        report: args.report.as_deref(),
+        ..Outputs::default()
+    };
+    execute(&args.files, RunMode::Plan, args.force, outputs).await
 }
 
 /// A pipeline ready to execute.
@@ -72,7 +86,16 @@ enum Prepared {
     Reverse(Box<Pipeline>),
 }
 
-async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Option<&Path>) -> u8 {
+impl Prepared {
+    fn name(&self) -> &str {
+        match self {
+            Prepared::Export(s) => &s.name,
+            Prepared::Reverse(p) => &p.name,
+        }
+    }
+}
+
+async fn execute(files: &[PathBuf], mode: RunMode, force: bool, outputs: Outputs<'_>) -> u8 {
     let prepared = match prepare_all(files) {
         Ok(p) => p,
         Err(errors) => {
@@ -95,37 +118,98 @@ async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Opt
 
     let runs = prepared.iter().map(|p| {
         let ctx = &ctx;
+        // Every event of a pipeline's work carries the run id and the pipeline's name.
+        let span = tracing::info_span!("pipeline", run_id = %ctx.run_id, pipeline = %p.name());
         async move {
             match p {
                 Prepared::Export(settings) => execute_export(settings, ctx).await,
                 Prepared::Reverse(pipeline) => cohort_sync::reverse::execute(pipeline, ctx).await,
             }
         }
+        .instrument(span)
     });
     let pipelines: Vec<PipelineReport> = futures::future::join_all(runs).await;
     signals.abort();
-    let mut exit_code = combine_exit_codes(pipelines.iter().map(|p| p.exit_code));
-    if let Some(signal) = ctx.stopped_by() {
-        exit_code = exit::stopped_by_signal(signal);
-    }
-    let report = RunReport {
+    let mut report = RunReport {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         run_id: ctx.run_id.clone(),
         mode: mode.as_str().to_string(),
         started_at: ctx.started_at,
         finished_at: chrono::Utc::now(),
         pipelines,
-        exit_code,
+        rate_limited_responses: ctx.answers_429.load(std::sync::atomic::Ordering::Relaxed),
+        exit_code: 0,
     };
+    if mode.applies() {
+        append_history(&prepared, &mut report, &ctx).await;
+    }
+    report.exit_code = combine_exit_codes(report.pipelines.iter().map(|p| p.exit_code));
+    if let Some(signal) = ctx.stopped_by() {
+        report.exit_code = exit::stopped_by_signal(signal);
+    }
+    let mut exit_code = report.exit_code;
+    if let Some(path) = outputs.metrics {
+        if mode.applies() {
+            if let Err(e) = cohort_sync::runner::metrics::write(path, &report) {
+                tracing::error!(
+                    "writing the metrics file {}: {e}; check that its folder exists and is writable (the data of this run is written: its report and history say what was done)",
+                    path.display()
+                );
+                exit_code = exit::FAILED.max(exit_code);
+            }
+        } else {
+            tracing::info!(
+                "a dry run writes no metrics: {} is left as it was",
+                path.display()
+            );
+        }
+    }
     summary::print(&report);
     cohort_sync::crash::point("run.report.before");
-    if let Some(path) = report_path
+    if let Some(path) = outputs.report
         && let Err(e) = write_report(path, &report)
     {
         eprintln!("error: writing the report to {}: {e}", path.display());
         return exit::FAILED.max(exit_code);
     }
     exit_code
+}
+
+/// Adds each pipeline's rows to its sync history (`runner::history`): an export's under its
+/// output, a reverse's under `reconcile.snapshots` (the export output it reads) or, without
+/// one, under its state. A failed write fails the pipeline (exit 1): its data is written,
+/// but the record a warehouse reads of it is missing.
+async fn append_history(prepared: &[Prepared], report: &mut RunReport, ctx: &RunContext) {
+    let run = report.clone();
+    for (p, pipeline) in prepared.iter().zip(report.pipelines.iter_mut()) {
+        let url = match p {
+            Prepared::Export(s) => s.output_url.clone(),
+            Prepared::Reverse(pl) => match &pl.spec {
+                PipelineSpec::Reverse(spec) => spec.reconcile.snapshots.as_ref().map_or_else(
+                    || pl.state.url.as_str().to_string(),
+                    |s| s.as_str().to_string(),
+                ),
+                PipelineSpec::Export(_) => continue,
+            },
+        };
+        let written = match cohort_sync::storage::open(&url, &ctx.base_dir) {
+            Ok(location) => cohort_sync::runner::history::append(&location, &run, pipeline).await,
+            Err(e) => Err(e.to_string()),
+        };
+        match written {
+            Ok(described) => pipeline.history = Some(described),
+            Err(e) => {
+                let message = format!(
+                    "the sync history of this run was not written ({e}); the cohorts' data is, as the report says: check access to {url} — the next run writes its own history file"
+                );
+                tracing::error!(pipeline = %pipeline.name, "{message}");
+                pipeline.error.get_or_insert(message);
+                if pipeline.exit_code != exit::USAGE {
+                    pipeline.exit_code = exit::FAILED;
+                }
+            }
+        }
+    }
 }
 
 /// Loads and checks every file; all errors are collected so the user sees them at once.

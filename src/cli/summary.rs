@@ -115,6 +115,9 @@ fn render_pipeline(out: &mut String, p: &PipelineReport, mode: &str) {
     if let Some(m) = &p.manifest {
         out.push_str(&format!("  manifest: {}\n", safe(m)));
     }
+    if let Some(h) = &p.history {
+        out.push_str(&format!("  history: {}\n", safe(h)));
+    }
     if let Some(e) = &p.error {
         out.push_str(&format!("  error: {}\n", safe(e)));
     }
@@ -181,6 +184,7 @@ mod tests {
             started_at: chrono::Utc::now(),
             finished_at: chrono::Utc::now(),
             pipelines: vec![p],
+            rate_limited_responses: 0,
             exit_code: 1,
         }
     }

@@ -281,6 +281,7 @@ async fn apply_chunk(
     match result {
         Ok((created, skipped, invalid)) => {
             if let Some(id) = created {
+                tracing::Span::current().record("cohort_id", id.as_str());
                 out.created_cohort_id = Some(id.clone());
                 journal.doc.cohort_id = Some(id);
             }

@@ -389,6 +389,7 @@ async fn fetch(
     reason: String,
     spent: Option<SpentRequest>,
 ) -> Result<Baseline, Failure> {
+    tracing::Span::current().record("request_id", request_id);
     let with_spent = |msg: String| {
         if spent.is_some() {
             format!("{msg} (request {request_id} spent quota; the next run reuses it)")

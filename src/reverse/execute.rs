@@ -5,6 +5,7 @@
 //! pipeline report.
 
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use super::apply::{ApplySettings, apply};
 use super::baseline::{self, BaselineInput, BaselineReport};
@@ -68,8 +69,18 @@ pub async fn execute(pipeline: &Pipeline, ctx: &RunContext) -> PipelineReport {
         report.exit_code = exit::USAGE;
         return report;
     };
+    report.started_at = Some(chrono::Utc::now());
     let mut rev = ReverseReport::new(ctx.mode.as_str(), spec.reconcile.mode, spec.source.id_kind);
-    let result = run(pipeline, spec, ctx, &mut report, &mut rev).await;
+    // The target's work: its events carry `cohort_id` (once known) and the baseline's
+    // `request_id` (when one is downloaded), as an export cohort's do.
+    let span = tracing::info_span!(
+        "cohort",
+        cohort_id = tracing::field::Empty,
+        request_id = tracing::field::Empty
+    );
+    let result = run(pipeline, spec, ctx, &mut report, &mut rev)
+        .instrument(span)
+        .await;
     if let Err(f) = &result {
         report.error = Some(f.message.clone());
         report.exit_code = f.code;
@@ -85,7 +96,7 @@ pub async fn execute(pipeline: &Pipeline, ctx: &RunContext) -> PipelineReport {
     }
     rev.summary = rev.render(report.error.as_deref());
     for line in rev.summary.lines() {
-        tracing::debug!(pipeline = %pipeline.name, "{line}");
+        tracing::debug!("{line}");
     }
     let counts = rev
         .counts
@@ -94,13 +105,14 @@ pub async fn execute(pipeline: &Pipeline, ctx: &RunContext) -> PipelineReport {
             format!("+{} / -{}", c.add, c.remove)
         });
     tracing::info!(
-        pipeline = %pipeline.name,
         "reverse {}: {counts}, {} calls sent, outcome {}",
         rev.mode,
         rev.calls_sent,
         rev.outcome
     );
+    report.reverse_totals = Some(rev.totals());
     report.reverse = serde_json::to_value(&rev).ok();
+    report.finished_at = Some(chrono::Utc::now());
     report
 }
 
@@ -266,6 +278,9 @@ async fn open(pipeline: &Pipeline, spec: &ReverseSpec, ctx: &RunContext) -> Resu
             _ => (format!("new-{}", sanitize(&c.name)), None, Some(c.clone())),
         },
     };
+    if let Some(id) = &cohort_id {
+        tracing::Span::current().record("cohort_id", id.as_str());
+    }
     Ok(Setup {
         client,
         state,
@@ -327,6 +342,7 @@ async fn unfinished_plan(
             record_created(&setup.state, &journal, &id, &ctx.run_id).await?;
         }
         setup.target_key = id.clone();
+        tracing::Span::current().record("cohort_id", id.as_str());
         setup.cohort_id = Some(id.clone());
         setup.create = None;
         rev.target.cohort_id = Some(id);

@@ -133,6 +133,25 @@ pub struct ReverseReport {
 }
 
 impl ReverseReport {
+    /// What this run's calls changed: the figures metrics and the sync history show.
+    pub fn totals(&self) -> crate::runner::report::ReverseTotals {
+        let applied = |op: ChunkOp| -> u64 {
+            self.calls
+                .iter()
+                .filter(|c| c.status == "applied" && c.op == op)
+                .map(|c| c.ids as u64)
+                .sum()
+        };
+        crate::runner::report::ReverseTotals {
+            cohort_id: self.target.cohort_id.clone(),
+            cohort_name: self.target.name.clone(),
+            outcome: self.outcome.clone(),
+            added: applied(ChunkOp::Add) + applied(ChunkOp::Upload),
+            removed: applied(ChunkOp::Remove),
+            skipped: self.skipped_ids.count,
+        }
+    }
+
     pub fn new(mode: &str, reconcile: ReconcileMode, id_kind: IdKind) -> Self {
         ReverseReport {
             mode: mode.to_string(),

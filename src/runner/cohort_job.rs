@@ -116,6 +116,23 @@ impl CohortJob {
             spent: Vec::new(),
             file: None,
         };
+        out.report.started_at = Some(Utc::now());
+        let out = self.run_into(item, out, started).await;
+        CohortResult {
+            report: CohortReport {
+                finished_at: Some(Utc::now()),
+                ..out.report
+            },
+            ..out
+        }
+    }
+
+    async fn run_into(
+        &self,
+        item: PlannedCohort,
+        mut out: CohortResult,
+        started: Instant,
+    ) -> CohortResult {
         let cohort_id = item.selected.cohort.id.clone();
         if self.stop.is_cancelled() {
             out.report.outcome = Outcome::Interrupted;
@@ -162,7 +179,7 @@ impl CohortJob {
                 tokio::select! {
                     r = &mut work => break r,
                     lost = &mut heartbeat, if lost_to.is_none() => {
-                        tracing::error!(cohort = %cohort_id, "the lease was lost ({lost}); stopping work on the cohort");
+                        tracing::error!("the lease was lost ({lost}); stopping work on the cohort");
                         lost_to = Some(lost);
                         cohort_stop.cancel();
                     }
@@ -175,7 +192,6 @@ impl CohortJob {
             Ok(file) => {
                 if out.report.outcome == Outcome::Exported {
                     tracing::info!(
-                        cohort = %cohort_id,
                         rows = out.report.rows,
                         bytes = out.report.bytes,
                         output = out.report.output.as_deref().unwrap_or("-"),
@@ -196,7 +212,7 @@ impl CohortJob {
                         f.message
                     ));
                 }
-                tracing::error!(cohort = %cohort_id, "{}", f.message);
+                tracing::error!("{}", f.message);
                 out.report.outcome = f.outcome;
                 out.report.detail = Some(f.message);
             }
@@ -235,7 +251,6 @@ impl CohortJob {
                 outcome_unknown: true,
             });
             tracing::warn!(
-                cohort = %cohort.id,
                 "an earlier run sent a download request at {sent_at} and stopped before saving its answer: it is counted as possibly spent"
             );
             self.record_in_ledger(&cohort.id, None, LedgerOutcome::Unknown, sent_at)
@@ -253,6 +268,7 @@ impl CohortJob {
                 .obtain_request(cohort, &mut record, reason, out, fence)
                 .await?;
             out.report.request_id = Some(request_id.clone());
+            tracing::Span::current().record("request_id", request_id.as_str());
             match self
                 .fetch_request(cohort, last_computed.as_ref(), &request_id, out, stop)
                 .await
@@ -285,7 +301,7 @@ impl CohortJob {
                             }
                         )));
                     }
-                    tracing::warn!(cohort = %cohort.id, "{why}; requesting the cohort anew");
+                    tracing::warn!("{why}; requesting the cohort anew");
                     out.report.detail = Some(format!("replaced request {request_id}: {why}"));
                     reason = RequestReason::EarlierRequestFailed;
                 }
@@ -448,7 +464,7 @@ impl CohortJob {
                     // Certainly not counted: no intent to remember.
                     record.request_in_doubt = None;
                     if let Err(se) = self.state.save_cohort(record).await {
-                        tracing::warn!(cohort = %cohort.id, "clearing the request intent: {se}");
+                        tracing::warn!("clearing the request intent: {se}");
                     }
                 } else {
                     // Reported as possibly spent by this run; the next need not again.
@@ -478,10 +494,7 @@ impl CohortJob {
             run_id: self.run_id.clone(),
         };
         if let Err(e) = self.ledger.record(&entry).await {
-            tracing::warn!(
-                cohort = cohort_id,
-                "recording the request in the quota ledger: {e}"
-            );
+            tracing::warn!("recording the request in the quota ledger of cohort {cohort_id}: {e}");
         }
     }
 
@@ -599,8 +612,6 @@ impl CohortJob {
                 };
                 let pause = Duration::from_millis(500 * u64::from(attempt - 1)).mul_f64(scale);
                 tracing::warn!(
-                    cohort = %cohort.id,
-                    request_id,
                     attempt,
                     "asking /file again with the same request id after: {last_error}"
                 );

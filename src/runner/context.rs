@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -65,6 +65,8 @@ pub struct RunContext {
     pub holder: Holder,
     /// Requests issued by this run, by cohort and columns (shared across its pipelines).
     pub shared_requests: Arc<SharedRequests>,
+    /// HTTP 429 answers seen by every client of the run.
+    pub answers_429: Arc<AtomicU64>,
 }
 
 impl RunContext {
@@ -87,6 +89,7 @@ impl RunContext {
             stop: CancellationToken::new(),
             stop_signal: Arc::new(AtomicI32::new(0)),
             shared_requests: Arc::new(SharedRequests::default()),
+            answers_429: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -128,6 +131,7 @@ impl RunContext {
         Ok(AmplitudeClient::new(options)?
             .with_limits(limits)
             .with_retry(RetryPolicy::scaled(self.time_scale))
-            .with_stop(self.stop.clone()))
+            .with_stop(self.stop.clone())
+            .with_429_counter(Arc::clone(&self.answers_429)))
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::cohort_job::{CohortJob, CohortResult};
 use super::context::RunContext;
@@ -79,11 +80,13 @@ struct Manifest<'a> {
 /// Runs (or plans) one export pipeline and reports what happened.
 pub async fn execute(settings: &ExportSettings, ctx: &RunContext) -> PipelineReport {
     let mut report = PipelineReport::new(&settings.file, &settings.name, "export");
+    report.started_at = Some(Utc::now());
     if let Err((code, message)) = execute_into(settings, ctx, &mut report).await {
-        tracing::error!(pipeline = %settings.name, "{message}");
+        tracing::error!("{message}");
         report.error = Some(message);
         report.exit_code = code;
     }
+    report.finished_at = Some(Utc::now());
     report
 }
 
@@ -110,7 +113,7 @@ async fn execute_into(
     for bad in &bad_ids {
         let c = &bad.cohort;
         let why = check_id(IdRole::Cohort, &c.id).err().unwrap_or_default();
-        tracing::error!(pipeline = %settings.name, "the cohort list names a cohort with an unusable id: {why}");
+        tracing::error!("the cohort list names a cohort with an unusable id: {why}");
         let mut r = CohortReport::new(&c.id, &c.name, Outcome::Failed);
         r.detail = Some(format!(
             "Amplitude's cohort list gave an unusable id; nothing was requested: {why}"
@@ -134,7 +137,7 @@ async fn execute_into(
     let plan = plan_export(selected, &state, usage, &limits, &plan_opts, Utc::now())
         .await
         .map_err(|e| failed(&e))?;
-    log_plan(settings, &plan);
+    log_plan(&plan);
 
     if !ctx.mode.applies() {
         fill_planned(report, &plan, ctx.started_at);
@@ -190,7 +193,13 @@ async fn execute_into(
     let parallel = settings.max_parallel.max(1);
     let results: Vec<CohortResult> = futures::stream::iter(downloads.into_iter().map(|item| {
         let job = Arc::clone(&job);
-        async move { job.run(item).await }
+        // Every event of the cohort's work carries its id, and its request id once known.
+        let span = tracing::info_span!(
+            "cohort",
+            cohort_id = %item.selected.cohort.id,
+            request_id = tracing::field::Empty
+        );
+        async move { job.run(item).await }.instrument(span)
     }))
     .buffer_unordered(parallel)
     .collect()
@@ -281,26 +290,24 @@ async fn remove_orphaned_staging(
     let live = match state.live_lease_holders().await {
         Ok(live) => live,
         Err(e) => {
-            tracing::warn!(pipeline = %settings.name, "not cleaning staging files: reading leases: {e}");
+            tracing::warn!("not cleaning staging files: reading leases: {e}");
             return;
         }
     };
     let staging = Staging::new(output, &settings.name, &ctx.run_id);
     match staging.remove_orphans(&live) {
         Ok(removed) if !removed.is_empty() => tracing::info!(
-            pipeline = %settings.name,
             "removed {} staging folder(s) left by killed runs: {}",
             removed.len(),
             removed.join(", ")
         ),
         Ok(_) => {}
-        Err(e) => tracing::warn!(pipeline = %settings.name, "cleaning staging files: {e}"),
+        Err(e) => tracing::warn!("cleaning staging files: {e}"),
     }
 }
 
-fn log_plan(settings: &ExportSettings, plan: &ExportPlan) {
+fn log_plan(plan: &ExportPlan) {
     tracing::info!(
-        pipeline = %settings.name,
         cohorts = plan.items.len(),
         spend = plan.spend(),
         deferred = plan.deferred(),

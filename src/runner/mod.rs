@@ -5,8 +5,10 @@
 pub mod cohort_job;
 pub mod context;
 pub mod export;
+pub mod history;
 pub mod layout;
 pub mod leases;
+pub mod metrics;
 pub mod plan;
 pub mod poll;
 pub mod report;

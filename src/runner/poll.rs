@@ -99,11 +99,8 @@ pub async fn wait_for_job_until(
             });
         }
         let sleep = interval.min(settings.max_wait - waited);
-        tracing::debug!(
-            request_id,
-            "job in progress; next poll in {:.2}s",
-            sleep.as_secs_f64()
-        );
+        // The request id is a field of the cohort's span.
+        tracing::debug!("job in progress; next poll in {:.2}s", sleep.as_secs_f64());
         match stop {
             Some(stop) => tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}

@@ -113,6 +113,12 @@ pub struct CohortReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     pub duration_ms: u64,
+    /// When this run started and ended the cohort's work (absent for a cohort it only
+    /// planned, skipped or deferred).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 impl CohortReport {
@@ -133,6 +139,8 @@ impl CohortReport {
             output: None,
             sha256: None,
             duration_ms: 0,
+            started_at: None,
+            finished_at: None,
         }
     }
 
@@ -198,12 +206,54 @@ pub struct PipelineReport {
     pub earliest_finish: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
+    /// The sync-history file this run added (see `runner::history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Reverse pipelines: what was planned / applied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reverse: Option<serde_json::Value>,
+    /// Reverse pipelines: the ids this run's calls changed (metrics and history read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_totals: Option<ReverseTotals>,
+    /// When the pipeline's execution started and ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
     pub exit_code: u8,
+}
+
+/// What a reverse pipeline's calls did to its target cohort in this run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReverseTotals {
+    /// The target cohort (absent while it is still to be created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort_name: Option<String>,
+    /// As the reverse report's `outcome` (`applied`, `in_sync`, `refused`, `failed`, ...).
+    pub outcome: String,
+    /// Ids sent by calls this run applied: ADD, and UPLOAD (create / replace).
+    pub added: u64,
+    /// Ids sent by REMOVE calls this run applied.
+    pub removed: u64,
+    /// Ids Amplitude skipped or reported invalid.
+    pub skipped: u64,
+}
+
+impl PipelineReport {
+    /// When the quota figures are known: (limit, used after this run, left after it).
+    /// Possibly spent requests count as used, so what is left is never overstated.
+    pub fn quota_after(&self) -> Option<(u32, u32, u32)> {
+        let u = self.usage_before.as_ref()?;
+        let used = u
+            .used
+            .saturating_add(self.quota_spent)
+            .saturating_add(self.quota_possibly_spent);
+        Some((u.limit, used, u.limit.saturating_sub(used)))
+    }
 }
 
 impl PipelineReport {
@@ -219,8 +269,12 @@ impl PipelineReport {
             cohorts: Vec::new(),
             earliest_finish: None,
             manifest: None,
+            history: None,
             error: None,
             reverse: None,
+            reverse_totals: None,
+            started_at: None,
+            finished_at: None,
             exit_code: 0,
         }
     }
@@ -234,6 +288,9 @@ pub struct RunReport {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub pipelines: Vec<PipelineReport>,
+    /// HTTP 429 answers Amplitude gave this run (waited out and retried, or not).
+    #[serde(default)]
+    pub rate_limited_responses: u64,
     pub exit_code: u8,
 }
 

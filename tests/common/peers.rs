@@ -101,3 +101,16 @@ pub fn write_parquet(path: &Path, spec: &Value) {
     );
     assert!(out.contains("wrote"), "{out}");
 }
+
+/// The sync-history dataset under an output (`ROOT/_history/`), read by DuckDB (local) or
+/// pyarrow.dataset (s3://): rows with their partition columns, the reader, every object
+/// (see tests/py/read_history.py).
+pub fn read_history(root: &str) -> Value {
+    json("read_history.py", &[root])
+}
+
+/// A `--metrics-file` parsed by prometheus_client's text parser: families by name, each
+/// with type, help and samples (see tests/py/parse_metrics.py).
+pub fn parse_metrics(file: &Path) -> Value {
+    json("parse_metrics.py", &[file.to_str().expect("utf-8 path")])
+}

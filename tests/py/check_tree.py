@@ -7,9 +7,9 @@ code under test, and prints JSON:
   parquet_digest.py);
 - "dataset_rows": rows read by pyarrow.dataset(root, partitioning="hive") (which fails on
   any file that is not Parquet, e.g. a half-written one);
-- "duckdb_rows": rows read by DuckDB read_parquet('root/**/*.parquet', hive_partitioning=1)
-  (local trees only: DuckDB reads object stores through extensions this machine cannot
-  fetch).
+- "duckdb_rows": rows read by DuckDB read_parquet([the snapshot files], hive_partitioning=1)
+  (the Parquet files outside `_`/`.` folders, as pyarrow.dataset finds them; local trees
+  only: DuckDB reads object stores through extensions this machine cannot fetch).
 
 usage: check_tree.py ROOT COLUMN[,COLUMN...]
 """
@@ -56,8 +56,11 @@ def main(argv):
     if files and "://" not in root:
         import duckdb
 
+        # The snapshot files, as a layout's glob names them: `**/*.parquet` would also
+        # match the tool's own `_history/` dataset (DuckDB does not skip `_` folders).
+        listed = ", ".join(f"'{base}/{rel}'" for rel in sorted(files))
         duckdb_rows = duckdb.sql(
-            f"select count(*) from read_parquet('{base}/**/*.parquet', hive_partitioning = 1)"
+            f"select count(*) from read_parquet([{listed}], hive_partitioning = 1)"
         ).fetchall()[0][0]
     print(
         json.dumps(
