@@ -100,7 +100,14 @@ fn broken_copy(edit_file: &str, from: &str, to: &str) -> tempfile::TempDir {
         copy(rel);
     }
     // What the Dockerfile copies from the project.
-    for rel in ["Cargo.toml", "Cargo.lock", "build.rs", "src", "examples", "benches"] {
+    for rel in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "src",
+        "examples",
+        "benches",
+    ] {
         let dst = dir.path().join(rel);
         if root().join(rel).is_dir() {
             std::fs::create_dir_all(&dst).expect("mkdir");
