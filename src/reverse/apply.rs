@@ -23,7 +23,10 @@
 //! - `reverse.chunk.sending`: a chunk is journaled `sending`, its call not yet made;
 //! - `reverse.chunk.answered`: the call's answer (success or error) arrived, not journaled;
 //! - `reverse.chunk.journaled`: the chunk's outcome is written to the journal;
-//! - `reverse.journal.closed`: every chunk applied and the journal closed.
+//! - `reverse.journal.closed`: every chunk applied and the journal closed;
+//! - `reverse.derived.ids_written`: the derived baseline's ids are written, its head not
+//!   yet (in `derived`);
+//! - `reverse.derived.written`: the derived baseline's head is written (in `derived`).
 
 use chrono::Utc;
 use serde::Serialize;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::apply::{ApplySettings, apply};
 use super::baseline::{self, BaselineInput, BaselineReport};
 use super::bytes::FileRef;
+use super::derived;
 use super::diff::{Diff, diff};
 use super::failure::Failure;
 use super::guard;
@@ -19,7 +20,7 @@ use super::journal::{
 };
 use super::lists::write_lists;
 use super::report::{
-    Counts, JournalReport, ReverseReport, SAMPLE, SkippedReport, SourceReport, SupersededReport,
+    Counts, DerivedReport, JournalReport, ReverseReport, SAMPLE, SkippedReport, SourceReport, SupersededReport,
     TargetReport,
 };
 use super::source::{ColumnSpec, ReadStats, read_ids};
@@ -238,7 +239,9 @@ async fn run_steps(
     }
     check_first_upload(&plan, setup, &cohort, pipeline, spec).await?;
     let mut journal = journal_plan(&plan, setup, &cohort, fingerprint, spec, ctx, rev).await?;
-    apply_journal(&mut journal, setup, pipeline, spec, ctx, rev).await
+    let skipped = apply_journal(&mut journal, setup, pipeline, spec, ctx, rev).await?;
+    record_derived(&plan, &diffs, &skipped, setup, &cohort, &journal, spec, ctx, rev).await;
+    Ok(())
 }
 
 /// The client, the state, and the target: an existing cohort, one this pipeline created
@@ -423,7 +426,9 @@ async fn resume(
         journal.doc.remaining(),
         journal.doc.chunks.len()
     );
-    apply_journal(&mut journal, setup, pipeline, spec, ctx, rev).await
+    apply_journal(&mut journal, setup, pipeline, spec, ctx, rev)
+        .await
+        .map(|_| ())
 }
 
 /// What a plan is made from now: the source object (`head`) and the settings that shape
@@ -532,6 +537,7 @@ async fn get_baseline(
     let rc = &spec.reconcile;
     let base = match cohort {
         Some(c) => {
+            let derived = derived_check(setup, c, spec).await;
             let input = BaselineInput {
                 client: &setup.client,
                 state: &setup.state,
@@ -550,6 +556,7 @@ async fn get_baseline(
                 ),
                 pipeline: &pipeline.name,
                 run_id: &ctx.run_id,
+                derived: &derived,
             };
             baseline::acquire(&input).await?
         }
@@ -569,11 +576,27 @@ async fn get_baseline(
     Ok(base.ids)
 }
 
+/// Whether the membership the last apply left can stand in for a download (a state that
+/// cannot be read only means it cannot: the run falls back to the other baselines).
+async fn derived_check(setup: &Setup, cohort: &Cohort, spec: &ReverseSpec) -> derived::Check {
+    let journal = match Journal::load(&setup.state, &setup.target_key).await {
+        Ok(j) => j,
+        Err(e) => return derived::Check::Stale(format!("the journal cannot be read: {e}")),
+    };
+    let doc = journal.as_ref().map(|j| &j.doc);
+    match derived::check(&setup.state, cohort, spec.source.id_kind, doc).await {
+        Ok(c) => c,
+        Err(e) => derived::Check::Stale(format!("it cannot be read: {e}")),
+    }
+}
+
 /// The diff against the baseline, and (when the baseline is not empty) against nothing:
-/// every distinct source id, which an upload sends.
+/// every distinct source id, which an upload sends. The baseline is kept: the membership
+/// an apply leaves is derived from it.
 struct Diffs {
     d: Diff,
     full: Option<Diff>,
+    base: IdCollector,
 }
 
 async fn diff_source(source: IdCollector, base_ids: IdCollector) -> Result<Diffs, Failure> {
@@ -585,7 +608,11 @@ async fn diff_source(source: IdCollector, base_ids: IdCollector) -> Result<Diffs
         } else {
             None
         };
-        Ok(Diffs { d, full })
+        Ok(Diffs {
+            d,
+            full,
+            base: base_ids,
+        })
     })
     .await
     .map_err(|e| Failure::failed(format!("diff task failed: {e}")))?
@@ -964,7 +991,7 @@ async fn journal_plan(
     Ok(journal)
 }
 
-/// Sends the journal's remaining calls and reports them.
+/// Sends the journal's remaining calls and reports them; answers the ids Amplitude skipped.
 async fn apply_journal(
     journal: &mut Journal,
     setup: &Setup,
@@ -972,7 +999,7 @@ async fn apply_journal(
     spec: &ReverseSpec,
     ctx: &RunContext,
     rev: &mut ReverseReport,
-) -> Result<(), Failure> {
+) -> Result<Vec<String>, Failure> {
     let settings = ApplySettings {
         client: &setup.client,
         app_id: pipeline.connection.app_id,
@@ -1028,9 +1055,121 @@ async fn apply_journal(
         ))),
         None => {
             rev.outcome = "applied".into();
-            Ok(())
+            Ok(outcome.skipped_ids)
         }
     }
+}
+
+/// After the journal closed: records the membership the plan left as the next run's free
+/// baseline (see [`derived`]). Never fails the run — a derived baseline not written costs
+/// the next run a download — and the report says what happened.
+#[allow(clippy::too_many_arguments)]
+async fn record_derived(
+    plan: &Plan<'_>,
+    diffs: &Diffs,
+    skipped: &[String],
+    setup: &Setup,
+    cohort: &Option<Cohort>,
+    journal: &Journal,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+    rev: &mut ReverseReport,
+) {
+    let result = derive(plan, diffs, skipped, setup, cohort, journal, spec, ctx, rev).await;
+    if let Err(why) = &result {
+        tracing::info!("no derived baseline recorded: {why}; the next run downloads the cohort");
+    }
+    rev.derived = Some(match result {
+        Ok((at, size)) => DerivedReport {
+            written: true,
+            location: Some(at),
+            size: Some(size),
+            reason: "recorded: the next run uses it while the cohort's lastComputed and size stay as listed now".into(),
+        },
+        Err(reason) => DerivedReport {
+            written: false,
+            location: None,
+            size: None,
+            reason,
+        },
+    });
+}
+
+/// The derived membership, checked against the cohort as listed after the last call, and
+/// written; `Err` says why not.
+#[allow(clippy::too_many_arguments)]
+async fn derive(
+    plan: &Plan<'_>,
+    diffs: &Diffs,
+    skipped: &[String],
+    setup: &Setup,
+    cohort: &Option<Cohort>,
+    journal: &Journal,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+    rev: &ReverseReport,
+) -> Result<(String, u64), String> {
+    let baseline = rev.baseline.as_ref();
+    let exact = baseline.is_some_and(|b| b.exact && b.used != baseline::BaselineUsed::None);
+    if journal.doc.status != JournalStatus::Closed {
+        return Err("the plan did not finish".into());
+    }
+    if !exact && !plan.uploading {
+        return Err("the plan was not made against an exact baseline".into());
+    }
+    if rev.skipped_ids.count > skipped.len() as u64 {
+        return Err(format!(
+            "Amplitude skipped {} ids, more than this run keeps",
+            rev.skipped_ids.count
+        ));
+    }
+    let Some(cohort_id) = journal.doc.cohort_id.clone() else {
+        return Err("the plan has no cohort id".into());
+    };
+    let base = (!plan.uploading).then_some(&diffs.base);
+    let ids = derived::membership(base, plan.chunks.iter().cloned(), skipped, DIFF_THREADS)
+        .map_err(|e| e.to_string())?;
+    let unmatched = match baseline {
+        Some(b) if !plan.uploading => b.members_without_id + diffs.d.counts.baseline_duplicates,
+        _ => 0,
+    };
+    let after = find_cohort(&setup.client, &cohort_id)
+        .await
+        .map_err(|f| f.message)?;
+    let before = cohort
+        .as_ref()
+        .and_then(|c| c.last_computed.as_ref())
+        .and_then(|t| t.epoch_seconds());
+    let Some(lc) = after.last_computed.as_ref().and_then(|t| t.epoch_seconds()) else {
+        return Err("the cohort list gives no lastComputed".into());
+    };
+    if before.is_some_and(|b| lc <= b) {
+        return Err(format!(
+            "the cohort's lastComputed did not move with the calls ({lc}): a later change would not show either"
+        ));
+    }
+    let size = ids.len() as u64 + unmatched;
+    if after.size != Some(size as i64) {
+        return Err(format!(
+            "the cohort lists {} members after the calls, the derived membership has {size}",
+            after.size.map_or("an unknown number of".into(), |s| s.to_string())
+        ));
+    }
+    let at = derived::write(
+        &setup.state,
+        &derived::Record {
+            cohort_id: &cohort_id,
+            kind: spec.source.id_kind,
+            journal_run: &journal.doc.planned_by,
+            run_id: &ctx.run_id,
+            ids: &ids,
+            members_without_id: unmatched,
+            last_computed: lc,
+            size,
+        },
+    )
+    .await?;
+    Ok((at, size))
 }
 
 fn journal_counts(doc: &JournalDoc) -> Counts {

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod baseline;
 pub mod bytes;
+pub mod derived;
 pub mod diff;
 pub mod execute;
 pub mod failure;

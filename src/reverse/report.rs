@@ -85,6 +85,19 @@ pub struct SupersededReport {
     pub marked: bool,
 }
 
+/// The membership this run's apply left, recorded (or not) as the next run's free baseline.
+#[derive(Debug, Clone, Serialize)]
+pub struct DerivedReport {
+    pub written: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Members of the derived membership (ids plus members without an id of the kind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Why it was not written, or what it is tied to.
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SkippedReport {
     pub count: u64,
@@ -124,6 +137,9 @@ pub struct ReverseReport {
     /// Ids Amplitude skipped or reported invalid.
     pub skipped_ids: SkippedReport,
     pub invalid_ids_sample: Vec<String>,
+    /// The derived baseline this run recorded for the next one (after an apply).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub derived: Option<DerivedReport>,
     /// Problems that do not stop a plan (a run may refuse them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -152,6 +168,7 @@ impl ReverseReport {
             calls_resent_in_doubt: 0,
             skipped_ids: SkippedReport::default(),
             invalid_ids_sample: Vec::new(),
+            derived: None,
             warnings: Vec::new(),
             outcome: "failed".into(),
             summary: String::new(),
@@ -180,6 +197,10 @@ impl ReverseReport {
         }
         if let Some(b) = &self.baseline {
             let what = match b.used {
+                BaselineUsed::Derived => format!(
+                    "derived from the last apply ({} members)",
+                    num(b.rows - b.members_without_id)
+                ),
                 BaselineUsed::Snapshot => {
                     format!("snapshot ({} members)", num(b.rows - b.members_without_id))
                 }
@@ -256,6 +277,18 @@ impl ReverseReport {
         }
         for w in &self.warnings {
             out.push(format!("warning: {}", esc(w)));
+        }
+        if let Some(d) = &self.derived {
+            out.push(match d.size {
+                Some(n) if d.written => format!(
+                    "derived baseline ({} members) recorded for the next run: no download while nothing else changes the cohort",
+                    num(n)
+                ),
+                _ => format!(
+                    "no derived baseline recorded ({}): the next run downloads the cohort",
+                    esc(&d.reason)
+                ),
+            });
         }
         if let Some(p) = &self.superseded {
             out.push(format!(
