@@ -1,4 +1,4 @@
-//! `cohort-sync run FILE... [--dry-run] [--force] [--report FILE]` and
+//! `cohort-sync run FILE... [--dry-run] [--force] [--retry-rejected] [--report FILE]` and
 //! `cohort-sync plan FILE...`: load every pipeline (all must be valid before anything runs),
 //! execute them concurrently (pipelines for the same app share its rate limits), print a
 //! summary per pipeline and write the JSON run report.
@@ -29,6 +29,9 @@ pub struct RunArgs {
     /// Download unchanged cohorts again; apply reverse plans the removal guard refused.
     #[arg(long)]
     force: bool,
+    /// Send again the ids Amplitude rejected in earlier runs (held back otherwise).
+    #[arg(long)]
+    retry_rejected: bool,
     /// Write the JSON run report here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -42,6 +45,9 @@ pub struct PlanArgs {
     /// Plan as `run --force` would run.
     #[arg(long)]
     force: bool,
+    /// Plan as `run --retry-rejected` would run.
+    #[arg(long)]
+    retry_rejected: bool,
     /// Write the JSON plan report here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -53,17 +59,26 @@ pub async fn run(args: RunArgs) -> u8 {
     } else {
         RunMode::Apply
     };
-    execute(&args.files, mode, args.force, args.report.as_deref()).await
+    let flags = Flags {
+        force: args.force,
+        retry_rejected: args.retry_rejected,
+    };
+    execute(&args.files, mode, flags, args.report.as_deref()).await
+}
+
+/// The run's switches.
+#[derive(Debug, Clone, Copy)]
+struct Flags {
+    force: bool,
+    retry_rejected: bool,
 }
 
 pub async fn plan(args: PlanArgs) -> u8 {
-    execute(
-        &args.files,
-        RunMode::Plan,
-        args.force,
-        args.report.as_deref(),
-    )
-    .await
+    let flags = Flags {
+        force: args.force,
+        retry_rejected: args.retry_rejected,
+    };
+    execute(&args.files, RunMode::Plan, flags, args.report.as_deref()).await
 }
 
 /// A pipeline ready to execute.
@@ -72,7 +87,7 @@ enum Prepared {
     Reverse(Box<Pipeline>),
 }
 
-async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Option<&Path>) -> u8 {
+async fn execute(files: &[PathBuf], mode: RunMode, flags: Flags, report_path: Option<&Path>) -> u8 {
     let prepared = match prepare_all(files) {
         Ok(p) => p,
         Err(errors) => {
@@ -89,7 +104,8 @@ async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Opt
             return exit::FAILED;
         }
     };
-    let ctx = RunContext::new(mode, force, time_scale_from_env(), base_dir);
+    let mut ctx = RunContext::new(mode, flags.force, time_scale_from_env(), base_dir);
+    ctx.retry_rejected = flags.retry_rejected;
     tracing::info!(run_id = %ctx.run_id, mode = mode.as_str(), pipelines = prepared.len(), "starting");
     let signals = super::signals::stop_on_signals(ctx.clone());
 

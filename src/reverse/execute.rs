@@ -10,6 +10,7 @@ use super::apply::{ApplySettings, apply};
 use super::baseline::{self, BaselineInput, BaselineReport};
 use super::bytes::FileRef;
 use super::derived;
+use super::owned;
 use super::diff::{Diff, diff};
 use super::failure::Failure;
 use super::guard;
@@ -18,9 +19,10 @@ use super::journal::{
     ChunkEntry, ChunkOp, ChunkState, Journal, JournalDoc, JournalStatus, PlanFingerprint,
     UploadMeta,
 };
-use super::lists::write_lists;
+use super::lists::{write_file, write_lists};
+use super::rejected;
 use super::report::{
-    Counts, DerivedReport, JournalReport, ReverseReport, SAMPLE, SkippedReport, SourceReport, SupersededReport,
+    Counts, DerivedReport, JournalReport, RejectedReport, ReverseReport, SAMPLE, SkippedReport, SourceReport, SupersededReport,
     TargetReport,
 };
 use super::source::{ColumnSpec, ReadStats, read_ids};
@@ -40,6 +42,7 @@ use crate::state::Ledger;
 use crate::state::{REQUEST_VALIDITY_DAYS, StateStore};
 use crate::storage;
 use crate::{crash, exit};
+use std::collections::HashSet;
 use std::ops::Range;
 
 /// Amplitude's largest cohort.
@@ -192,6 +195,7 @@ async fn run_steps(
         created: false,
     };
     let file = FileRef::parse(spec.source.url.as_str(), &ctx.base_dir).map_err(Failure::failed)?;
+    check_id_kind(setup, spec, ctx, rev).await?;
 
     if let Some(journal) = unfinished_plan(setup, &file, spec, ctx, rev).await? {
         return resume(journal, setup, pipeline, spec, ctx, rev).await;
@@ -209,7 +213,11 @@ async fn run_steps(
     refuse_empty_source(&source, &cohort, &file, spec, ctx, rev)?;
     let base = get_baseline(setup, &cohort, pipeline, spec, ctx, report, rev).await?;
     let baseline_known = base.is_some();
-    let diffs = diff_source(source.ids, base.unwrap_or_default()).await?;
+    let mut diffs = diff_source(source.ids, base.unwrap_or_default()).await?;
+    let retried = hold_back_rejected(&mut diffs, setup, pipeline, spec, ctx, rev).await?;
+    if spec.reconcile.mode == ReconcileMode::MirrorOwned && baseline_known {
+        remove_only_owned(&mut diffs, setup, spec, ctx, rev).await?;
+    }
     rev.source = Some(source_report(
         &file,
         source.stats.rows,
@@ -239,7 +247,7 @@ async fn run_steps(
     }
     check_first_upload(&plan, setup, &cohort, pipeline, spec).await?;
     let mut journal = journal_plan(&plan, setup, &cohort, fingerprint, spec, ctx, rev).await?;
-    let skipped = apply_journal(&mut journal, setup, pipeline, spec, ctx, rev).await?;
+    let skipped = apply_journal(&mut journal, setup, pipeline, spec, ctx, Some(&retried), rev).await?;
     record_derived(&plan, &diffs, &skipped, setup, &cohort, &journal, spec, ctx, rev).await;
     Ok(())
 }
@@ -296,6 +304,11 @@ async fn unfinished_plan(
     else {
         return Ok(None);
     };
+    if spec.reconcile.mode == ReconcileMode::MirrorOwned && ctx.mode.applies() {
+        owned::catch_up(&setup.state, &journal)
+            .await
+            .map_err(Failure::failed)?;
+    }
     let Some(planned_from) = journal.doc.fingerprint.clone() else {
         return Ok(Some(journal));
     };
@@ -426,7 +439,7 @@ async fn resume(
         journal.doc.remaining(),
         journal.doc.chunks.len()
     );
-    apply_journal(&mut journal, setup, pipeline, spec, ctx, rev)
+    apply_journal(&mut journal, setup, pipeline, spec, ctx, None, rev)
         .await
         .map(|_| ())
 }
@@ -500,7 +513,10 @@ fn refuse_empty_source(
     rev: &mut ReverseReport,
 ) -> Result<(), Failure> {
     let rc = &spec.reconcile;
-    let empties = matches!(rc.mode, ReconcileMode::Mirror | ReconcileMode::Replace);
+    let empties = matches!(
+        rc.mode,
+        ReconcileMode::Mirror | ReconcileMode::Replace | ReconcileMode::MirrorOwned
+    );
     if source.empty && empties && !rc.allow_empty_source && !ctx.force && ctx.mode.applies() {
         let size = cohort_size(cohort);
         let g = guard::check(rc.mode, 0, size, true, size, rc, false);
@@ -576,6 +592,208 @@ async fn get_baseline(
     Ok(base.ids)
 }
 
+/// Refuses a changed `source.id_kind` unless `--force` (the pipeline's ledgers hold ids of
+/// the kind it was made with), and records the kind in a run.
+async fn check_id_kind(
+    setup: &Setup,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+    rev: &mut ReverseReport,
+) -> Result<(), Failure> {
+    match rejected::check_kind(
+        &setup.state,
+        spec.source.id_kind,
+        ctx.force,
+        ctx.mode.applies(),
+        &ctx.run_id,
+    )
+    .await
+    {
+        Ok(None) => Ok(()),
+        Ok(Some(note)) => {
+            rev.warnings.push(note);
+            Ok(())
+        }
+        Err(message) => {
+            rev.outcome = "refused".into();
+            Err(Failure::failed(message))
+        }
+    }
+}
+
+/// Takes out of the adds the ids Amplitude rejected for this pipeline before (unless
+/// `--retry-rejected`, or their entry is older than `retry_rejected_after_days`), reports
+/// and lists them; answers the rejected ids the plan sends again.
+async fn hold_back_rejected(
+    diffs: &mut Diffs,
+    setup: &Setup,
+    pipeline: &Pipeline,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+    rev: &mut ReverseReport,
+) -> Result<HashSet<String>, Failure> {
+    let ledger = rejected::load(&setup.state, spec.source.id_kind)
+        .await
+        .map_err(|e| Failure::failed(format!("the rejected-ids ledger: {e}")))?;
+    if ledger.entries.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let max_age = chrono::Duration::days(i64::from(spec.reconcile.retry_rejected_after_days));
+    let held = if ctx.retry_rejected {
+        HashSet::new()
+    } else {
+        ledger.held_back(chrono::Utc::now(), max_age)
+    };
+    let mut keep = IdList::new();
+    let mut held_back = IdList::new();
+    let mut retried = HashSet::new();
+    for id in diffs.d.add.iter_str() {
+        if held.contains(id) {
+            held_back.push(id.as_bytes());
+        } else {
+            if ledger.entries.contains_key(id) {
+                retried.insert(id.to_string());
+            }
+            keep.push(id.as_bytes());
+        }
+    }
+    diffs.d.add = keep;
+    let mut report = RejectedReport {
+        held_back: held_back.len() as u64,
+        retried: retried.len() as u64,
+        ledger: ledger.entries.len() as u64,
+        ..RejectedReport::default()
+    };
+    if !held_back.is_empty() {
+        match write_lists(
+            &spec.reconcile.lists_dir,
+            &ctx.base_dir,
+            &pipeline.name,
+            &ctx.run_id,
+            &[("held_back", &held_back)],
+        )
+        .await
+        {
+            Ok(w) => rev.lists.extend(w),
+            Err(e) => tracing::warn!("cannot write the held-back ids: {e}"),
+        }
+    }
+    report.sample = held_back.sample(SAMPLE);
+    rev.rejected = Some(report);
+    Ok(retried)
+}
+
+/// Records the ids Amplitude rejected in this run (and drops the `retried` ones it took)
+/// in the pipeline's ledger, and writes the ledger with the run's lists. A ledger that
+/// cannot be written is a warning: the next run sends those ids once more.
+async fn update_rejected(
+    outcome: &super::apply::ApplyOutcome,
+    retried: Option<&HashSet<String>>,
+    setup: &Setup,
+    pipeline: &Pipeline,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+    rev: &mut ReverseReport,
+) {
+    let kind = spec.source.id_kind;
+    let mut ledger = match rejected::load(&setup.state, kind).await {
+        Ok(l) => l,
+        Err(e) => {
+            rev.warnings.push(format!("the rejected-ids ledger cannot be read: {e}"));
+            return;
+        }
+    };
+    let mut reasons = Vec::with_capacity(outcome.skipped_ids.len());
+    for (op, n) in &outcome.skipped_ops {
+        let why = match op {
+            ChunkOp::Upload => "reported invalid by the upload",
+            ChunkOp::Add => "skipped by a membership ADD",
+            ChunkOp::Remove => "skipped by a membership REMOVE",
+        };
+        reasons.extend(std::iter::repeat_n(why, *n));
+    }
+    let skipped: HashSet<&str> = outcome.skipped_ids.iter().map(String::as_str).collect();
+    let accepted = retried
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .filter(|id| !skipped.contains(id));
+    let rejected = outcome.skipped_ids.iter().map(String::as_str).zip(reasons);
+    let before = ledger.clone();
+    ledger.update(rejected, accepted, chrono::Utc::now());
+    let report = rev.rejected.get_or_insert_with(RejectedReport::default);
+    report.recorded = outcome.skipped_ids.len() as u64;
+    report.ledger = ledger.entries.len() as u64;
+    if ledger == before {
+        return;
+    }
+    if let Err(e) = rejected::save(&setup.state, &ledger).await {
+        rev.warnings.push(format!(
+            "the rejected-ids ledger cannot be written ({e}): the next run sends this run's rejected ids again"
+        ));
+        return;
+    }
+    crash::point("reverse.rejected.saved");
+    if ledger.entries.is_empty() {
+        return;
+    }
+    match write_file(
+        &spec.reconcile.lists_dir,
+        &ctx.base_dir,
+        &pipeline.name,
+        &ctx.run_id,
+        "rejected",
+        "jsonl",
+        ledger.to_jsonl(),
+    )
+    .await
+    {
+        Ok(at) => {
+            rev.lists.insert("rejected".into(), at);
+        }
+        Err(e) => tracing::warn!("cannot write the rejected-ids list: {e}"),
+    }
+}
+
+/// `mirror_owned`: keeps of the removals only the ids this pipeline added (its ownership
+/// ledger, folded first in a run); the other members missing from the source stay and are
+/// counted in the report.
+async fn remove_only_owned(
+    diffs: &mut Diffs,
+    setup: &Setup,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+    rev: &mut ReverseReport,
+) -> Result<(), Failure> {
+    let kind = spec.source.id_kind;
+    let ledger = |e: String| Failure::failed(format!("the ownership ledger: {e}"));
+    if ctx.mode.applies() {
+        owned::fold(&setup.state, &setup.target_key, kind)
+            .await
+            .map_err(ledger)?;
+    }
+    let owned = owned::load(&setup.state, &setup.target_key, kind)
+        .await
+        .map_err(ledger)?;
+    if let Some(k) = owned.other_kind {
+        rev.warnings.push(format!(
+            "the ownership ledger holds {k:?} ids, the pipeline now reads {kind:?}: this run owns nothing it did not add itself"
+        ));
+    }
+    let mut mine = IdList::new();
+    let mut kept = 0u64;
+    for id in diffs.d.remove.iter_str() {
+        if owned.ids.contains(id) {
+            mine.push(id.as_bytes());
+        } else {
+            kept += 1;
+        }
+    }
+    diffs.d.remove = mine;
+    rev.not_owned_kept = Some(kept);
+    Ok(())
+}
+
 /// Whether the membership the last apply left can stand in for a download (a state that
 /// cannot be read only means it cannot: the run falls back to the other baselines).
 async fn derived_check(setup: &Setup, cohort: &Cohort, spec: &ReverseSpec) -> derived::Check {
@@ -643,7 +861,7 @@ impl<'a> Plan<'a> {
         let chunk_size = rc.chunk_size.clamp(1, MAX_CHUNK_SIZE);
         let (adds, removes) = match rc.mode {
             _ if creating => (true, false),
-            ReconcileMode::Mirror => (true, true),
+            ReconcileMode::Mirror | ReconcileMode::MirrorOwned => (true, true),
             ReconcileMode::AddOnly => (true, false),
             ReconcileMode::RemoveOnly => (false, true),
             ReconcileMode::Replace => (false, false),
@@ -732,7 +950,7 @@ impl<'a> Plan<'a> {
         let d = self.d;
         let resulting = match self.mode {
             _ if self.uploading => Some(self.all_source.len() as u64),
-            ReconcileMode::Mirror if self.baseline_known => {
+            ReconcileMode::Mirror | ReconcileMode::MirrorOwned if self.baseline_known => {
                 Some(d.counts.baseline_distinct + d.add.len() as u64 - d.remove.len() as u64)
             }
             ReconcileMode::AddOnly if self.baseline_known => {
@@ -991,13 +1209,17 @@ async fn journal_plan(
     Ok(journal)
 }
 
-/// Sends the journal's remaining calls and reports them; answers the ids Amplitude skipped.
+/// Sends the journal's remaining calls and reports them; records what Amplitude rejected
+/// (and which of the `retried` ids it now took) in the rejected-ids ledger; answers the ids
+/// Amplitude skipped.
+#[allow(clippy::too_many_arguments)]
 async fn apply_journal(
     journal: &mut Journal,
     setup: &Setup,
     pipeline: &Pipeline,
     spec: &ReverseSpec,
     ctx: &RunContext,
+    retried: Option<&HashSet<String>>,
     rev: &mut ReverseReport,
 ) -> Result<Vec<String>, Failure> {
     let settings = ApplySettings {
@@ -1006,8 +1228,11 @@ async fn apply_journal(
         skip_invalid_ids: spec.reconcile.skip_invalid_ids,
         run_id: &ctx.run_id,
         stop: &ctx.stop,
+        record_owned: spec.reconcile.mode == ReconcileMode::MirrorOwned,
     };
     let outcome = apply(journal, &settings).await;
+    let closed = journal.doc.status == JournalStatus::Closed;
+    update_rejected(&outcome, retried.filter(|_| closed), setup, pipeline, spec, ctx, rev).await;
     rev.calls = outcome.calls;
     rev.calls_sent = outcome.sent;
     rev.calls_resent_in_doubt = outcome.resent_in_doubt;

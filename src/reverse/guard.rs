@@ -59,7 +59,10 @@ pub fn check(
     force: bool,
 ) -> GuardReport {
     let mut reasons = Vec::new();
-    let empties = matches!(mode, ReconcileMode::Mirror | ReconcileMode::Replace);
+    let empties = matches!(
+        mode,
+        ReconcileMode::Mirror | ReconcileMode::Replace | ReconcileMode::MirrorOwned
+    );
     if source_ids == 0 && empties && !settings.allow_empty_source {
         reasons.push(format!(
             "the source has no ids, and {} would empty the cohort (set reconcile.allow_empty_source = true if that is intended)",
@@ -107,6 +110,7 @@ pub fn mode_name(mode: ReconcileMode) -> &'static str {
         ReconcileMode::AddOnly => "add_only",
         ReconcileMode::RemoveOnly => "remove_only",
         ReconcileMode::Replace => "replace",
+        ReconcileMode::MirrorOwned => "mirror_owned",
     }
 }
 

@@ -85,6 +85,20 @@ pub struct SupersededReport {
     pub marked: bool,
 }
 
+/// The rejected-ids ledger in this run (see [`super::rejected`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RejectedReport {
+    /// Ids to add that Amplitude rejected before: not sent.
+    pub held_back: u64,
+    /// Ids rejected before and sent again (`--retry-rejected` or an old entry).
+    pub retried: u64,
+    /// Ids Amplitude rejected in this run (recorded).
+    pub recorded: u64,
+    /// Entries in the ledger after the run.
+    pub ledger: u64,
+    pub sample: Vec<String>,
+}
+
 /// The membership this run's apply left, recorded (or not) as the next run's free baseline.
 #[derive(Debug, Clone, Serialize)]
 pub struct DerivedReport {
@@ -137,6 +151,13 @@ pub struct ReverseReport {
     /// Ids Amplitude skipped or reported invalid.
     pub skipped_ids: SkippedReport,
     pub invalid_ids_sample: Vec<String>,
+    /// Ids held back because Amplitude rejected them before, and what the ledger holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<RejectedReport>,
+    /// `mirror_owned`: members missing from the source that stay because this pipeline did
+    /// not add them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_owned_kept: Option<u64>,
     /// The derived baseline this run recorded for the next one (after an apply).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub derived: Option<DerivedReport>,
@@ -169,6 +190,8 @@ impl ReverseReport {
             skipped_ids: SkippedReport::default(),
             invalid_ids_sample: Vec::new(),
             derived: None,
+            not_owned_kept: None,
+            rejected: None,
             warnings: Vec::new(),
             outcome: "failed".into(),
             summary: String::new(),
@@ -258,6 +281,19 @@ impl ReverseReport {
             out.push(format!(
                 "  remove e.g.: {}",
                 esc(&self.samples.remove.join(", "))
+            ));
+        }
+        if let Some(r) = self.rejected.as_ref().filter(|r| r.held_back > 0) {
+            out.push(format!(
+                "  {} ids held back: Amplitude rejected them in earlier runs (run --retry-rejected to send them again), e.g. {}",
+                num(r.held_back),
+                esc(&r.sample.join(", "))
+            ));
+        }
+        if let Some(n) = self.not_owned_kept.filter(|n| *n > 0) {
+            out.push(format!(
+                "  {} members not in the source stay: this pipeline did not add them (mirror_owned)",
+                num(n)
             ));
         }
         for (what, at) in &self.lists {

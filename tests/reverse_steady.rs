@@ -1,0 +1,339 @@
+//! Reverse pipelines beyond the peers (issue 16), end to end against the emulator:
+//! scheduled runs that spend no download in steady state (the derived baseline), the
+//! owned-member mirror, and the rejected-ids ledger. Downloads are counted in the
+//! emulator's request log; membership is read from the emulator.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use cohort_sync::emulator::universe::{amplitude_id, member_numbers, user_id};
+use common::emulator::cohort;
+use common::files::{id_set, write_ids};
+use common::harness::{self, Harness};
+use common::log::{MEMBERSHIP, changes, spent_requests};
+use serde_json::Value;
+
+fn rev(report: &Value) -> &Value {
+    &report["pipelines"][0]["reverse"]
+}
+
+/// The full list `what` the run wrote, read back.
+fn list(report: &Value, what: &str) -> BTreeSet<String> {
+    let at = rev(report)["lists"][what]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {what} list: {:#}", rev(report)));
+    id_set(&common::s3::read(at))
+}
+
+/// The cohort's members and `n` ids of the universe that are not members.
+fn members_and_newcomers(seed: u64, id: &str, size: u64, n: usize) -> (Vec<u64>, Vec<u64>) {
+    let members: Vec<u64> = member_numbers(seed, id, size).collect();
+    let known: BTreeSet<u64> = members.iter().copied().collect();
+    let newcomers: Vec<u64> = member_numbers(seed + 1, "newcomers", (n * 3) as u64)
+        .filter(|x| !known.contains(x))
+        .take(n)
+        .collect();
+    assert_eq!(newcomers.len(), n);
+    (members, newcomers)
+}
+
+fn amp(ns: &[u64]) -> Vec<String> {
+    ns.iter().map(|n| amplitude_id(*n).to_string()).collect()
+}
+
+/// Source of scheduled run `i`: the members but the first `10 (i + 1)`, plus the first
+/// `20 (i + 1)` newcomers — a different list every run.
+fn source_of_run(i: usize, members: &[u64], newcomers: &[u64]) -> BTreeSet<String> {
+    amp(&members[10 * (i + 1)..])
+        .into_iter()
+        .chain(amp(&newcomers[..20 * (i + 1)]))
+        .collect()
+}
+
+async fn run_ok(h: &Harness, file: &std::path::Path, args: &[&str]) -> Value {
+    let (code, report, stderr) = h.run(file, args).await;
+    assert_eq!(code, 0, "{stderr}\n{report:#}");
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_scheduled_runs_with_a_changing_source_spend_one_download() {
+    let spec = cohort("steady", 2_000);
+    let (members, newcomers) = members_and_newcomers(spec.seed, "steady", 2_000, 200);
+    let h = harness::start(vec![spec], |_| {}).await;
+    let file = h.reverse_pipeline(
+        "steady-sync",
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "steady""#,
+        "mode = \"mirror\"\nchunk_size = 25",
+    );
+    for i in 0..10 {
+        let source = source_of_run(i, &members, &newcomers);
+        write_ids(&h.path("crm.csv"), "amplitude_id", source.iter().cloned());
+        let seq = h.last_seq().await;
+        let report = run_ok(&h, &file, &[]).await;
+        let log = h.requests_since(seq).await;
+        assert!(
+            !changes(&log).is_empty(),
+            "run {i} sends its changes: {:#}",
+            rev(&report)
+        );
+        assert_eq!(h.member_ids("steady").await, source, "run {i}");
+        let used = &rev(&report)["baseline"]["used"];
+        assert_eq!(
+            used,
+            if i == 0 { "download" } else { "derived" },
+            "run {i}: {:#}",
+            rev(&report)["baseline"]
+        );
+        assert_eq!(rev(&report)["derived"]["written"], true, "run {i}");
+    }
+    let log = h.requests().await;
+    assert_eq!(spent_requests(&log).len(), 1, "ten runs, one download");
+
+    // A plan with a free derived baseline shows the counts and the full lists, and spends
+    // nothing.
+    let next = source_of_run(10, &members, &newcomers);
+    write_ids(&h.path("crm.csv"), "amplitude_id", next.iter().cloned());
+    let current = h.member_ids("steady").await;
+    let seq = h.last_seq().await;
+    let plan = h.plan(&[file.as_path()], &[]).await;
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let report = plan.report();
+    assert_eq!(rev(report)["baseline"]["used"], "derived");
+    assert_eq!(
+        list(report, "add"),
+        next.difference(&current).cloned().collect()
+    );
+    assert_eq!(
+        list(report, "remove"),
+        current.difference(&next).cloned().collect()
+    );
+    assert!(spent_requests(&h.requests_since(seq).await).is_empty());
+
+    // Someone else changes the cohort (a recompute moves lastComputed): the derived
+    // baseline no longer stands, the run downloads and says why.
+    let moved = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    h.patch_cohort("steady", serde_json::json!({"last_computed_ms": moved}))
+        .await;
+    let seq = h.last_seq().await;
+    let report = run_ok(&h, &file, &[]).await;
+    let baseline = &rev(&report)["baseline"];
+    assert_eq!(baseline["used"], "download", "{baseline:#}");
+    let reason = baseline["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("lastComputed moved"), "{reason}");
+    assert_eq!(spent_requests(&h.requests_since(seq).await).len(), 1);
+    assert_eq!(h.member_ids("steady").await, next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_user_id_members_without_one_are_counted_and_runs_stay_free() {
+    let spec = cohort("users", 1_500);
+    let (members, newcomers) = members_and_newcomers(spec.seed, "users", 1_500, 100);
+    let without = members.iter().filter(|n| user_id(**n).is_none()).count();
+    assert!(without > 0, "the universe has members without a user id");
+    let h = harness::start(vec![spec], |_| {}).await;
+    let file = h.reverse_pipeline(
+        "users-sync",
+        "crm.csv",
+        "user_id",
+        r#"cohort_id = "users""#,
+        "mode = \"add_only\"",
+    );
+    let users = |ns: &[u64]| -> Vec<String> { ns.iter().filter_map(|n| user_id(*n)).collect() };
+    for i in 0..3 {
+        let source: Vec<String> = users(&members[..500])
+            .into_iter()
+            .chain(users(&newcomers[..30 * (i + 1)]))
+            .collect();
+        write_ids(&h.path("crm.csv"), "user_id", source.into_iter());
+        let report = run_ok(&h, &file, &[]).await;
+        assert_eq!(
+            rev(&report)["derived"]["written"],
+            true,
+            "run {i}: {:#}",
+            rev(&report)["derived"]
+        );
+        if i > 0 {
+            assert_eq!(rev(&report)["baseline"]["used"], "derived", "run {i}");
+        }
+    }
+    assert_eq!(spent_requests(&h.requests().await).len(), 1);
+    let log = h.requests().await;
+    assert!(
+        log.iter()
+            .filter(|r| r.path == MEMBERSHIP)
+            .all(|r| r.status < 300)
+    );
+}
+
+/// Puts amplitude ids into / takes them out of a cohort as "someone else" would (the
+/// emulator's admin API: a change that moves `lastComputed`, like any writer).
+async fn someone_else(h: &Harness, cohort: &str, add: &[u64], remove: &[u64]) {
+    let ids = |ns: &[u64]| -> Vec<i64> { ns.iter().map(|n| amplitude_id(*n)).collect() };
+    h.patch_cohort(
+        cohort,
+        serde_json::json!({"add_members": ids(add), "remove_members": ids(remove)}),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_owned_removes_only_what_it_added() {
+    let spec = cohort("owned", 500);
+    let (members, newcomers) = members_and_newcomers(spec.seed, "owned", 500, 80);
+    let h = harness::start(vec![spec], |_| {}).await;
+    let file = h.reverse_pipeline(
+        "owned-sync",
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "owned""#,
+        "mode = \"mirror_owned\"\nchunk_size = 20",
+    );
+    let all: BTreeSet<String> = amp(&members).into_iter().collect();
+
+    // First run: the 100 members missing from the source were not added by this pipeline
+    // and stay; the 50 newcomers are added (and owned).
+    let first: BTreeSet<String> = amp(&members[..400])
+        .into_iter()
+        .chain(amp(&newcomers[..50]))
+        .collect();
+    write_ids(&h.path("crm.csv"), "amplitude_id", first.iter().cloned());
+    let report = run_ok(&h, &file, &[]).await;
+    assert_eq!(rev(&report)["not_owned_kept"], 100, "{:#}", rev(&report));
+    let expected: BTreeSet<String> = all.union(&first).cloned().collect();
+    assert_eq!(h.member_ids("owned").await, expected);
+
+    // Someone else adds a member; the source then drops ten of the ids the pipeline added.
+    let theirs = newcomers[70];
+    someone_else(&h, "owned", &[theirs], &[]).await;
+    let second: BTreeSet<String> = amp(&members[..400])
+        .into_iter()
+        .chain(amp(&newcomers[10..50]))
+        .collect();
+    write_ids(&h.path("crm.csv"), "amplitude_id", second.iter().cloned());
+    let seq = h.last_seq().await;
+    let report = run_ok(&h, &file, &[]).await;
+    let calls = changes(&h.requests_since(seq).await);
+    assert_eq!(calls, vec![("REMOVE".to_string(), 10)], "{:#}", rev(&report));
+    assert_eq!(list(&report, "remove"), amp(&newcomers[..10]).into_iter().collect());
+    let mut expected: BTreeSet<String> = all.union(&second).cloned().collect();
+    expected.insert(amplitude_id(theirs).to_string());
+    assert_eq!(h.member_ids("owned").await, expected);
+    // The behavioral side changed the cohort: that run could not use its derived baseline.
+    assert_eq!(rev(&report)["baseline"]["used"], "download");
+
+    // The source drops every id the pipeline added: they all go; the member someone else
+    // added and the members that were there before the pipeline stay.
+    let third: BTreeSet<String> = amp(&members[..400]).into_iter().collect();
+    write_ids(&h.path("crm.csv"), "amplitude_id", third.iter().cloned());
+    let report = run_ok(&h, &file, &[]).await;
+    let mut expected: BTreeSet<String> = all.clone();
+    expected.insert(amplitude_id(theirs).to_string());
+    assert_eq!(h.member_ids("owned").await, expected, "{:#}", rev(&report));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_ids_are_held_back_until_retried() {
+    let spec = cohort("rej", 300);
+    let (members, newcomers) = members_and_newcomers(spec.seed, "rej", 300, 5);
+    let h = harness::start(vec![spec], |_| {}).await;
+    let file = h.reverse_pipeline(
+        "rej-sync",
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "rej""#,
+        "mode = \"add_only\"",
+    );
+    // Amplitude ids no member has: the emulator skips them.
+    let unknown: Vec<String> = (1..=3).map(|i| (i * 7).to_string()).collect();
+    let source: Vec<String> = amp(&members)
+        .into_iter()
+        .chain(amp(&newcomers))
+        .chain(unknown.iter().cloned())
+        .collect();
+    write_ids(&h.path("crm.csv"), "amplitude_id", source.iter().cloned());
+
+    let seq = h.last_seq().await;
+    let report = run_ok(&h, &file, &[]).await;
+    assert_eq!(
+        changes(&h.requests_since(seq).await),
+        vec![("ADD".to_string(), 8)]
+    );
+    assert_eq!(rev(&report)["rejected"]["recorded"], 3, "{:#}", rev(&report));
+    let at = rev(&report)["lists"]["rejected"].as_str().expect("rejected list");
+    let lines: Vec<Value> = String::from_utf8(common::s3::read(at))
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let ids: BTreeSet<String> = lines
+        .iter()
+        .map(|l| l["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids, unknown.iter().cloned().collect());
+    assert!(lines.iter().all(|l| l["times"] == 1 && l["reason"] == "skipped by a membership ADD"));
+
+    // The next run holds them back: nothing to send.
+    let seq = h.last_seq().await;
+    let report = run_ok(&h, &file, &[]).await;
+    assert!(changes(&h.requests_since(seq).await).is_empty());
+    assert_eq!(rev(&report)["rejected"]["held_back"], 3, "{:#}", rev(&report));
+    assert_eq!(list(&report, "held_back"), unknown.iter().cloned().collect());
+    let summary = rev(&report)["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("3 ids held back"), "{summary}");
+
+    // --retry-rejected sends them again; Amplitude skips them again: seen twice now.
+    let seq = h.last_seq().await;
+    let report = run_ok(&h, &file, &["--retry-rejected"]).await;
+    assert_eq!(
+        changes(&h.requests_since(seq).await),
+        vec![("ADD".to_string(), 3)]
+    );
+    assert_eq!(rev(&report)["rejected"]["retried"], 3);
+    let at = rev(&report)["lists"]["rejected"].as_str().expect("rejected list");
+    let text = String::from_utf8(common::s3::read(at)).expect("utf-8");
+    assert!(
+        text.lines().all(|l| l.contains("\"times\":2")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_id_kind_is_refused_unless_forced() {
+    let spec = cohort("kind", 200);
+    let (members, _) = members_and_newcomers(spec.seed, "kind", 200, 1);
+    let h = harness::start(vec![spec], |_| {}).await;
+    write_ids(&h.path("crm.csv"), "amplitude_id", amp(&members[..150]));
+    let by_amp = h.reverse_pipeline(
+        "kind-sync",
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "kind""#,
+        "mode = \"add_only\"",
+    );
+    run_ok(&h, &by_amp, &[]).await;
+    let users: Vec<String> = members[..150].iter().filter_map(|n| user_id(*n)).collect();
+    write_ids(&h.path("users.csv"), "user_id", users.into_iter());
+    let by_user = h.reverse_pipeline(
+        "kind-sync",
+        "users.csv",
+        "user_id",
+        r#"cohort_id = "kind""#,
+        "mode = \"add_only\"",
+    );
+    let seq = h.last_seq().await;
+    let (code, report, stderr) = h.run(&by_user, &[]).await;
+    assert_eq!(code, 1, "{stderr}");
+    let error = report["pipelines"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("source.id_kind is user_id") && error.contains("--force"),
+        "{error}"
+    );
+    assert_eq!(rev(&report)["outcome"], "refused");
+    assert!(h.requests_since(seq).await.is_empty(), "nothing was asked");
+    let (code, report, stderr) = h.run(&by_user, &["--force"]).await;
+    assert_eq!(code, 0, "{stderr}\n{report:#}");
+}
