@@ -337,3 +337,89 @@ async fn a_changed_id_kind_is_refused_unless_forced() {
     let (code, report, stderr) = h.run(&by_user, &["--force"]).await;
     assert_eq!(code, 0, "{stderr}\n{report:#}");
 }
+
+/// Whether process `pid` is stopped (state `T` in /proc/PID/stat).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next().map(str::to_string))
+        })
+        .is_some_and(|state| state == "T" || state == "t")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_a_member_removed_behind_the_tools_back() {
+    let spec = cohort("ver", 400);
+    let (members, newcomers) = members_and_newcomers(spec.seed, "ver", 400, 30);
+    let h = harness::start(vec![spec], |_| {}).await;
+    let source: BTreeSet<String> = amp(&members[20..])
+        .into_iter()
+        .chain(amp(&newcomers))
+        .collect();
+    write_ids(&h.path("crm.csv"), "amplitude_id", source.iter().cloned());
+    let file = h.reverse_pipeline(
+        "ver-sync",
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "ver""#,
+        "mode = \"mirror\"\nverify = true",
+    );
+    let report_path = h.path("report-verify.json");
+    // The run freezes after its last call, just before verifying; meanwhile someone else
+    // removes a member the run expects to stay.
+    let run = h
+        .command(&[
+            "run",
+            &file.to_string_lossy(),
+            "--report",
+            &report_path.to_string_lossy(),
+        ])
+        .env("COHORT_SYNC_CRASH_AT", "reverse.verify.before:stop")
+        .spawn()
+        .expect("spawn");
+    let pid = run.id().expect("pid");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !is_stopped(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached its verify step"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let gone = members[100];
+    someone_else(&h, "ver", &[], &[gone]).await;
+    let resumed = tokio::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status()
+        .await
+        .expect("kill -CONT");
+    assert!(resumed.success());
+    let out = run.wait_with_output().await.expect("run ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "drift fails the run: {stderr}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).expect("report"))
+            .expect("JSON");
+    let v = &rev(&report)["verify"];
+    let gone_id = amplitude_id(gone).to_string();
+    assert_eq!(v["verified"], true, "{v:#}");
+    assert_eq!(v["missing"], 1, "{v:#}");
+    assert_eq!(v["unexpected"], 0, "{v:#}");
+    assert_eq!(v["sample_missing"], serde_json::json!([gone_id]));
+    let missing = id_set(&common::s3::read(
+        v["lists"]["missing"].as_str().expect("missing list"),
+    ));
+    assert_eq!(missing, BTreeSet::from([gone_id.clone()]));
+    let error = report["pipelines"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains(&gone_id), "{error}");
+    assert_eq!(rev(&report)["derived"]["written"], false);
+    // The baseline and the verify: two downloads.
+    assert_eq!(spent_requests(&h.requests().await).len(), 2);
+
+    // The next run puts the member back and verifies clean.
+    let report = run_ok(&h, &file, &[]).await;
+    assert_eq!(rev(&report)["verify"]["missing"], 0, "{:#}", rev(&report));
+    assert_eq!(h.member_ids("ver").await, source);
+}

@@ -164,6 +164,11 @@ pub struct Reconcile {
     /// many days after they were last rejected; `run --retry-rejected` sends them anyway.
     #[serde(default = "default_retry_rejected_after_days")]
     pub retry_rejected_after_days: u32,
+    /// After the last call, download the cohort once (1 of the monthly quota) and compare
+    /// it with the membership the run expected; drift is reported id by id and fails the
+    /// run.
+    #[serde(default)]
+    pub verify: bool,
 }
 
 fn default_retry_rejected_after_days() -> u32 {
@@ -204,6 +209,7 @@ impl Default for Reconcile {
             chunk_size: default_chunk_size(),
             lists_dir: default_lists_dir(),
             retry_rejected_after_days: default_retry_rejected_after_days(),
+            verify: false,
         }
     }
 }

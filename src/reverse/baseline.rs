@@ -218,9 +218,18 @@ pub async fn acquire(input: &BaselineInput<'_>) -> Result<Baseline, Failure> {
             )),
             spent: None,
         },
-        (BaselineSetting::Auto, None) => download(input, snap.as_ref(), why_not_snapshot).await?,
+        (BaselineSetting::Auto, None) => {
+            download(input, snap.as_ref(), why_not_snapshot, RequestReason::ReverseBaseline)
+                .await?
+        }
         (BaselineSetting::Download, _) => {
-            download(input, snap.as_ref(), "baseline = \"download\"".to_string()).await?
+            download(
+                input,
+                snap.as_ref(),
+                "baseline = \"download\"".to_string(),
+                RequestReason::ReverseBaseline,
+            )
+            .await?
         }
     };
     out.report.cohort_last_computed = lc;
@@ -276,10 +285,24 @@ fn fill(report: &mut BaselineReport, stats: ReadStats) {
     report.members_without_id = stats.blank;
 }
 
+/// `verify = true`: the cohort's membership after the last call, by one download (checked
+/// against the monthly budget like a baseline's, and recorded so that a crashed run's
+/// request is reused).
+pub async fn verify_download(input: &BaselineInput<'_>) -> Result<Baseline, Failure> {
+    download(
+        input,
+        None,
+        "verify after apply".to_string(),
+        RequestReason::ReverseVerify,
+    )
+    .await
+}
+
 async fn download(
     input: &BaselineInput<'_>,
     stale: Option<&Snapshot>,
     why: String,
+    reason: RequestReason,
 ) -> Result<Baseline, Failure> {
     let cohort = input.cohort;
     let now = Utc::now();
@@ -309,7 +332,7 @@ async fn download(
         let would = SpentRequest {
             cohort_id: cohort.id.clone(),
             request_id: None,
-            reason: RequestReason::ReverseBaseline,
+            reason,
             at: now,
             outcome_unknown: false,
         };
@@ -395,7 +418,7 @@ async fn download(
     let spent = SpentRequest {
         cohort_id: cohort.id.clone(),
         request_id: Some(req.request_id.clone()),
-        reason: RequestReason::ReverseBaseline,
+        reason,
         at: Utc::now(),
         outcome_unknown: false,
     };

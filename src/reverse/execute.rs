@@ -11,6 +11,7 @@ use super::baseline::{self, BaselineInput, BaselineReport};
 use super::bytes::FileRef;
 use super::derived;
 use super::owned;
+use super::verify;
 use super::diff::{Diff, diff};
 use super::failure::Failure;
 use super::guard;
@@ -22,7 +23,7 @@ use super::journal::{
 use super::lists::{write_file, write_lists};
 use super::rejected;
 use super::report::{
-    Counts, DerivedReport, JournalReport, RejectedReport, ReverseReport, SAMPLE, SkippedReport, SourceReport, SupersededReport,
+    Counts, DerivedReport, JournalReport, RejectedReport, VerifyReport, ReverseReport, SAMPLE, SkippedReport, SourceReport, SupersededReport,
     TargetReport,
 };
 use super::source::{ColumnSpec, ReadStats, read_ids};
@@ -213,11 +214,16 @@ async fn run_steps(
     refuse_empty_source(&source, &cohort, &file, spec, ctx, rev)?;
     let base = get_baseline(setup, &cohort, pipeline, spec, ctx, report, rev).await?;
     let baseline_known = base.is_some();
-    let mut diffs = diff_source(source.ids, base.unwrap_or_default()).await?;
-    let retried = hold_back_rejected(&mut diffs, setup, pipeline, spec, ctx, rev).await?;
-    if spec.reconcile.mode == ReconcileMode::MirrorOwned && baseline_known {
-        remove_only_owned(&mut diffs, setup, spec, ctx, rev).await?;
-    }
+    let (diffs, retried) = diff_with_ledgers(
+        source.ids,
+        base,
+        setup,
+        pipeline,
+        spec,
+        ctx,
+        rev,
+    )
+    .await?;
     rev.source = Some(source_report(
         &file,
         source.stats.rows,
@@ -248,8 +254,10 @@ async fn run_steps(
     check_first_upload(&plan, setup, &cohort, pipeline, spec).await?;
     let mut journal = journal_plan(&plan, setup, &cohort, fingerprint, spec, ctx, rev).await?;
     let skipped = apply_journal(&mut journal, setup, pipeline, spec, ctx, Some(&retried), rev).await?;
-    record_derived(&plan, &diffs, &skipped, setup, &cohort, &journal, spec, ctx, rev).await;
-    Ok(())
+    after_apply(
+        &plan, &diffs, &skipped, setup, &cohort, &journal, pipeline, spec, ctx, report, rev,
+    )
+    .await
 }
 
 /// The client, the state, and the target: an existing cohort, one this pipeline created
@@ -590,6 +598,28 @@ async fn get_baseline(
     }
     rev.baseline = Some(base.report);
     Ok(base.ids)
+}
+
+/// The diff of the source against the baseline, less what the pipeline's ledgers hold
+/// back: ids Amplitude rejected before (not added again), and in `mirror_owned` members
+/// the pipeline did not add (not removed). Answers the rejected ids sent again.
+#[allow(clippy::too_many_arguments)]
+async fn diff_with_ledgers(
+    source: IdCollector,
+    base: Option<IdCollector>,
+    setup: &Setup,
+    pipeline: &Pipeline,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+    rev: &mut ReverseReport,
+) -> Result<(Diffs, HashSet<String>), Failure> {
+    let baseline_known = base.is_some();
+    let mut diffs = diff_source(source, base.unwrap_or_default()).await?;
+    let retried = hold_back_rejected(&mut diffs, setup, pipeline, spec, ctx, rev).await?;
+    if spec.reconcile.mode == ReconcileMode::MirrorOwned && baseline_known {
+        remove_only_owned(&mut diffs, setup, spec, ctx, rev).await?;
+    }
+    Ok((diffs, retried))
 }
 
 /// Refuses a changed `source.id_kind` unless `--force` (the pipeline's ledgers hold ids of
@@ -1285,55 +1315,92 @@ async fn apply_journal(
     }
 }
 
-/// After the journal closed: records the membership the plan left as the next run's free
-/// baseline (see [`derived`]). Never fails the run — a derived baseline not written costs
-/// the next run a download — and the report says what happened.
+/// The membership an applied plan left, as the run knows it.
+struct Expected {
+    cohort_id: String,
+    ids: IdList,
+    /// Members without an id of the kind (and repeated ids): in the size, not in `ids`.
+    unmatched: u64,
+}
+
+impl Expected {
+    fn size(&self) -> u64 {
+        self.ids.len() as u64 + self.unmatched
+    }
+}
+
+/// After the journal closed: the membership the plan left, checked by one download when
+/// `verify = true` (drift fails the run), then recorded as the next run's free baseline
+/// (see [`derived`]). A derived baseline that cannot be recorded only costs the next run a
+/// download: the report says why.
 #[allow(clippy::too_many_arguments)]
-async fn record_derived(
+async fn after_apply(
     plan: &Plan<'_>,
     diffs: &Diffs,
     skipped: &[String],
     setup: &Setup,
     cohort: &Option<Cohort>,
     journal: &Journal,
+    pipeline: &Pipeline,
     spec: &ReverseSpec,
     ctx: &RunContext,
+    report: &mut PipelineReport,
     rev: &mut ReverseReport,
-) {
-    let result = derive(plan, diffs, skipped, setup, cohort, journal, spec, ctx, rev).await;
-    if let Err(why) = &result {
+) -> Result<(), Failure> {
+    let expected = expected_membership(plan, diffs, skipped, journal, rev);
+    // The list right after the last call: what the derived baseline is tied to.
+    let after = match &expected {
+        Ok(e) => find_cohort(&setup.client, &e.cohort_id)
+            .await
+            .map_err(|f| f.message),
+        Err(why) => Err(why.clone()),
+    };
+    if spec.reconcile.verify {
+        let drift = match (&expected, &after) {
+            (Ok(e), Ok(after)) => verify_step(e, after, setup, pipeline, spec, ctx, report, rev).await?,
+            (Err(why), _) | (_, Err(why)) => {
+                rev.verify = Some(VerifyReport::skipped(format!("not verified: {why}")));
+                false
+            }
+        };
+        if drift {
+            rev.derived = Some(DerivedReport::not_written(
+                "the cohort differs from what the run expected",
+            ));
+            return Err(Failure::failed(rev.verify.as_ref().map_or_else(
+                || "verify after apply found drift".to_string(),
+                VerifyReport::message,
+            )));
+        }
+    }
+    let written = match (expected, after) {
+        (Ok(e), Ok(after)) => record_derived(&e, &after, cohort, journal, setup, spec, ctx).await,
+        (Err(why), _) | (_, Err(why)) => Err(why),
+    };
+    if let Err(why) = &written {
         tracing::info!("no derived baseline recorded: {why}; the next run downloads the cohort");
     }
-    rev.derived = Some(match result {
+    rev.derived = Some(match written {
         Ok((at, size)) => DerivedReport {
             written: true,
             location: Some(at),
             size: Some(size),
             reason: "recorded: the next run uses it while the cohort's lastComputed and size stay as listed now".into(),
         },
-        Err(reason) => DerivedReport {
-            written: false,
-            location: None,
-            size: None,
-            reason,
-        },
+        Err(reason) => DerivedReport::not_written(reason),
     });
+    Ok(())
 }
 
-/// The derived membership, checked against the cohort as listed after the last call, and
-/// written; `Err` says why not.
-#[allow(clippy::too_many_arguments)]
-async fn derive(
+/// Baseline + applied adds − applied removes − skipped ids (or, after an upload, the
+/// uploaded ids − skipped); `Err` says why it is not known exactly.
+fn expected_membership(
     plan: &Plan<'_>,
     diffs: &Diffs,
     skipped: &[String],
-    setup: &Setup,
-    cohort: &Option<Cohort>,
     journal: &Journal,
-    spec: &ReverseSpec,
-    ctx: &RunContext,
     rev: &ReverseReport,
-) -> Result<(String, u64), String> {
+) -> Result<Expected, String> {
     let baseline = rev.baseline.as_ref();
     let exact = baseline.is_some_and(|b| b.exact && b.used != baseline::BaselineUsed::None);
     if journal.doc.status != JournalStatus::Closed {
@@ -1358,9 +1425,24 @@ async fn derive(
         Some(b) if !plan.uploading => b.members_without_id + diffs.d.counts.baseline_duplicates,
         _ => 0,
     };
-    let after = find_cohort(&setup.client, &cohort_id)
-        .await
-        .map_err(|f| f.message)?;
+    Ok(Expected {
+        cohort_id,
+        ids,
+        unmatched,
+    })
+}
+
+/// Writes the derived baseline when the cohort as listed after the last call bears it out:
+/// `lastComputed` moved with the calls and the size is the expected one.
+async fn record_derived(
+    e: &Expected,
+    after: &Cohort,
+    cohort: &Option<Cohort>,
+    journal: &Journal,
+    setup: &Setup,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+) -> Result<(String, u64), String> {
     let before = cohort
         .as_ref()
         .and_then(|c| c.last_computed.as_ref())
@@ -1373,28 +1455,92 @@ async fn derive(
             "the cohort's lastComputed did not move with the calls ({lc}): a later change would not show either"
         ));
     }
-    let size = ids.len() as u64 + unmatched;
+    let size = e.size();
     if after.size != Some(size as i64) {
         return Err(format!(
             "the cohort lists {} members after the calls, the derived membership has {size}",
-            after.size.map_or("an unknown number of".into(), |s| s.to_string())
+            after
+                .size
+                .map_or("an unknown number of".into(), |s| s.to_string())
         ));
     }
     let at = derived::write(
         &setup.state,
         &derived::Record {
-            cohort_id: &cohort_id,
+            cohort_id: &e.cohort_id,
             kind: spec.source.id_kind,
             journal_run: &journal.doc.planned_by,
             run_id: &ctx.run_id,
-            ids: &ids,
-            members_without_id: unmatched,
+            ids: &e.ids,
+            members_without_id: e.unmatched,
             last_computed: lc,
             size,
         },
     )
     .await?;
     Ok((at, size))
+}
+
+/// `verify = true`: one download of the cohort (budgeted like a baseline) compared with the
+/// expected membership; the drift is reported id by id (samples and full lists). Answers
+/// whether there is drift.
+#[allow(clippy::too_many_arguments)]
+async fn verify_step(
+    e: &Expected,
+    after: &Cohort,
+    setup: &Setup,
+    pipeline: &Pipeline,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+    report: &mut PipelineReport,
+    rev: &mut ReverseReport,
+) -> Result<bool, Failure> {
+    crash::point("reverse.verify.before");
+    let none = derived::Check::Absent;
+    let input = BaselineInput {
+        client: &setup.client,
+        state: &setup.state,
+        cohort: after,
+        reconcile: &spec.reconcile,
+        poll: scaled_poll(pipeline.download.poll_settings(), ctx.time_scale),
+        kind: spec.source.id_kind,
+        mode: ctx.mode,
+        base_dir: &ctx.base_dir,
+        request_validity: request_validity(ctx.time_scale),
+        free_only: false,
+        ledger: &Ledger::new(
+            setup.state.location().clone(),
+            pipeline.connection.app_id,
+            setup.client.api_key(),
+        ),
+        pipeline: &pipeline.name,
+        run_id: &ctx.run_id,
+        derived: &none,
+    };
+    let got = baseline::verify_download(&input).await?;
+    if let Some(spent) = got.spent.clone() {
+        report.quota_spent += 1;
+        report.requests.push(spent);
+    }
+    let actual = got.ids.unwrap_or_default();
+    let drift = verify::compare(&e.ids, &actual).map_err(failed)?;
+    let mut v = VerifyReport::from_drift(&drift, got.report.request_id.clone());
+    if !drift.is_empty() {
+        match write_lists(
+            &spec.reconcile.lists_dir,
+            &ctx.base_dir,
+            &pipeline.name,
+            &ctx.run_id,
+            &[("missing", &drift.missing), ("unexpected", &drift.unexpected)],
+        )
+        .await
+        {
+            Ok(w) => v.lists = w.into_iter().collect(),
+            Err(err) => tracing::warn!("cannot write the drift lists: {err}"),
+        }
+    }
+    rev.verify = Some(v);
+    Ok(!drift.is_empty())
 }
 
 fn journal_counts(doc: &JournalDoc) -> Counts {

@@ -19,5 +19,6 @@ pub mod rejected;
 pub mod report;
 pub mod snapshot;
 pub mod source;
+pub mod verify;
 
 pub use execute::execute;

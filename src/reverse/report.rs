@@ -85,6 +85,63 @@ pub struct SupersededReport {
     pub marked: bool,
 }
 
+/// `verify = true`: the cohort downloaded after the last call against what was expected.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub verified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Expected members the cohort lacks.
+    pub missing: u64,
+    /// Members the cohort has and nobody expected.
+    pub unexpected: u64,
+    pub sample_missing: Vec<String>,
+    pub sample_unexpected: Vec<String>,
+    /// `missing` / `unexpected` → where the full list was written.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lists: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl VerifyReport {
+    pub fn skipped(note: String) -> Self {
+        VerifyReport {
+            note: Some(note),
+            ..VerifyReport::default()
+        }
+    }
+
+    pub fn from_drift(d: &super::verify::Drift, request_id: Option<String>) -> Self {
+        VerifyReport {
+            verified: true,
+            request_id,
+            missing: d.missing.len() as u64,
+            unexpected: d.unexpected.len() as u64,
+            sample_missing: d.missing.sample(SAMPLE),
+            sample_unexpected: d.unexpected.sample(SAMPLE),
+            lists: BTreeMap::new(),
+            note: None,
+        }
+    }
+
+    /// The run's error when there is drift.
+    pub fn message(&self) -> String {
+        format!(
+            "verify after apply: the cohort differs from the expected membership — {} expected members missing (e.g. {}), {} unexpected members (e.g. {}); something else changed the cohort during or right after the run (full lists: {})",
+            self.missing,
+            self.sample_missing.join(", "),
+            self.unexpected,
+            self.sample_unexpected.join(", "),
+            self.lists
+                .values()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
 /// The rejected-ids ledger in this run (see [`super::rejected`]).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RejectedReport {
@@ -110,6 +167,17 @@ pub struct DerivedReport {
     pub size: Option<u64>,
     /// Why it was not written, or what it is tied to.
     pub reason: String,
+}
+
+impl DerivedReport {
+    pub fn not_written(reason: impl Into<String>) -> Self {
+        DerivedReport {
+            written: false,
+            location: None,
+            size: None,
+            reason: reason.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -151,6 +219,9 @@ pub struct ReverseReport {
     /// Ids Amplitude skipped or reported invalid.
     pub skipped_ids: SkippedReport,
     pub invalid_ids_sample: Vec<String>,
+    /// `verify = true`: what the download after the last call showed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyReport>,
     /// Ids held back because Amplitude rejected them before, and what the ledger holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejected: Option<RejectedReport>,
@@ -192,6 +263,7 @@ impl ReverseReport {
             derived: None,
             not_owned_kept: None,
             rejected: None,
+            verify: None,
             warnings: Vec::new(),
             outcome: "failed".into(),
             summary: String::new(),
@@ -313,6 +385,21 @@ impl ReverseReport {
         }
         for w in &self.warnings {
             out.push(format!("warning: {}", esc(w)));
+        }
+        if let Some(v) = &self.verify {
+            out.push(match &v.note {
+                Some(note) => format!("verify: {}", esc(note)),
+                None if v.missing + v.unexpected == 0 => {
+                    "verify: the cohort equals the expected membership".to_string()
+                }
+                None => format!(
+                    "verify: DRIFT — {} expected members missing (e.g. {}), {} unexpected (e.g. {})",
+                    num(v.missing),
+                    esc(&v.sample_missing.join(", ")),
+                    num(v.unexpected),
+                    esc(&v.sample_unexpected.join(", "))
+                ),
+            });
         }
         if let Some(d) = &self.derived {
             out.push(match d.size {
