@@ -60,7 +60,7 @@ async fn run_ok(h: &Harness, file: &std::path::Path, args: &[&str]) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_scheduled_runs_with_a_changing_source_spend_one_download() {
     let spec = cohort("steady", 2_000);
-    let (members, newcomers) = members_and_newcomers(spec.seed, "steady", 2_000, 200);
+    let (members, newcomers) = members_and_newcomers(spec.seed, "steady", 2_000, 250);
     let h = harness::start(vec![spec], |_| {}).await;
     let file = h.reverse_pipeline(
         "steady-sync",
@@ -422,4 +422,51 @@ async fn verify_finds_a_member_removed_behind_the_tools_back() {
     let report = run_ok(&h, &file, &[]).await;
     assert_eq!(rev(&report)["verify"]["missing"], 0, "{:#}", rev(&report));
     assert_eq!(h.member_ids("ver").await, source);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_a_chunk_and_its_ownership_record_is_caught_up() {
+    let spec = cohort("own-kill", 300);
+    let (members, newcomers) = members_and_newcomers(spec.seed, "own-kill", 300, 60);
+    let h = harness::start(vec![spec], |_| {}).await;
+    let file = h.reverse_pipeline(
+        "own-kill",
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "own-kill""#,
+        "mode = \"mirror_owned\"\nchunk_size = 20\nmax_removal_pct = 50",
+    );
+    let with_newcomers: BTreeSet<String> = amp(&members)
+        .into_iter()
+        .chain(amp(&newcomers))
+        .collect();
+    write_ids(&h.path("crm.csv"), "amplitude_id", with_newcomers.iter().cloned());
+    // Killed once the second ADD is journaled applied, before its ids are recorded as
+    // owned; the rerun resumes the plan and records them from the journal first.
+    let (code, _, stderr) = h
+        .run_env(
+            &[file.as_path()],
+            &[],
+            &[("COHORT_SYNC_CRASH_AT", "reverse.chunk.journaled#2")],
+        )
+        .await;
+    assert_eq!(code, -9, "{stderr}");
+    let report = run_ok(&h, &file, &[]).await;
+    assert_eq!(rev(&report)["journal"]["resumed"], true, "{:#}", rev(&report));
+    assert_eq!(h.member_ids("own-kill").await, with_newcomers);
+
+    // Every id the pipeline added leaves with the source: none was missed.
+    write_ids(&h.path("crm.csv"), "amplitude_id", amp(&members));
+    let seq = h.last_seq().await;
+    let report = run_ok(&h, &file, &[]).await;
+    let removed: u64 = changes(&h.requests_since(seq).await)
+        .iter()
+        .filter(|(op, _)| op == "REMOVE")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(removed, 60, "{:#}", rev(&report));
+    assert_eq!(
+        h.member_ids("own-kill").await,
+        amp(&members).into_iter().collect::<BTreeSet<_>>()
+    );
 }

@@ -229,8 +229,28 @@ pub async fn write(state: &StateStore, r: &Record<'_>) -> Result<String, String>
     };
     state.write(&key, &head).await.map_err(|e| e.to_string())?;
     crash::point("reverse.derived.written");
-    if let Some(old) = previous.filter(|o| *o != head.ids_run) {
-        let old = ids_key(state, r.cohort_id, &old);
+    // The previous ids, and any a run killed before writing its head left behind.
+    let current = ids_at.filename().map(str::to_string);
+    let prefix = format!("{}.", r.cohort_id);
+    let stale: Vec<object_store::path::Path> = match state.list_folder("reverse-derived-ids").await
+    {
+        Ok(keys) => keys
+            .into_iter()
+            .filter(|k| {
+                k.filename()
+                    .is_some_and(|n| n.starts_with(&prefix) && Some(n) != current.as_deref())
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!("cannot list the earlier derived baselines: {e}");
+            previous
+                .filter(|o| *o != head.ids_run)
+                .map(|o| ids_key(state, r.cohort_id, &o))
+                .into_iter()
+                .collect()
+        }
+    };
+    for old in stale {
         if let Err(e) = state.delete(&old).await {
             tracing::warn!(
                 "cannot delete the previous derived baseline {}: {e}",
