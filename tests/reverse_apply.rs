@@ -307,9 +307,17 @@ async fn creates_a_cohort_by_upload_then_add_and_reports_invalid_ids() {
     assert!(reported.contains(&invalid), "{:#}", rev(&report));
 
     // The next run reconciles the cohort it created instead of creating another: the one
-    // id Amplitude would not take is the whole difference, sent once more.
+    // id Amplitude would not take is the whole difference, and it is held back (Amplitude
+    // rejected it before); `--retry-rejected` sends it once more.
     let seq = h.last_seq().await;
     let (code, report, stderr) = h.run(&file, &[]).await;
+    assert_eq!(code, 0, "{stderr}\n{report:#}");
+    let log = h.requests_since(seq).await;
+    assert!(!log.iter().any(|l| l.path == UPLOAD), "no second cohort");
+    assert!(changes(&log).is_empty(), "{:?}", changes(&log));
+    assert_eq!(rev(&report)["rejected"]["held_back"], 1, "{:#}", rev(&report));
+    let seq = h.last_seq().await;
+    let (code, report, stderr) = h.run(&file, &["--retry-rejected"]).await;
     assert_eq!(code, 0, "{stderr}\n{report:#}");
     let log = h.requests_since(seq).await;
     assert!(!log.iter().any(|l| l.path == UPLOAD), "no second cohort");
