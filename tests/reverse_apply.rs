@@ -315,7 +315,12 @@ async fn creates_a_cohort_by_upload_then_add_and_reports_invalid_ids() {
     let log = h.requests_since(seq).await;
     assert!(!log.iter().any(|l| l.path == UPLOAD), "no second cohort");
     assert!(changes(&log).is_empty(), "{:?}", changes(&log));
-    assert_eq!(rev(&report)["rejected"]["held_back"], 1, "{:#}", rev(&report));
+    assert_eq!(
+        rev(&report)["rejected"]["held_back"],
+        1,
+        "{:#}",
+        rev(&report)
+    );
     let seq = h.last_seq().await;
     let (code, report, stderr) = h.run(&file, &["--retry-rejected"]).await;
     assert_eq!(code, 0, "{stderr}\n{report:#}");
@@ -374,7 +379,8 @@ async fn a_fresh_snapshot_spends_no_quota_and_a_stale_one_downloads() {
     // Then the cohort is recomputed: neither the derived baseline nor the snapshot is
     // current. A plan does not spend quota for it; a run downloads.
     let later = chrono::Utc::now().timestamp_millis() + 3_600_000;
-    h.patch_cohort("snap", json!({"last_computed_ms": later})).await;
+    h.patch_cohort("snap", json!({"last_computed_ms": later}))
+        .await;
     let plan = h.plan(&[&file], &[]).await;
     assert_eq!(plan.code, 0, "{}", plan.stderr);
     assert_eq!(rev(plan.report())["baseline"]["exact"], false);

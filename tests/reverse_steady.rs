@@ -217,8 +217,16 @@ async fn mirror_owned_removes_only_what_it_added() {
     let seq = h.last_seq().await;
     let report = run_ok(&h, &file, &[]).await;
     let calls = changes(&h.requests_since(seq).await);
-    assert_eq!(calls, vec![("REMOVE".to_string(), 10)], "{:#}", rev(&report));
-    assert_eq!(list(&report, "remove"), amp(&newcomers[..10]).into_iter().collect());
+    assert_eq!(
+        calls,
+        vec![("REMOVE".to_string(), 10)],
+        "{:#}",
+        rev(&report)
+    );
+    assert_eq!(
+        list(&report, "remove"),
+        amp(&newcomers[..10]).into_iter().collect()
+    );
     let mut expected: BTreeSet<String> = all.union(&second).cloned().collect();
     expected.insert(amplitude_id(theirs).to_string());
     assert_eq!(h.member_ids("owned").await, expected);
@@ -262,8 +270,15 @@ async fn rejected_ids_are_held_back_until_retried() {
         changes(&h.requests_since(seq).await),
         vec![("ADD".to_string(), 8)]
     );
-    assert_eq!(rev(&report)["rejected"]["recorded"], 3, "{:#}", rev(&report));
-    let at = rev(&report)["lists"]["rejected"].as_str().expect("rejected list");
+    assert_eq!(
+        rev(&report)["rejected"]["recorded"],
+        3,
+        "{:#}",
+        rev(&report)
+    );
+    let at = rev(&report)["lists"]["rejected"]
+        .as_str()
+        .expect("rejected list");
     let lines: Vec<Value> = String::from_utf8(common::s3::read(at))
         .expect("utf-8")
         .lines()
@@ -274,14 +289,26 @@ async fn rejected_ids_are_held_back_until_retried() {
         .map(|l| l["id"].as_str().unwrap_or_default().to_string())
         .collect();
     assert_eq!(ids, unknown.iter().cloned().collect());
-    assert!(lines.iter().all(|l| l["times"] == 1 && l["reason"] == "skipped by a membership ADD"));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["times"] == 1 && l["reason"] == "skipped by a membership ADD")
+    );
 
     // The next run holds them back: nothing to send.
     let seq = h.last_seq().await;
     let report = run_ok(&h, &file, &[]).await;
     assert!(changes(&h.requests_since(seq).await).is_empty());
-    assert_eq!(rev(&report)["rejected"]["held_back"], 3, "{:#}", rev(&report));
-    assert_eq!(list(&report, "held_back"), unknown.iter().cloned().collect());
+    assert_eq!(
+        rev(&report)["rejected"]["held_back"],
+        3,
+        "{:#}",
+        rev(&report)
+    );
+    assert_eq!(
+        list(&report, "held_back"),
+        unknown.iter().cloned().collect()
+    );
     let summary = rev(&report)["summary"].as_str().unwrap_or_default();
     assert!(summary.contains("3 ids held back"), "{summary}");
 
@@ -293,12 +320,11 @@ async fn rejected_ids_are_held_back_until_retried() {
         vec![("ADD".to_string(), 3)]
     );
     assert_eq!(rev(&report)["rejected"]["retried"], 3);
-    let at = rev(&report)["lists"]["rejected"].as_str().expect("rejected list");
+    let at = rev(&report)["lists"]["rejected"]
+        .as_str()
+        .expect("rejected list");
     let text = String::from_utf8(common::s3::read(at)).expect("utf-8");
-    assert!(
-        text.lines().all(|l| l.contains("\"times\":2")),
-        "{text}"
-    );
+    assert!(text.lines().all(|l| l.contains("\"times\":2")), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,11 +462,13 @@ async fn a_kill_between_a_chunk_and_its_ownership_record_is_caught_up() {
         r#"cohort_id = "own-kill""#,
         "mode = \"mirror_owned\"\nchunk_size = 20\nmax_removal_pct = 50",
     );
-    let with_newcomers: BTreeSet<String> = amp(&members)
-        .into_iter()
-        .chain(amp(&newcomers))
-        .collect();
-    write_ids(&h.path("crm.csv"), "amplitude_id", with_newcomers.iter().cloned());
+    let with_newcomers: BTreeSet<String> =
+        amp(&members).into_iter().chain(amp(&newcomers)).collect();
+    write_ids(
+        &h.path("crm.csv"),
+        "amplitude_id",
+        with_newcomers.iter().cloned(),
+    );
     // Killed once the second ADD is journaled applied, before its ids are recorded as
     // owned; the rerun resumes the plan and records them from the journal first.
     let (code, _, stderr) = h
@@ -452,7 +480,12 @@ async fn a_kill_between_a_chunk_and_its_ownership_record_is_caught_up() {
         .await;
     assert_eq!(code, -9, "{stderr}");
     let report = run_ok(&h, &file, &[]).await;
-    assert_eq!(rev(&report)["journal"]["resumed"], true, "{:#}", rev(&report));
+    assert_eq!(
+        rev(&report)["journal"]["resumed"],
+        true,
+        "{:#}",
+        rev(&report)
+    );
     assert_eq!(h.member_ids("own-kill").await, with_newcomers);
 
     // Every id the pipeline added leaves with the source: none was missed.

@@ -219,8 +219,13 @@ pub async fn acquire(input: &BaselineInput<'_>) -> Result<Baseline, Failure> {
             spent: None,
         },
         (BaselineSetting::Auto, None) => {
-            download(input, snap.as_ref(), why_not_snapshot, RequestReason::ReverseBaseline)
-                .await?
+            download(
+                input,
+                snap.as_ref(),
+                why_not_snapshot,
+                RequestReason::ReverseBaseline,
+            )
+            .await?
         }
         (BaselineSetting::Download, _) => {
             download(

@@ -78,21 +78,27 @@ pub async fn check(
     kind: IdKind,
     journal: Option<&JournalDoc>,
 ) -> Result<Check, String> {
-    let head = match state.read::<DerivedHead>(&head_key(state, &cohort.id)).await {
+    let head = match state
+        .read::<DerivedHead>(&head_key(state, &cohort.id))
+        .await
+    {
         Ok(Some((h, _))) => h,
         Ok(None) => return Ok(Check::Absent),
         Err(e) => return Err(e.to_string()),
     };
-    let lc = cohort.last_computed.as_ref().and_then(|t| t.epoch_seconds());
+    let lc = cohort
+        .last_computed
+        .as_ref()
+        .and_then(|t| t.epoch_seconds());
     let size = cohort.size.map(|s| s.max(0) as u64);
     let why_not = if head.id_kind != kind {
         Some(format!(
             "the derived baseline holds {:?} ids, the pipeline reads {kind:?}",
             head.id_kind
         ))
-    } else if let Some(j) = journal.filter(|j| {
-        j.planned_by != head.journal_run || j.status != JournalStatus::Closed
-    }) {
+    } else if let Some(j) =
+        journal.filter(|j| j.planned_by != head.journal_run || j.status != JournalStatus::Closed)
+    {
         Some(format!(
             "the derived baseline was recorded after run {}'s plan, and run {}'s plan ({}) came after it",
             head.journal_run,

@@ -10,8 +10,6 @@ use super::apply::{ApplySettings, apply};
 use super::baseline::{self, BaselineInput, BaselineReport};
 use super::bytes::FileRef;
 use super::derived;
-use super::owned;
-use super::verify;
 use super::diff::{Diff, diff};
 use super::failure::Failure;
 use super::guard;
@@ -21,12 +19,14 @@ use super::journal::{
     UploadMeta,
 };
 use super::lists::{write_file, write_lists};
+use super::owned;
 use super::rejected;
 use super::report::{
-    Counts, DerivedReport, JournalReport, RejectedReport, VerifyReport, ReverseReport, SAMPLE, SkippedReport, SourceReport, SupersededReport,
-    TargetReport,
+    Counts, DerivedReport, JournalReport, RejectedReport, ReverseReport, SAMPLE, SkippedReport,
+    SourceReport, SupersededReport, TargetReport, VerifyReport,
 };
 use super::source::{ColumnSpec, ReadStats, read_ids};
+use super::verify;
 use crate::amplitude::AmplitudeClient;
 use crate::amplitude::ApiError;
 use crate::amplitude::types::{Cohort, UploadRequest};
@@ -214,16 +214,8 @@ async fn run_steps(
     refuse_empty_source(&source, &cohort, &file, spec, ctx, rev)?;
     let base = get_baseline(setup, &cohort, pipeline, spec, ctx, report, rev).await?;
     let baseline_known = base.is_some();
-    let (diffs, retried) = diff_with_ledgers(
-        source.ids,
-        base,
-        setup,
-        pipeline,
-        spec,
-        ctx,
-        rev,
-    )
-    .await?;
+    let (diffs, retried) =
+        diff_with_ledgers(source.ids, base, setup, pipeline, spec, ctx, rev).await?;
     rev.source = Some(source_report(
         &file,
         source.stats.rows,
@@ -253,7 +245,16 @@ async fn run_steps(
     }
     check_first_upload(&plan, setup, &cohort, pipeline, spec).await?;
     let mut journal = journal_plan(&plan, setup, &cohort, fingerprint, spec, ctx, rev).await?;
-    let skipped = apply_journal(&mut journal, setup, pipeline, spec, ctx, Some(&retried), rev).await?;
+    let skipped = apply_journal(
+        &mut journal,
+        setup,
+        pipeline,
+        spec,
+        ctx,
+        Some(&retried),
+        rev,
+    )
+    .await?;
     after_apply(
         &plan, &diffs, &skipped, setup, &cohort, &journal, pipeline, spec, ctx, report, rev,
     )
@@ -729,7 +730,8 @@ async fn update_rejected(
     let mut ledger = match rejected::load(&setup.state, kind).await {
         Ok(l) => l,
         Err(e) => {
-            rev.warnings.push(format!("the rejected-ids ledger cannot be read: {e}"));
+            rev.warnings
+                .push(format!("the rejected-ids ledger cannot be read: {e}"));
             return;
         }
     };
@@ -1262,7 +1264,16 @@ async fn apply_journal(
     };
     let outcome = apply(journal, &settings).await;
     let closed = journal.doc.status == JournalStatus::Closed;
-    update_rejected(&outcome, retried.filter(|_| closed), setup, pipeline, spec, ctx, rev).await;
+    update_rejected(
+        &outcome,
+        retried.filter(|_| closed),
+        setup,
+        pipeline,
+        spec,
+        ctx,
+        rev,
+    )
+    .await;
     rev.calls = outcome.calls;
     rev.calls_sent = outcome.sent;
     rev.calls_resent_in_doubt = outcome.resent_in_doubt;
@@ -1357,7 +1368,9 @@ async fn after_apply(
     };
     if spec.reconcile.verify {
         let drift = match (&expected, &after) {
-            (Ok(e), Ok(after)) => verify_step(e, after, setup, pipeline, spec, ctx, report, rev).await?,
+            (Ok(e), Ok(after)) => {
+                verify_step(e, after, setup, pipeline, spec, ctx, report, rev).await?
+            }
             (Err(why), _) | (_, Err(why)) => {
                 rev.verify = Some(VerifyReport::skipped(format!("not verified: {why}")));
                 false
@@ -1531,7 +1544,10 @@ async fn verify_step(
             &ctx.base_dir,
             &pipeline.name,
             &ctx.run_id,
-            &[("missing", &drift.missing), ("unexpected", &drift.unexpected)],
+            &[
+                ("missing", &drift.missing),
+                ("unexpected", &drift.unexpected),
+            ],
         )
         .await
         {

@@ -140,11 +140,7 @@ async fn current(
         if base.folded_through.as_ref().is_some_and(|f| name <= *f) {
             continue;
         }
-        let Some((delta, _)) = state
-            .read::<Delta>(&key)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
+        let Some((delta, _)) = state.read::<Delta>(&key).await.map_err(|e| e.to_string())? else {
             continue;
         };
         match delta.op {

@@ -133,11 +133,7 @@ impl VerifyReport {
             self.sample_missing.join(", "),
             self.unexpected,
             self.sample_unexpected.join(", "),
-            self.lists
-                .values()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            self.lists.values().cloned().collect::<Vec<_>>().join(", ")
         )
     }
 }
