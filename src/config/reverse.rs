@@ -250,8 +250,9 @@ impl ReconcileMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Baseline {
-    /// The newest export snapshot if not older than the cohort's `lastComputed`, else a
-    /// download (which spends quota).
+    /// The membership the pipeline's last apply left when nothing else changed the cohort
+    /// since, else the newest export snapshot if not older than the cohort's
+    /// `lastComputed`, else a download (which spends quota).
     #[default]
     Auto,
     /// Always download the cohort (spends one request of the monthly quota).

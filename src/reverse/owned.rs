@@ -204,3 +204,85 @@ pub async fn fold(state: &StateStore, target: &str, kind: IdKind) -> Result<(), 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reverse::journal::ChunkEntry;
+    use chrono::Utc;
+
+    fn doc(run: &str, at: i64, op: ChunkOp) -> JournalDoc {
+        JournalDoc {
+            version: 1,
+            target: "c1".into(),
+            cohort_id: Some("c1".into()),
+            upload: None,
+            id_kind: IdKind::UserId,
+            planned_by: run.into(),
+            planned_at: chrono::DateTime::from_timestamp(at, 0).unwrap_or_else(Utc::now),
+            plan_summary: String::new(),
+            status: crate::reverse::journal::JournalStatus::Open,
+            closed_at: None,
+            ended_reason: None,
+            fingerprint: None,
+            chunks: vec![ChunkEntry::pending(0, op, 2)],
+        }
+    }
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    async fn owned(state: &StateStore) -> Vec<String> {
+        let mut v: Vec<String> = load(state, "c1", IdKind::UserId)
+            .await
+            .expect("load")
+            .ids
+            .into_iter()
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn deltas_apply_in_order_and_a_fold_never_applies_one_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateStore::new(crate::storage::open("s", dir.path()).expect("open"), "p");
+        let add = doc("r1", 1_700_000_000, ChunkOp::Add);
+        let remove = doc("r2", 1_700_000_100, ChunkOp::Remove);
+        record_chunk(&state, &add, 0, &ids(&["a", "b", "x"]), &ids(&["x"]))
+            .await
+            .expect("add");
+        record_chunk(&state, &remove, 0, &ids(&["a"]), &[])
+            .await
+            .expect("remove");
+        assert_eq!(
+            owned(&state).await,
+            ids(&["b"]),
+            "skipped ids are not owned"
+        );
+        fold(&state, "c1", IdKind::UserId).await.expect("fold");
+        assert!(
+            state
+                .list_folder("owned-deltas")
+                .await
+                .expect("list")
+                .is_empty(),
+            "folded deltas are deleted"
+        );
+        assert_eq!(owned(&state).await, ids(&["b"]));
+        // A kill between the fold and the deletion leaves the deltas: the base says it
+        // holds them already, so the ADD of `a` is not applied over its later REMOVE.
+        record_chunk(&state, &add, 0, &ids(&["a", "b"]), &[])
+            .await
+            .expect("add again");
+        assert_eq!(owned(&state).await, ids(&["b"]));
+        fold(&state, "c1", IdKind::UserId)
+            .await
+            .expect("fold again");
+        assert_eq!(owned(&state).await, ids(&["b"]));
+        // Ids of another kind are not this kind's.
+        let other = load(&state, "c1", IdKind::AmplitudeId).await.expect("load");
+        assert!(other.ids.is_empty() && other.other_kind == Some(IdKind::UserId));
+    }
+}
