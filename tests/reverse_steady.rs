@@ -441,6 +441,7 @@ async fn verify_finds_a_member_removed_behind_the_tools_back() {
     let error = report["pipelines"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains(&gone_id), "{error}");
     assert_eq!(rev(&report)["derived"]["written"], false);
+    assert_eq!(rev(&report)["outcome"], "drift");
     // The baseline and the verify: two downloads.
     assert_eq!(spent_requests(&h.requests().await).len(), 2);
 

@@ -231,7 +231,8 @@ pub struct ReverseReport {
     /// Problems that do not stop a plan (a run may refuse them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
-    /// `planned`, `applied`, `in_sync`, `refused`, `resume_pending`, `failed`, `quota`.
+    /// `planned`, `applied`, `in_sync`, `refused`, `resume_pending`, `failed`, `quota`,
+    /// `drift` (applied, but `verify` found the cohort differs from what was expected).
     pub outcome: String,
     pub summary: String,
 }

@@ -85,7 +85,7 @@ pub async fn execute(pipeline: &Pipeline, ctx: &RunContext) -> PipelineReport {
         report.error = Some(f.message.clone());
         report.exit_code = f.code;
         // A refusal or another runner's lease is said as such; anything else failed.
-        if rev.outcome != "refused" && rev.outcome != "leased_elsewhere" {
+        if !["refused", "leased_elsewhere", "drift"].contains(&rev.outcome.as_str()) {
             rev.outcome = if f.code == exit::QUOTA {
                 "quota"
             } else {

@@ -47,7 +47,20 @@ pub(super) async fn after_apply(
     if spec.reconcile.verify {
         let drift = match (&expected, &after) {
             (Ok(e), Ok(after)) => {
-                verify_step(e, after, setup, pipeline, spec, ctx, report, rev).await?
+                match verify_step(e, after, setup, pipeline, spec, ctx, report, rev).await {
+                    Ok(drift) => drift,
+                    // Everything was applied: a verify that could not run (no download
+                    // left, the download failed) is said, not made a failed run.
+                    Err(f) => {
+                        rev.warnings
+                            .push(format!("verify after apply could not run: {}", f.message));
+                        rev.verify = Some(VerifyReport::skipped(format!(
+                            "not verified: {}",
+                            f.message
+                        )));
+                        false
+                    }
+                }
             }
             (Err(why), _) | (_, Err(why)) => {
                 rev.verify = Some(VerifyReport::skipped(format!("not verified: {why}")));
@@ -55,6 +68,7 @@ pub(super) async fn after_apply(
             }
         };
         if drift {
+            rev.outcome = "drift".into();
             rev.derived = Some(DerivedReport::not_written(
                 "the cohort differs from what the run expected",
             ));
