@@ -504,3 +504,58 @@ async fn a_kill_between_a_chunk_and_its_ownership_record_is_caught_up() {
         amp(&members).into_iter().collect::<BTreeSet<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_leaves_last_computed_as_it_was_is_caught_by_the_size() {
+    let spec = cohort("sized", 400);
+    let (members, newcomers) = members_and_newcomers(spec.seed, "sized", 400, 20);
+    let h = harness::start(vec![spec], |_| {}).await;
+    let file = h.reverse_pipeline(
+        "sized-sync",
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "sized""#,
+        "mode = \"add_only\"",
+    );
+    write_ids(
+        &h.path("crm.csv"),
+        "amplitude_id",
+        amp(&members[..300])
+            .into_iter()
+            .chain(amp(&newcomers[..10])),
+    );
+    let report = run_ok(&h, &file, &[]).await;
+    assert_eq!(rev(&report)["derived"]["written"], true);
+    let head: Value = serde_json::from_str(
+        &std::fs::read_to_string(h.path("state/sized-sync/reverse-derived/sized.json"))
+            .expect("derived head"),
+    )
+    .expect("JSON");
+    let recorded = head["last_computed"].as_i64().expect("last_computed");
+    // Someone else adds a member within the same second as the tool's last call (a
+    // service that reports lastComputed in seconds cannot tell): only the size shows it.
+    someone_else(&h, "sized", &[newcomers[15]], &[]).await;
+    h.patch_cohort(
+        "sized",
+        serde_json::json!({"last_computed_ms": recorded * 1000}),
+    )
+    .await;
+    write_ids(
+        &h.path("crm.csv"),
+        "amplitude_id",
+        amp(&members[..300])
+            .into_iter()
+            .chain(amp(&newcomers[..12])),
+    );
+    let seq = h.last_seq().await;
+    let report = run_ok(&h, &file, &[]).await;
+    let baseline = &rev(&report)["baseline"];
+    assert_eq!(baseline["used"], "download", "{baseline:#}");
+    let reason = baseline["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("the cohort lists 411 members"), "{reason}");
+    assert_eq!(spent_requests(&h.requests_since(seq).await).len(), 1);
+    let mut expected: BTreeSet<String> = amp(&members).into_iter().collect();
+    expected.extend(amp(&newcomers[..12]));
+    expected.insert(amplitude_id(newcomers[15]).to_string());
+    assert_eq!(h.member_ids("sized").await, expected);
+}
