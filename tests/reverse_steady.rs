@@ -559,3 +559,69 @@ async fn a_change_that_leaves_last_computed_as_it_was_is_caught_by_the_size() {
     expected.insert(amplitude_id(newcomers[15]).to_string());
     assert_eq!(h.member_ids("sized").await, expected);
 }
+
+/// The derived baseline, the ownership ledger and the rejected-ids list on S3 (moto).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledgers_and_the_derived_baseline_on_s3() {
+    let bucket = common::s3::create_bucket("revsteady");
+    let spec = cohort("s3steady", 300);
+    let (members, newcomers) = members_and_newcomers(spec.seed, "s3steady", 300, 40);
+    let h = harness::start(vec![spec], |_| {}).await;
+    let file = h.reverse_pipeline(
+        "steady-s3",
+        "crm.csv",
+        "amplitude_id",
+        r#"cohort_id = "s3steady""#,
+        "mode = \"mirror_owned\"\nchunk_size = 10",
+    );
+    let text = std::fs::read_to_string(&file)
+        .expect("read")
+        .replace("url = \"state\"", &format!("url = \"s3://{bucket}/state\""))
+        .replace(
+            "lists_dir = \"lists\"",
+            &format!("lists_dir = \"s3://{bucket}/lists\""),
+        );
+    std::fs::write(&file, text).expect("write");
+    let unknown = "7".to_string();
+    let first: Vec<String> = amp(&members)
+        .into_iter()
+        .chain(amp(&newcomers[..30]))
+        .chain([unknown.clone()])
+        .collect();
+    write_ids(&h.path("crm.csv"), "amplitude_id", first.into_iter());
+    let report = run_ok(&h, &file, &[]).await;
+    assert_eq!(
+        rev(&report)["derived"]["written"],
+        true,
+        "{:#}",
+        rev(&report)
+    );
+    let at = rev(&report)["lists"]["rejected"]
+        .as_str()
+        .expect("rejected list");
+    assert!(at.starts_with(&format!("s3://{bucket}/lists/")), "{at}");
+    let keys = common::s3::keys(&bucket, "state/steady-s3/");
+    for want in ["reverse-derived/s3steady.json", "reverse/rejected.json"] {
+        assert!(keys.iter().any(|k| k.ends_with(want)), "{want}: {keys:?}");
+    }
+
+    // The source drops ten of the ids the pipeline added and three of the members it
+    // found: the derived baseline (read from S3) is the baseline, the ten go, the three
+    // stay, the unknown id is held back.
+    let second: Vec<String> = amp(&members[3..])
+        .into_iter()
+        .chain(amp(&newcomers[10..30]))
+        .chain([unknown])
+        .collect();
+    write_ids(&h.path("crm.csv"), "amplitude_id", second.into_iter());
+    let seq = h.last_seq().await;
+    let report = run_ok(&h, &file, &[]).await;
+    let log = h.requests_since(seq).await;
+    assert!(spent_requests(&log).is_empty(), "{:#}", rev(&report));
+    assert_eq!(rev(&report)["baseline"]["used"], "derived");
+    assert_eq!(changes(&log), vec![("REMOVE".to_string(), 10)]);
+    assert_eq!(rev(&report)["rejected"]["held_back"], 1);
+    let mut expected: BTreeSet<String> = amp(&members).into_iter().collect();
+    expected.extend(amp(&newcomers[10..30]));
+    assert_eq!(h.member_ids("s3steady").await, expected);
+}
