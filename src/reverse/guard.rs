@@ -64,8 +64,13 @@ pub fn check(
         ReconcileMode::Mirror | ReconcileMode::Replace | ReconcileMode::MirrorOwned
     );
     if source_ids == 0 && empties && !settings.allow_empty_source {
+        let empties_what = if mode == ReconcileMode::MirrorOwned {
+            "remove every member this pipeline added"
+        } else {
+            "empty the cohort"
+        };
         reasons.push(format!(
-            "the source has no ids, and {} would empty the cohort (set reconcile.allow_empty_source = true if that is intended)",
+            "the source has no ids, and {} would {empties_what} (set reconcile.allow_empty_source = true if that is intended)",
             mode_name(mode)
         ));
     }
