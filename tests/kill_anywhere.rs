@@ -147,7 +147,8 @@ fn export_cases() -> Vec<Case> {
 }
 
 /// The reverse plan of these cases: ADD 300, ADD 300, ADD 100, REMOVE 50 (chunks 1-4),
-/// after a baseline download of the 1,000-member cohort.
+/// after a baseline download of the 1,000-member cohort; then the derived baseline's ids
+/// and head.
 fn reverse_cases() -> Vec<Case> {
     let kill = |point, hit| Case {
         kind: Kind::Reverse,
@@ -173,6 +174,8 @@ fn reverse_cases() -> Vec<Case> {
         kill("reverse.chunk.journaled", 2),
         kill("reverse.chunk.journaled", 4),
         kill("reverse.journal.closed", 1),
+        kill("reverse.derived.ids_written", 1),
+        kill("reverse.derived.written", 1),
         term("reverse.chunk.sending", 2),
         term("reverse.chunk.journaled", 1),
         term("reverse.chunk.journaled", 3),
@@ -456,6 +459,21 @@ async fn reverse_case(case: Case) -> Result<String, String> {
             rev["outcome"]
         )
     })?;
+    // The derived baseline is all or nothing: killed once its head is written, the rerun
+    // uses it (no second download) and finds the cohort in sync; killed before, the rerun
+    // downloads. Either way the membership above is exact.
+    let used = rev["baseline"]["used"].as_str().unwrap_or_default();
+    match case.point {
+        "reverse.derived.written" => ensure(used == "derived" && spent == 1 && fresh_run, || {
+            format!("after a kill past the derived head: baseline {used}, {spent} downloads")
+        })?,
+        "reverse.derived.ids_written" | "reverse.journal.closed" => {
+            ensure(used == "download" && spent == 2 && fresh_run, || {
+                format!("after a kill before the derived head: baseline {used}, {spent} downloads")
+            })?
+        }
+        _ => {}
+    }
     Ok(format!(
         "first exit {first}, rerun exit 0, {} membership calls ({resent} resent in doubt), {spent} download request(s)",
         calls.len()

@@ -158,21 +158,18 @@ async fn mirror_applies_exactly_the_chunked_diff_and_a_rerun_sends_nothing() {
     assert_eq!(list(&report, "add"), case.add);
     assert_eq!(list(&report, "remove"), case.remove);
 
-    // Nothing changed in the source since; the apply recomputed the cohort, so the rerun
-    // downloads it afresh as its baseline (one request), finds it in sync, sends nothing.
+    // Nothing changed in the source since. The apply moved the cohort's lastComputed, but
+    // nothing else changed it: the rerun uses the membership the apply left (the derived
+    // baseline, no download), finds it in sync, sends nothing.
     let seq = h.last_seq().await;
     let (used, _) = h.usage().await;
     let (code, report, stderr) = h.run(&file, &[]).await;
     assert_eq!(code, 0, "{stderr}\n{report:#}");
     let log = h.requests_since(seq).await;
-    assert_eq!(
-        spent_requests(&log).len(),
-        1,
-        "the rerun's baseline download"
-    );
-    assert_eq!(h.usage().await.0, used + 1);
+    assert!(spent_requests(&log).is_empty(), "the rerun spends nothing");
+    assert_eq!(h.usage().await.0, used);
     assert!(change_calls(&log).is_empty(), "{:?}", changes(&log));
-    assert_eq!(rev(&report)["baseline"]["used"], "download");
+    assert_eq!(rev(&report)["baseline"]["used"], "derived");
     assert_eq!(h.member_ids("big").await, expected);
 }
 
@@ -310,9 +307,22 @@ async fn creates_a_cohort_by_upload_then_add_and_reports_invalid_ids() {
     assert!(reported.contains(&invalid), "{:#}", rev(&report));
 
     // The next run reconciles the cohort it created instead of creating another: the one
-    // id Amplitude would not take is the whole difference, sent once more.
+    // id Amplitude would not take is the whole difference, and it is held back (Amplitude
+    // rejected it before); `--retry-rejected` sends it once more.
     let seq = h.last_seq().await;
     let (code, report, stderr) = h.run(&file, &[]).await;
+    assert_eq!(code, 0, "{stderr}\n{report:#}");
+    let log = h.requests_since(seq).await;
+    assert!(!log.iter().any(|l| l.path == UPLOAD), "no second cohort");
+    assert!(changes(&log).is_empty(), "{:?}", changes(&log));
+    assert_eq!(
+        rev(&report)["rejected"]["held_back"],
+        1,
+        "{:#}",
+        rev(&report)
+    );
+    let seq = h.last_seq().await;
+    let (code, report, stderr) = h.run(&file, &["--retry-rejected"]).await;
     assert_eq!(code, 0, "{stderr}\n{report:#}");
     let log = h.requests_since(seq).await;
     assert!(!log.iter().any(|l| l.path == UPLOAD), "no second cohort");
@@ -358,9 +368,19 @@ async fn a_fresh_snapshot_spends_no_quota_and_a_stale_one_downloads() {
     assert_eq!(changes(&log), ops(&[("REMOVE", 10)]));
     assert_eq!(h.member_ids("snap").await, strings(&case.source));
 
-    // The apply recomputed the cohort: the snapshot is now older than lastComputed. A plan
-    // does not spend quota for it; a run downloads.
+    // The apply moved lastComputed past the snapshot, but the membership it left is known
+    // (the derived baseline): a plan is exact and free.
     let seq = h.last_seq().await;
+    let plan = h.plan(&[&file], &[]).await;
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert_eq!(rev(plan.report())["baseline"]["used"], "derived");
+    assert_eq!(rev(plan.report())["baseline"]["exact"], true);
+
+    // Then the cohort is recomputed: neither the derived baseline nor the snapshot is
+    // current. A plan does not spend quota for it; a run downloads.
+    let later = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    h.patch_cohort("snap", json!({"last_computed_ms": later}))
+        .await;
     let plan = h.plan(&[&file], &[]).await;
     assert_eq!(plan.code, 0, "{}", plan.stderr);
     assert_eq!(rev(plan.report())["baseline"]["exact"], false);

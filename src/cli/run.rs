@@ -1,4 +1,4 @@
-//! `cohort-sync run FILE... [--dry-run] [--force] [--report FILE]` and
+//! `cohort-sync run FILE... [--dry-run] [--force] [--retry-rejected] [--report FILE] [--metrics-file PATH]` and
 //! `cohort-sync plan FILE...`: load every pipeline (all must be valid before anything runs),
 //! execute them concurrently (pipelines for the same app share its rate limits), print a
 //! summary per pipeline and write the JSON run report.
@@ -30,6 +30,9 @@ pub struct RunArgs {
     /// Download unchanged cohorts again; apply reverse plans the removal guard refused.
     #[arg(long)]
     force: bool,
+    /// Send again the ids Amplitude rejected in earlier runs (held back otherwise).
+    #[arg(long)]
+    retry_rejected: bool,
     /// Write the JSON run report here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -47,6 +50,9 @@ pub struct PlanArgs {
     /// Plan as `run --force` would run.
     #[arg(long)]
     force: bool,
+    /// Plan as `run --retry-rejected` would run.
+    #[arg(long)]
+    retry_rejected: bool,
     /// Write the JSON plan report here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -62,7 +68,11 @@ pub async fn run(args: RunArgs) -> u8 {
         report: args.report.as_deref(),
         metrics: args.metrics_file.as_deref(),
     };
-    execute(&args.files, mode, args.force, outputs).await
+    let flags = Flags {
+        force: args.force,
+        retry_rejected: args.retry_rejected,
+    };
+    execute(&args.files, mode, flags, outputs).await
 }
 
 /// Where a command writes what it did, besides the summary.
@@ -72,12 +82,23 @@ struct Outputs<'a> {
     metrics: Option<&'a Path>,
 }
 
+/// The run's switches.
+#[derive(Debug, Clone, Copy)]
+struct Flags {
+    force: bool,
+    retry_rejected: bool,
+}
+
 pub async fn plan(args: PlanArgs) -> u8 {
     let outputs = Outputs {
         report: args.report.as_deref(),
         ..Outputs::default()
     };
-    execute(&args.files, RunMode::Plan, args.force, outputs).await
+    let flags = Flags {
+        force: args.force,
+        retry_rejected: args.retry_rejected,
+    };
+    execute(&args.files, RunMode::Plan, flags, outputs).await
 }
 
 /// A pipeline ready to execute.
@@ -95,7 +116,7 @@ impl Prepared {
     }
 }
 
-async fn execute(files: &[PathBuf], mode: RunMode, force: bool, outputs: Outputs<'_>) -> u8 {
+async fn execute(files: &[PathBuf], mode: RunMode, flags: Flags, outputs: Outputs<'_>) -> u8 {
     let prepared = match prepare_all(files) {
         Ok(p) => p,
         Err(errors) => {
@@ -112,7 +133,8 @@ async fn execute(files: &[PathBuf], mode: RunMode, force: bool, outputs: Outputs
             return exit::FAILED;
         }
     };
-    let ctx = RunContext::new(mode, force, time_scale_from_env(), base_dir);
+    let mut ctx = RunContext::new(mode, flags.force, time_scale_from_env(), base_dir);
+    ctx.retry_rejected = flags.retry_rejected;
     tracing::info!(run_id = %ctx.run_id, mode = mode.as_str(), pipelines = prepared.len(), "starting");
     let signals = super::signals::stop_on_signals(ctx.clone());
 

@@ -124,8 +124,9 @@ pub struct CreateCohort {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reconcile {
-    /// `mirror` (add and remove), `add_only`, `remove_only`, or `replace` (upload the whole
-    /// list with `existing_cohort_id`).
+    /// `mirror` (add and remove), `add_only`, `remove_only`, `replace` (upload the whole
+    /// list with `existing_cohort_id`), or `mirror_owned` (add, and remove only ids this
+    /// pipeline added).
     #[serde(default)]
     pub mode: ReconcileMode,
     /// Where the cohort's current membership comes from.
@@ -159,6 +160,19 @@ pub struct Reconcile {
     /// `s3://`).
     #[serde(default = "default_lists_dir")]
     pub lists_dir: StorageUrl,
+    /// Ids Amplitude skipped or reported invalid are held back (not sent again) for this
+    /// many days after they were last rejected; `run --retry-rejected` sends them anyway.
+    #[serde(default = "default_retry_rejected_after_days")]
+    pub retry_rejected_after_days: u32,
+    /// After the last call, download the cohort once (1 of the monthly quota) and compare
+    /// it with the membership the run expected; drift is reported id by id and fails the
+    /// run.
+    #[serde(default)]
+    pub verify: bool,
+}
+
+fn default_retry_rejected_after_days() -> u32 {
+    30
 }
 
 fn yes() -> bool {
@@ -194,6 +208,8 @@ impl Default for Reconcile {
             skip_invalid_ids: true,
             chunk_size: default_chunk_size(),
             lists_dir: default_lists_dir(),
+            retry_rejected_after_days: default_retry_rejected_after_days(),
+            verify: false,
         }
     }
 }
@@ -211,6 +227,10 @@ pub enum ReconcileMode {
     RemoveOnly,
     /// Upload the whole list over the cohort (`existing_cohort_id`).
     Replace,
+    /// Add missing ids; remove only ids this pipeline added earlier (recorded in the
+    /// state's ownership ledger), never members someone else or a behavioral computation
+    /// put in the cohort.
+    MirrorOwned,
 }
 
 impl ReconcileMode {
@@ -221,6 +241,7 @@ impl ReconcileMode {
             ReconcileMode::AddOnly => "add_only",
             ReconcileMode::RemoveOnly => "remove_only",
             ReconcileMode::Replace => "replace",
+            ReconcileMode::MirrorOwned => "mirror_owned",
         }
     }
 }
@@ -229,8 +250,9 @@ impl ReconcileMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Baseline {
-    /// The newest export snapshot if not older than the cohort's `lastComputed`, else a
-    /// download (which spends quota).
+    /// The membership the pipeline's last apply left when nothing else changed the cohort
+    /// since, else the newest export snapshot if not older than the cohort's
+    /// `lastComputed`, else a download (which spends quota).
     #[default]
     Auto,
     /// Always download the cohort (spends one request of the monthly quota).

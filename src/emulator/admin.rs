@@ -10,7 +10,9 @@
 //! - `POST /_emulator/apps/{app_id}/cohorts` with a [`super::CohortSpec`] (201, the cohort
 //!   object; 409 if the id exists); `PATCH /_emulator/apps/{app_id}/cohorts/{cohort_id}`
 //!   with any of `name`, `size`, `published`, `archived`, `last_computed_ms`, `owners`,
-//!   `props`, `seed` (a new size or seed regenerates the members), `description`.
+//!   `props`, `seed` (a new size or seed regenerates the members), `description`, and
+//!   `add_members` / `remove_members` (amplitude ids: a change by someone else or a
+//!   behavioral computation, which moves `lastComputed` like any membership change).
 //! - `POST /_emulator/faults` with a [`super::FaultRule`] (201); `GET` lists the armed
 //!   rules; `DELETE` disarms all (204).
 
@@ -30,7 +32,7 @@ use super::csv_body::Members;
 use super::errors::{bad_request, not_found};
 use super::faults::FaultRule;
 use super::state::{CohortState, Shared};
-use super::universe::{amplitude_id, write_u64, write_user_id};
+use super::universe::{amplitude_id, number_for_amplitude_id, write_u64, write_user_id};
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -170,6 +172,9 @@ struct CohortChange {
     seed: Option<u64>,
     /// The list's `description` (`null` until set).
     description: Option<String>,
+    /// Amplitude ids put into / taken out of the cohort by "someone else".
+    add_members: Option<Vec<i64>>,
+    remove_members: Option<Vec<i64>>,
 }
 
 async fn change_cohort(
@@ -223,6 +228,29 @@ async fn change_cohort(
             cohort_id: c.id.clone(),
             size,
         };
+    }
+    if change.add_members.is_some() || change.remove_members.is_some() {
+        let mut set: std::collections::BTreeSet<u64> = c.members.numbers().collect();
+        for id in change.add_members.unwrap_or_default() {
+            match number_for_amplitude_id(id) {
+                Some(n) => {
+                    set.insert(n);
+                }
+                None => {
+                    return bad_request(
+                        "invalid_ids",
+                        format!("{id} is not an amplitude id of the universe"),
+                        json!({}),
+                    );
+                }
+            }
+        }
+        for id in change.remove_members.unwrap_or_default() {
+            if let Some(n) = number_for_amplitude_id(id) {
+                set.remove(&n);
+            }
+        }
+        c.set_members(Members::Explicit(Arc::new(set.into_iter().collect())));
     }
     if let Some(v) = change.last_computed_ms {
         c.last_computed_ms = v;

@@ -23,7 +23,14 @@
 //! - `reverse.chunk.sending`: a chunk is journaled `sending`, its call not yet made;
 //! - `reverse.chunk.answered`: the call's answer (success or error) arrived, not journaled;
 //! - `reverse.chunk.journaled`: the chunk's outcome is written to the journal;
-//! - `reverse.journal.closed`: every chunk applied and the journal closed.
+//! - `reverse.owned.recorded`: (`mirror_owned`) an applied chunk's ids are recorded in the
+//!   ownership ledger;
+//! - `reverse.owned.folded`: the ownership deltas are folded into the ledger's base, not
+//!   yet deleted (in `owned`);
+//! - `reverse.journal.closed`: every chunk applied and the journal closed;
+//! - `reverse.derived.ids_written`: the derived baseline's ids are written, its head not
+//!   yet (in `derived`);
+//! - `reverse.derived.written`: the derived baseline's head is written (in `derived`).
 
 use chrono::Utc;
 use serde::Serialize;
@@ -62,6 +69,9 @@ pub struct ApplyOutcome {
     pub resent_in_doubt: usize,
     /// Ids Amplitude skipped (membership) or reported invalid (upload), in order.
     pub skipped_ids: Vec<String>,
+    /// The operation of the call that skipped them: `(op, n)` runs over `skipped_ids`.
+    #[serde(skip)]
+    pub skipped_ops: Vec<(ChunkOp, usize)>,
     pub skipped_total: u64,
     /// `invalid_ids_sample` of the uploads.
     pub invalid_ids_sample: Vec<String>,
@@ -85,6 +95,9 @@ pub struct ApplySettings<'a> {
     pub run_id: &'a str,
     /// The run's stop token (SIGTERM/SIGINT): no chunk is sent once it is cancelled.
     pub stop: &'a tokio_util::sync::CancellationToken,
+    /// Record each applied chunk in the ownership ledger (`mirror_owned`, see
+    /// [`super::owned`]).
+    pub record_owned: bool,
 }
 
 /// Why one chunk did not get applied.
@@ -272,6 +285,7 @@ async fn apply_chunk(
             "{name}: an earlier run sent it but did not journal the answer; sending it again"
         );
     }
+    let owned_ids = s.record_owned.then(|| ids.clone());
     let result = match send(journal, op, ids, s).await {
         Ok(r) => Ok(r),
         Err(Refusal::Setup(msg)) => Err((msg.to_string(), false)),
@@ -288,7 +302,9 @@ async fn apply_chunk(
             let n = skipped.len() as u64;
             out.skipped_total += n;
             let room = MAX_SKIPPED_KEPT.saturating_sub(out.skipped_ids.len());
+            let kept = skipped.len().min(room);
             out.skipped_ids.extend(skipped.into_iter().take(room));
+            out.skipped_ops.push((op, kept));
             out.invalid_ids_sample.extend(invalid);
             mark(journal, i, ChunkState::Applied, None, n, s.run_id)
                 .await
@@ -298,6 +314,17 @@ async fn apply_chunk(
                     ))
                 })?;
             crash::point("reverse.chunk.journaled");
+            if let Some(ids) = owned_ids {
+                let skipped = &out.skipped_ids[out.skipped_ids.len().saturating_sub(n as usize)..];
+                super::owned::record_chunk(journal.state(), &journal.doc, i, &ids, skipped)
+                    .await
+                    .map_err(|e| {
+                        ChunkError::open(format!(
+                            "{name} was applied, but {e}; the journal stays open and the next run records it from the journal"
+                        ))
+                    })?;
+                crash::point("reverse.owned.recorded");
+            }
             Ok(())
         }
         Err((e, true)) => {

@@ -1,5 +1,6 @@
-//! The cohort's current membership, which the source is diffed against: the newest export
-//! snapshot when it is not older than the cohort's `lastComputed` (free), else a fresh
+//! The cohort's current membership, which the source is diffed against: the membership
+//! the pipeline's last apply left (a derived baseline, see [`super::derived`]) when nothing
+//! else changed the cohort since (free), else the newest export snapshot when it is not older than the cohort's `lastComputed` (free), else a fresh
 //! download (request → poll → `/file`), which spends one of the month's downloads — after
 //! checking there is one left, and recorded in the state like the export's requests, so a
 //! crashed run's request is reused instead of spending again. `plan` and `--dry-run` never
@@ -11,6 +12,7 @@ use std::path::Path;
 use chrono::Utc;
 use serde::Serialize;
 
+use super::derived;
 use super::failure::Failure;
 use super::idset::IdCollector;
 use super::snapshot::{self, Snapshot, SnapshotInfo};
@@ -40,6 +42,8 @@ pub fn download_column(kind: IdKind) -> &'static str {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BaselineUsed {
+    /// The membership the last apply of this pipeline left (see [`super::derived`]).
+    Derived,
     Snapshot,
     Download,
     /// No membership read (a plan that would have to spend quota, or `replace` without a
@@ -119,6 +123,8 @@ pub struct BaselineInput<'a> {
     pub ledger: &'a Ledger,
     pub pipeline: &'a str,
     pub run_id: &'a str,
+    /// Whether the last apply's derived baseline still is the membership.
+    pub derived: &'a derived::Check,
 }
 
 pub async fn acquire(input: &BaselineInput<'_>) -> Result<Baseline, Failure> {
@@ -143,6 +149,18 @@ pub async fn acquire(input: &BaselineInput<'_>) -> Result<Baseline, Failure> {
         })?,
         None => None,
     };
+    let derived_note = match (input.reconcile.baseline, input.derived) {
+        (BaselineSetting::Auto, derived::Check::Usable(head)) => {
+            match derived::load(input.state, head).await {
+                Ok(ids) => return Ok(from_derived(head, ids, lc)),
+                Err(e) => Some(format!("the derived baseline cannot be used ({e})")),
+            }
+        }
+        (BaselineSetting::Auto, derived::Check::Stale(why)) => {
+            Some(format!("no free derived baseline: {why}"))
+        }
+        _ => None,
+    };
     let fresh = snap.as_ref().filter(|s| s.fresh_for(lc)).cloned();
     let why_not_snapshot = match (&input.reconcile.snapshots, &snap) {
         (None, _) => "no reconcile.snapshots location is configured".to_string(),
@@ -153,6 +171,10 @@ pub async fn acquire(input: &BaselineInput<'_>) -> Result<Baseline, Failure> {
             show(s.last_computed),
             show(lc)
         ),
+    };
+    let why_not_snapshot = match derived_note {
+        Some(note) => format!("{note}; {why_not_snapshot}"),
+        None => why_not_snapshot,
     };
     let mut out = match (input.reconcile.baseline, fresh) {
         (BaselineSetting::Auto, Some(s)) => {
@@ -196,13 +218,45 @@ pub async fn acquire(input: &BaselineInput<'_>) -> Result<Baseline, Failure> {
             )),
             spent: None,
         },
-        (BaselineSetting::Auto, None) => download(input, snap.as_ref(), why_not_snapshot).await?,
+        (BaselineSetting::Auto, None) => {
+            download(
+                input,
+                snap.as_ref(),
+                why_not_snapshot,
+                RequestReason::ReverseBaseline,
+            )
+            .await?
+        }
         (BaselineSetting::Download, _) => {
-            download(input, snap.as_ref(), "baseline = \"download\"".to_string()).await?
+            download(
+                input,
+                snap.as_ref(),
+                "baseline = \"download\"".to_string(),
+                RequestReason::ReverseBaseline,
+            )
+            .await?
         }
     };
     out.report.cohort_last_computed = lc;
     Ok(out)
+}
+
+/// The derived baseline as this run's baseline: exact, free.
+fn from_derived(head: &derived::DerivedHead, ids: IdCollector, lc: Option<i64>) -> Baseline {
+    let mut report = BaselineReport::none(format!(
+        "the membership run {} left (recorded with lastComputed {} and {} members, both unchanged since): no quota spent",
+        head.written_by, head.last_computed, head.size
+    ));
+    report.used = BaselineUsed::Derived;
+    report.exact = true;
+    report.cohort_last_computed = lc;
+    report.rows = head.ids + head.members_without_id;
+    report.members_without_id = head.members_without_id;
+    Baseline {
+        ids: Some(ids),
+        report,
+        spent: None,
+    }
 }
 
 fn show(t: Option<i64>) -> String {
@@ -236,10 +290,24 @@ fn fill(report: &mut BaselineReport, stats: ReadStats) {
     report.members_without_id = stats.blank;
 }
 
+/// `verify = true`: the cohort's membership after the last call, by one download (checked
+/// against the monthly budget like a baseline's, and recorded so that a crashed run's
+/// request is reused).
+pub async fn verify_download(input: &BaselineInput<'_>) -> Result<Baseline, Failure> {
+    download(
+        input,
+        None,
+        "verify after apply".to_string(),
+        RequestReason::ReverseVerify,
+    )
+    .await
+}
+
 async fn download(
     input: &BaselineInput<'_>,
     stale: Option<&Snapshot>,
     why: String,
+    reason: RequestReason,
 ) -> Result<Baseline, Failure> {
     let cohort = input.cohort;
     let now = Utc::now();
@@ -269,7 +337,7 @@ async fn download(
         let would = SpentRequest {
             cohort_id: cohort.id.clone(),
             request_id: None,
-            reason: RequestReason::ReverseBaseline,
+            reason,
             at: now,
             outcome_unknown: false,
         };
@@ -355,7 +423,7 @@ async fn download(
     let spent = SpentRequest {
         cohort_id: cohort.id.clone(),
         request_id: Some(req.request_id.clone()),
-        reason: RequestReason::ReverseBaseline,
+        reason,
         at: Utc::now(),
         outcome_unknown: false,
     };

@@ -59,10 +59,18 @@ pub fn check(
     force: bool,
 ) -> GuardReport {
     let mut reasons = Vec::new();
-    let empties = matches!(mode, ReconcileMode::Mirror | ReconcileMode::Replace);
+    let empties = matches!(
+        mode,
+        ReconcileMode::Mirror | ReconcileMode::Replace | ReconcileMode::MirrorOwned
+    );
     if source_ids == 0 && empties && !settings.allow_empty_source {
+        let empties_what = if mode == ReconcileMode::MirrorOwned {
+            "remove every member this pipeline added"
+        } else {
+            "empty the cohort"
+        };
         reasons.push(format!(
-            "the source has no ids, and {} would empty the cohort (set reconcile.allow_empty_source = true if that is intended)",
+            "the source has no ids, and {} would {empties_what} (set reconcile.allow_empty_source = true if that is intended)",
             mode_name(mode)
         ));
     }
@@ -107,6 +115,7 @@ pub fn mode_name(mode: ReconcileMode) -> &'static str {
         ReconcileMode::AddOnly => "add_only",
         ReconcileMode::RemoveOnly => "remove_only",
         ReconcileMode::Replace => "replace",
+        ReconcileMode::MirrorOwned => "mirror_owned",
     }
 }
 

@@ -343,6 +343,11 @@ impl Journal {
         Ok(journal)
     }
 
+    /// The state store the journal lives in.
+    pub fn state(&self) -> &StateStore {
+        &self.state
+    }
+
     /// Where the head lives (for messages).
     pub fn describe(&self) -> String {
         self.state.location().describe(&self.key)

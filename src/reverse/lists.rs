@@ -79,6 +79,42 @@ pub async fn write_lists(
     Ok(written)
 }
 
+/// Writes `bytes` under `dir` as `{pipeline}-{run_id}-{what}.{ext}` (private on local disk,
+/// never half-written); answers where.
+pub async fn write_file(
+    dir: &StorageUrl,
+    base_dir: &Path,
+    pipeline: &str,
+    run_id: &str,
+    what: &str,
+    ext: &str,
+    bytes: Vec<u8>,
+) -> Result<String, String> {
+    let loc = storage::open(dir.as_str(), base_dir).map_err(|e| e.to_string())?;
+    let name = format!(
+        "{}-{}-{}.{ext}",
+        sanitize(pipeline),
+        sanitize(run_id),
+        sanitize(what)
+    );
+    let key = loc.key(&name);
+    if let Some(local) = &loc.local_dir {
+        let path = local.join(&name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("writing {}: {e}", loc.describe(&key)))?;
+        }
+        storage::write_private(&path, &bytes)
+            .map_err(|e| format!("writing {}: {e}", loc.describe(&key)))?;
+    } else {
+        loc.store
+            .put(&key, PutPayload::from(bytes))
+            .await
+            .map_err(|e| format!("writing {}: {e}", loc.describe(&key)))?;
+    }
+    Ok(loc.describe(&key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod baseline;
 pub mod bytes;
+pub mod derived;
 pub mod diff;
 pub mod execute;
 pub mod failure;
@@ -12,9 +13,12 @@ pub mod journal;
 pub mod lists;
 pub mod local_diff;
 pub mod normalize;
+pub mod owned;
 pub mod parquet_ids;
+pub mod rejected;
 pub mod report;
 pub mod snapshot;
 pub mod source;
+pub mod verify;
 
 pub use execute::execute;

@@ -85,6 +85,97 @@ pub struct SupersededReport {
     pub marked: bool,
 }
 
+/// `verify = true`: the cohort downloaded after the last call against what was expected.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub verified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Expected members the cohort lacks.
+    pub missing: u64,
+    /// Members the cohort has and nobody expected.
+    pub unexpected: u64,
+    pub sample_missing: Vec<String>,
+    pub sample_unexpected: Vec<String>,
+    /// `missing` / `unexpected` → where the full list was written.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lists: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl VerifyReport {
+    pub fn skipped(note: String) -> Self {
+        VerifyReport {
+            note: Some(note),
+            ..VerifyReport::default()
+        }
+    }
+
+    pub fn from_drift(d: &super::verify::Drift, request_id: Option<String>) -> Self {
+        VerifyReport {
+            verified: true,
+            request_id,
+            missing: d.missing.len() as u64,
+            unexpected: d.unexpected.len() as u64,
+            sample_missing: d.missing.sample(SAMPLE),
+            sample_unexpected: d.unexpected.sample(SAMPLE),
+            lists: BTreeMap::new(),
+            note: None,
+        }
+    }
+
+    /// The run's error when there is drift.
+    pub fn message(&self) -> String {
+        format!(
+            "verify after apply: the cohort differs from the expected membership — {} expected members missing (e.g. {}), {} unexpected members (e.g. {}); something else changed the cohort during or right after the run (full lists: {})",
+            self.missing,
+            self.sample_missing.join(", "),
+            self.unexpected,
+            self.sample_unexpected.join(", "),
+            self.lists.values().cloned().collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
+/// The rejected-ids ledger in this run (see [`super::rejected`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RejectedReport {
+    /// Ids to add that Amplitude rejected before: not sent.
+    pub held_back: u64,
+    /// Ids rejected before and sent again (`--retry-rejected` or an old entry).
+    pub retried: u64,
+    /// Ids Amplitude rejected in this run (recorded).
+    pub recorded: u64,
+    /// Entries in the ledger after the run.
+    pub ledger: u64,
+    pub sample: Vec<String>,
+}
+
+/// The membership this run's apply left, recorded (or not) as the next run's free baseline.
+#[derive(Debug, Clone, Serialize)]
+pub struct DerivedReport {
+    pub written: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Members of the derived membership (ids plus members without an id of the kind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Why it was not written, or what it is tied to.
+    pub reason: String,
+}
+
+impl DerivedReport {
+    pub fn not_written(reason: impl Into<String>) -> Self {
+        DerivedReport {
+            written: false,
+            location: None,
+            size: None,
+            reason: reason.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SkippedReport {
     pub count: u64,
@@ -124,10 +215,24 @@ pub struct ReverseReport {
     /// Ids Amplitude skipped or reported invalid.
     pub skipped_ids: SkippedReport,
     pub invalid_ids_sample: Vec<String>,
+    /// `verify = true`: what the download after the last call showed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyReport>,
+    /// Ids held back because Amplitude rejected them before, and what the ledger holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<RejectedReport>,
+    /// `mirror_owned`: members missing from the source that stay because this pipeline did
+    /// not add them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_owned_kept: Option<u64>,
+    /// The derived baseline this run recorded for the next one (after an apply).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub derived: Option<DerivedReport>,
     /// Problems that do not stop a plan (a run may refuse them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
-    /// `planned`, `applied`, `in_sync`, `refused`, `resume_pending`, `failed`, `quota`.
+    /// `planned`, `applied`, `in_sync`, `refused`, `resume_pending`, `failed`, `quota`,
+    /// `drift` (applied, but `verify` found the cohort differs from what was expected).
     pub outcome: String,
     pub summary: String,
 }
@@ -171,6 +276,10 @@ impl ReverseReport {
             calls_resent_in_doubt: 0,
             skipped_ids: SkippedReport::default(),
             invalid_ids_sample: Vec::new(),
+            derived: None,
+            not_owned_kept: None,
+            rejected: None,
+            verify: None,
             warnings: Vec::new(),
             outcome: "failed".into(),
             summary: String::new(),
@@ -199,6 +308,10 @@ impl ReverseReport {
         }
         if let Some(b) = &self.baseline {
             let what = match b.used {
+                BaselineUsed::Derived => format!(
+                    "derived from the last apply ({} members)",
+                    num(b.rows - b.members_without_id)
+                ),
                 BaselineUsed::Snapshot => {
                     format!("snapshot ({} members)", num(b.rows - b.members_without_id))
                 }
@@ -258,6 +371,19 @@ impl ReverseReport {
                 esc(&self.samples.remove.join(", "))
             ));
         }
+        if let Some(r) = self.rejected.as_ref().filter(|r| r.held_back > 0) {
+            out.push(format!(
+                "  {} ids held back: Amplitude rejected them in earlier runs (run --retry-rejected to send them again), e.g. {}",
+                num(r.held_back),
+                esc(&r.sample.join(", "))
+            ));
+        }
+        if let Some(n) = self.not_owned_kept.filter(|n| *n > 0) {
+            out.push(format!(
+                "  {} members not in the source stay: this pipeline did not add them (mirror_owned)",
+                num(n)
+            ));
+        }
         for (what, at) in &self.lists {
             out.push(format!("  full {} list: {}", esc(what), esc(at)));
         }
@@ -275,6 +401,33 @@ impl ReverseReport {
         }
         for w in &self.warnings {
             out.push(format!("warning: {}", esc(w)));
+        }
+        if let Some(v) = &self.verify {
+            out.push(match &v.note {
+                Some(note) => format!("verify: {}", esc(note)),
+                None if v.missing + v.unexpected == 0 => {
+                    "verify: the cohort equals the expected membership".to_string()
+                }
+                None => format!(
+                    "verify: DRIFT — {} expected members missing (e.g. {}), {} unexpected (e.g. {})",
+                    num(v.missing),
+                    esc(&v.sample_missing.join(", ")),
+                    num(v.unexpected),
+                    esc(&v.sample_unexpected.join(", "))
+                ),
+            });
+        }
+        if let Some(d) = &self.derived {
+            out.push(match d.size {
+                Some(n) if d.written => format!(
+                    "derived baseline ({} members) recorded for the next run: no download while nothing else changes the cohort",
+                    num(n)
+                ),
+                _ => format!(
+                    "no derived baseline recorded ({}): the next run downloads the cohort",
+                    esc(&d.reason)
+                ),
+            });
         }
         if let Some(p) = &self.superseded {
             out.push(format!(

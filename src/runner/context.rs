@@ -51,6 +51,8 @@ pub struct RunContext {
     pub mode: RunMode,
     /// `--force`: download unchanged cohorts, apply reverse plans the guard refused.
     pub force: bool,
+    /// `--retry-rejected`: reverse runs send ids Amplitude rejected before.
+    pub retry_rejected: bool,
     /// Multiplies every quota window and backoff (1.0 against the real API).
     pub time_scale: f64,
     /// Relative output, state and source paths resolve against this directory.
@@ -83,6 +85,7 @@ impl RunContext {
             started_at,
             mode,
             force,
+            retry_rejected: false,
             time_scale,
             base_dir,
             limits: Arc::new(LimitsRegistry::default()),

@@ -51,6 +51,8 @@ pub enum RequestReason {
     /// A reverse pipeline needed the cohort's current membership and no export snapshot
     /// was fresh enough.
     ReverseBaseline,
+    /// A reverse pipeline with `verify = true` checked the cohort after its last call.
+    ReverseVerify,
     /// Amplitude reported the earlier request failed (`JOB FAILED`), unknown (404) or in
     /// a state nobody documents: it was dropped and replaced.
     EarlierRequestFailed,
@@ -67,6 +69,7 @@ impl RequestReason {
                 "the earlier request is older than 7 days or for other columns"
             }
             RequestReason::ReverseBaseline => "reverse baseline: no fresh snapshot",
+            RequestReason::ReverseVerify => "reverse verify after apply",
             RequestReason::EarlierRequestFailed => {
                 "Amplitude reported the earlier request failed or unknown"
             }

@@ -4,7 +4,10 @@
 //!
 //! Layout under the state URL, one folder per pipeline name:
 //! `{pipeline}/cohorts/{cohort_id}.json`, `{pipeline}/leases/{cohort_id}.json`,
-//! `{pipeline}/journals/{cohort_id}.json`.
+//! `{pipeline}/journals/{cohort_id}.json`; a reverse pipeline's derived baseline
+//! (`reverse-derived/`, `reverse-derived-ids/`, see `reverse::derived`), ownership ledger
+//! (`owned/`, `owned-deltas/`, see `reverse::owned`) and rejected-ids ledger
+//! (`reverse/rejected.json`, `reverse/identity.json`, see `reverse::rejected`).
 
 mod holder;
 mod lease;

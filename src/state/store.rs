@@ -136,6 +136,31 @@ impl StateStore {
         Ok(())
     }
 
+    /// Writes raw bytes atomically (readers see the old or the new object, never a mix):
+    /// for state too large to be one JSON document, such as a list of ids.
+    pub async fn write_bytes(&self, key: &Path, bytes: Vec<u8>) -> Result<(), StateError> {
+        self.location
+            .store
+            .put(key, PutPayload::from(bytes))
+            .await
+            .map_err(|source| self.store_err(key, source))?;
+        self.restrict(key);
+        Ok(())
+    }
+
+    /// Reads raw bytes; `None` when absent.
+    pub async fn read_bytes(&self, key: &Path) -> Result<Option<bytes::Bytes>, StateError> {
+        let got = match self.location.store.get(key).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => return Err(self.store_err(key, source)),
+        };
+        got.bytes()
+            .await
+            .map(Some)
+            .map_err(|source| self.store_err(key, source))
+    }
+
     /// On a local state directory, makes a document readable by its owner only (0600):
     /// journals hold the ids of a plan's calls. A failure is logged: the document is
     /// written, and the directory's own permissions still apply.

@@ -10,6 +10,7 @@ use tracing::Instrument;
 use super::apply::{ApplySettings, apply};
 use super::baseline::{self, BaselineInput, BaselineReport};
 use super::bytes::FileRef;
+use super::derived;
 use super::diff::{Diff, diff};
 use super::failure::Failure;
 use super::guard;
@@ -18,12 +19,15 @@ use super::journal::{
     ChunkEntry, ChunkOp, ChunkState, Journal, JournalDoc, JournalStatus, PlanFingerprint,
     UploadMeta,
 };
-use super::lists::write_lists;
+use super::lists::{write_file, write_lists};
+use super::owned;
+use super::rejected;
 use super::report::{
-    Counts, JournalReport, ReverseReport, SAMPLE, SkippedReport, SourceReport, SupersededReport,
-    TargetReport,
+    Counts, DerivedReport, JournalReport, RejectedReport, ReverseReport, SAMPLE, SkippedReport,
+    SourceReport, SupersededReport, TargetReport, VerifyReport,
 };
 use super::source::{ColumnSpec, ReadStats, read_ids};
+use super::verify;
 use crate::amplitude::AmplitudeClient;
 use crate::amplitude::ApiError;
 use crate::amplitude::types::{Cohort, UploadRequest};
@@ -40,7 +44,14 @@ use crate::state::Ledger;
 use crate::state::{REQUEST_VALIDITY_DAYS, StateStore};
 use crate::storage;
 use crate::{crash, exit};
+use std::collections::HashSet;
 use std::ops::Range;
+
+mod ledgers;
+mod settle;
+
+use ledgers::{check_id_kind, diff_with_ledgers, update_rejected};
+use settle::after_apply;
 
 /// Amplitude's largest cohort.
 const MAX_COHORT_MEMBERS: u64 = 2_000_000;
@@ -85,7 +96,7 @@ pub async fn execute(pipeline: &Pipeline, ctx: &RunContext) -> PipelineReport {
         report.error = Some(f.message.clone());
         report.exit_code = f.code;
         // A refusal or another runner's lease is said as such; anything else failed.
-        if rev.outcome != "refused" && rev.outcome != "leased_elsewhere" {
+        if !["refused", "leased_elsewhere", "drift"].contains(&rev.outcome.as_str()) {
             rev.outcome = if f.code == exit::QUOTA {
                 "quota"
             } else {
@@ -203,6 +214,7 @@ async fn run_steps(
         created: false,
     };
     let file = FileRef::parse(spec.source.url.as_str(), &ctx.base_dir).map_err(Failure::failed)?;
+    check_id_kind(setup, spec, ctx, rev).await?;
 
     if let Some(journal) = unfinished_plan(setup, &file, spec, ctx, rev).await? {
         return resume(journal, setup, pipeline, spec, ctx, rev).await;
@@ -220,7 +232,8 @@ async fn run_steps(
     refuse_empty_source(&source, &cohort, &file, spec, ctx, rev)?;
     let base = get_baseline(setup, &cohort, pipeline, spec, ctx, report, rev).await?;
     let baseline_known = base.is_some();
-    let diffs = diff_source(source.ids, base.unwrap_or_default()).await?;
+    let (diffs, retried) =
+        diff_with_ledgers(source.ids, base, setup, pipeline, spec, ctx, rev).await?;
     rev.source = Some(source_report(
         &file,
         source.stats.rows,
@@ -250,7 +263,20 @@ async fn run_steps(
     }
     check_first_upload(&plan, setup, &cohort, pipeline, spec).await?;
     let mut journal = journal_plan(&plan, setup, &cohort, fingerprint, spec, ctx, rev).await?;
-    apply_journal(&mut journal, setup, pipeline, spec, ctx, rev).await
+    let skipped = apply_journal(
+        &mut journal,
+        setup,
+        pipeline,
+        spec,
+        ctx,
+        Some(&retried),
+        rev,
+    )
+    .await?;
+    after_apply(
+        &plan, &diffs, &skipped, setup, &cohort, &journal, pipeline, spec, ctx, report, rev,
+    )
+    .await
 }
 
 /// The client, the state, and the target: an existing cohort, one this pipeline created
@@ -308,6 +334,11 @@ async fn unfinished_plan(
     else {
         return Ok(None);
     };
+    if spec.reconcile.mode == ReconcileMode::MirrorOwned && ctx.mode.applies() {
+        owned::catch_up(&setup.state, &journal)
+            .await
+            .map_err(Failure::failed)?;
+    }
     let Some(planned_from) = journal.doc.fingerprint.clone() else {
         return Ok(Some(journal));
     };
@@ -439,7 +470,9 @@ async fn resume(
         journal.doc.remaining(),
         journal.doc.chunks.len()
     );
-    apply_journal(&mut journal, setup, pipeline, spec, ctx, rev).await
+    apply_journal(&mut journal, setup, pipeline, spec, ctx, None, rev)
+        .await
+        .map(|_| ())
 }
 
 /// What a plan is made from now: the source object (`head`) and the settings that shape
@@ -511,7 +544,10 @@ fn refuse_empty_source(
     rev: &mut ReverseReport,
 ) -> Result<(), Failure> {
     let rc = &spec.reconcile;
-    let empties = matches!(rc.mode, ReconcileMode::Mirror | ReconcileMode::Replace);
+    let empties = matches!(
+        rc.mode,
+        ReconcileMode::Mirror | ReconcileMode::Replace | ReconcileMode::MirrorOwned
+    );
     if source.empty && empties && !rc.allow_empty_source && !ctx.force && ctx.mode.applies() {
         let size = cohort_size(cohort);
         let g = guard::check(rc.mode, 0, size, true, size, rc, false);
@@ -548,6 +584,7 @@ async fn get_baseline(
     let rc = &spec.reconcile;
     let base = match cohort {
         Some(c) => {
+            let derived = derived_check(setup, c, spec).await;
             let input = BaselineInput {
                 client: &setup.client,
                 state: &setup.state,
@@ -566,6 +603,7 @@ async fn get_baseline(
                 ),
                 pipeline: &pipeline.name,
                 run_id: &ctx.run_id,
+                derived: &derived,
             };
             baseline::acquire(&input).await?
         }
@@ -585,11 +623,27 @@ async fn get_baseline(
     Ok(base.ids)
 }
 
+/// Whether the membership the last apply left can stand in for a download (a state that
+/// cannot be read only means it cannot: the run falls back to the other baselines).
+async fn derived_check(setup: &Setup, cohort: &Cohort, spec: &ReverseSpec) -> derived::Check {
+    let journal = match Journal::load(&setup.state, &setup.target_key).await {
+        Ok(j) => j,
+        Err(e) => return derived::Check::Stale(format!("the journal cannot be read: {e}")),
+    };
+    let doc = journal.as_ref().map(|j| &j.doc);
+    match derived::check(&setup.state, cohort, spec.source.id_kind, doc).await {
+        Ok(c) => c,
+        Err(e) => derived::Check::Stale(format!("it cannot be read: {e}")),
+    }
+}
+
 /// The diff against the baseline, and (when the baseline is not empty) against nothing:
-/// every distinct source id, which an upload sends.
+/// every distinct source id, which an upload sends. The baseline is kept: the membership
+/// an apply leaves is derived from it.
 struct Diffs {
     d: Diff,
     full: Option<Diff>,
+    base: IdCollector,
 }
 
 async fn diff_source(source: IdCollector, base_ids: IdCollector) -> Result<Diffs, Failure> {
@@ -601,7 +655,11 @@ async fn diff_source(source: IdCollector, base_ids: IdCollector) -> Result<Diffs
         } else {
             None
         };
-        Ok(Diffs { d, full })
+        Ok(Diffs {
+            d,
+            full,
+            base: base_ids,
+        })
     })
     .await
     .map_err(|e| Failure::failed(format!("diff task failed: {e}")))?
@@ -632,7 +690,7 @@ impl<'a> Plan<'a> {
         let chunk_size = rc.chunk_size.clamp(1, MAX_CHUNK_SIZE);
         let (adds, removes) = match rc.mode {
             _ if creating => (true, false),
-            ReconcileMode::Mirror => (true, true),
+            ReconcileMode::Mirror | ReconcileMode::MirrorOwned => (true, true),
             ReconcileMode::AddOnly => (true, false),
             ReconcileMode::RemoveOnly => (false, true),
             ReconcileMode::Replace => (false, false),
@@ -721,7 +779,7 @@ impl<'a> Plan<'a> {
         let d = self.d;
         let resulting = match self.mode {
             _ if self.uploading => Some(self.all_source.len() as u64),
-            ReconcileMode::Mirror if self.baseline_known => {
+            ReconcileMode::Mirror | ReconcileMode::MirrorOwned if self.baseline_known => {
                 Some(d.counts.baseline_distinct + d.add.len() as u64 - d.remove.len() as u64)
             }
             ReconcileMode::AddOnly if self.baseline_known => {
@@ -980,23 +1038,39 @@ async fn journal_plan(
     Ok(journal)
 }
 
-/// Sends the journal's remaining calls and reports them.
+/// Sends the journal's remaining calls and reports them; records what Amplitude rejected
+/// (and which of the `retried` ids it now took) in the rejected-ids ledger; answers the ids
+/// Amplitude skipped.
+#[allow(clippy::too_many_arguments)]
 async fn apply_journal(
     journal: &mut Journal,
     setup: &Setup,
     pipeline: &Pipeline,
     spec: &ReverseSpec,
     ctx: &RunContext,
+    retried: Option<&HashSet<String>>,
     rev: &mut ReverseReport,
-) -> Result<(), Failure> {
+) -> Result<Vec<String>, Failure> {
     let settings = ApplySettings {
         client: &setup.client,
         app_id: pipeline.connection.app_id,
         skip_invalid_ids: spec.reconcile.skip_invalid_ids,
         run_id: &ctx.run_id,
         stop: &ctx.stop,
+        record_owned: spec.reconcile.mode == ReconcileMode::MirrorOwned,
     };
     let outcome = apply(journal, &settings).await;
+    let closed = journal.doc.status == JournalStatus::Closed;
+    update_rejected(
+        &outcome,
+        retried.filter(|_| closed),
+        setup,
+        pipeline,
+        spec,
+        ctx,
+        rev,
+    )
+    .await;
     rev.calls = outcome.calls;
     rev.calls_sent = outcome.sent;
     rev.calls_resent_in_doubt = outcome.resent_in_doubt;
@@ -1044,7 +1118,7 @@ async fn apply_journal(
         ))),
         None => {
             rev.outcome = "applied".into();
-            Ok(())
+            Ok(outcome.skipped_ids)
         }
     }
 }
