@@ -45,6 +45,11 @@ pub struct PlanArgs {
     /// Write the JSON plan report here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Also forecast the month from each export pipeline's run history: when the budget
+    /// runs out under today's settings, the shortest `refresh` that lasts the month, and
+    /// what `pace = "even"` would defer.
+    #[arg(long)]
+    month: bool,
 }
 
 pub async fn run(args: RunArgs) -> u8 {
@@ -53,7 +58,7 @@ pub async fn run(args: RunArgs) -> u8 {
     } else {
         RunMode::Apply
     };
-    execute(&args.files, mode, args.force, args.report.as_deref()).await
+    execute(&args.files, mode, args.force, false, args.report.as_deref()).await
 }
 
 pub async fn plan(args: PlanArgs) -> u8 {
@@ -61,6 +66,7 @@ pub async fn plan(args: PlanArgs) -> u8 {
         &args.files,
         RunMode::Plan,
         args.force,
+        args.month,
         args.report.as_deref(),
     )
     .await
@@ -72,7 +78,13 @@ enum Prepared {
     Reverse(Box<Pipeline>),
 }
 
-async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Option<&Path>) -> u8 {
+async fn execute(
+    files: &[PathBuf],
+    mode: RunMode,
+    force: bool,
+    month: bool,
+    report_path: Option<&Path>,
+) -> u8 {
     let prepared = match prepare_all(files) {
         Ok(p) => p,
         Err(errors) => {
@@ -89,7 +101,8 @@ async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Opt
             return exit::FAILED;
         }
     };
-    let ctx = RunContext::new(mode, force, time_scale_from_env(), base_dir);
+    let mut ctx = RunContext::new(mode, force, time_scale_from_env(), base_dir);
+    ctx.forecast = month;
     tracing::info!(run_id = %ctx.run_id, mode = mode.as_str(), pipelines = prepared.len(), "starting");
     let signals = super::signals::stop_on_signals(ctx.clone());
 
@@ -113,7 +126,7 @@ async fn execute(files: &[PathBuf], mode: RunMode, force: bool, report_path: Opt
         run_id: ctx.run_id.clone(),
         mode: mode.as_str().to_string(),
         started_at: ctx.started_at,
-        finished_at: chrono::Utc::now(),
+        finished_at: cohort_sync::clock::now(),
         pipelines,
         exit_code,
     };
@@ -183,6 +196,8 @@ fn prepare(file: &Path) -> Result<Prepared, String> {
                     reserve: spec.quota.reserve,
                     priority: spec.quota.priority,
                     request_validity: request_validity(time_scale),
+                    refresh: spec.refresh_targets(),
+                    pace: spec.quota.pace,
                 },
                 poll: download.poll_settings(),
                 max_parallel: spec.quota.max_parallel,

@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-use chrono::Utc;
 use serde::Serialize;
 
 use super::failure::Failure;
@@ -242,7 +241,7 @@ async fn download(
     why: String,
 ) -> Result<Baseline, Failure> {
     let cohort = input.cohort;
-    let now = Utc::now();
+    let now = crate::clock::now();
     let mut record = input
         .state
         .cohort(&cohort.id)
@@ -304,7 +303,7 @@ async fn download(
         mark_completed(input, &mut record).await;
         return Ok(b);
     }
-    let usage = read_usage(input.client, Some(input.ledger), Utc::now())
+    let usage = read_usage(input.client, Some(input.ledger), crate::clock::now())
         .await
         .effective;
     if usage.remaining() == 0 {
@@ -330,7 +329,7 @@ async fn download(
             )),
         })?;
     let entry = LedgerEntry {
-        at: Utc::now(),
+        at: crate::clock::now(),
         cohort_id: cohort.id.clone(),
         request_id: Some(req.request_id.clone()),
         outcome: LedgerOutcome::Spent,
@@ -346,7 +345,7 @@ async fn download(
     record.cohort_name = cohort.name.clone();
     record.request = Some(RequestRecord {
         request_id: req.request_id.clone(),
-        issued_at: Utc::now(),
+        issued_at: crate::clock::now(),
         last_computed: cohort.last_computed.clone(),
         props: false,
         prop_keys: Vec::new(),
@@ -356,7 +355,7 @@ async fn download(
         cohort_id: cohort.id.clone(),
         request_id: Some(req.request_id.clone()),
         reason: RequestReason::ReverseBaseline,
-        at: Utc::now(),
+        at: crate::clock::now(),
         outcome_unknown: false,
     };
     if let Err(e) = input.state.save_cohort(&record).await {

@@ -52,6 +52,8 @@ pub struct CohortJob {
     pub output: Location,
     pub settings: ExportSettings,
     pub run_id: String,
+    /// When the run started (on [`crate::clock`]).
+    pub run_started: chrono::DateTime<chrono::Utc>,
     pub holder: Holder,
     pub snapshot_date: String,
     pub lease_ttl: chrono::Duration,
@@ -311,7 +313,7 @@ impl CohortJob {
                     last_computed.as_ref(),
                     props.props,
                     &props.prop_keys,
-                    Utc::now(),
+                    crate::clock::now(),
                     self.request_validity,
                 )
             })
@@ -342,7 +344,7 @@ impl CohortJob {
                         cohort_id: cohort.id.clone(),
                         request_id: None,
                         reason,
-                        at: Utc::now(),
+                        at: crate::clock::now(),
                         outcome_unknown: true,
                     });
                 }
@@ -361,7 +363,7 @@ impl CohortJob {
                 });
             }
         };
-        let now = Utc::now();
+        let now = crate::clock::now();
         if issued.issuer == issuer {
             out.report.quota_spent += 1;
             out.spent.push(SpentRequest {
@@ -413,7 +415,7 @@ impl CohortJob {
                 maybe_delivered: false,
             })?;
         let props = &self.settings.plan;
-        record.request_in_doubt = Some(Utc::now());
+        record.request_in_doubt = Some(crate::clock::now());
         self.state
             .save_cohort(record)
             .await
@@ -434,15 +436,20 @@ impl CohortJob {
                     &cohort.id,
                     Some(&issued.request_id),
                     LedgerOutcome::Spent,
-                    Utc::now(),
+                    crate::clock::now(),
                 )
                 .await;
                 Ok(issued.request_id)
             }
             Err(e) => {
                 if e.outcome_unknown() {
-                    self.record_in_ledger(&cohort.id, None, LedgerOutcome::Unknown, Utc::now())
-                        .await;
+                    self.record_in_ledger(
+                        &cohort.id,
+                        None,
+                        LedgerOutcome::Unknown,
+                        crate::clock::now(),
+                    )
+                    .await;
                 }
                 if !e.outcome_unknown() {
                     // Certainly not counted: no intent to remember.
@@ -694,7 +701,8 @@ impl CohortJob {
         }
         let last_computed = cohort.last_computed.clone();
         record.exported_last_computed = last_computed.clone();
-        record.exported_at = Some(Utc::now());
+        record.exported_at = Some(crate::clock::now());
+        record.exported_run_at = Some(self.run_started);
         record.exported_key = Some(keys.final_key.to_string());
         record.exported_rows = Some(stats.rows);
         if let Some(req) = record.request.as_mut() {

@@ -65,11 +65,13 @@ pub struct RunContext {
     pub holder: Holder,
     /// Requests issued by this run, by cohort and columns (shared across its pipelines).
     pub shared_requests: Arc<SharedRequests>,
+    /// `plan --month`: add the month's forecast to each export pipeline's report.
+    pub forecast: bool,
 }
 
 impl RunContext {
     pub fn new(mode: RunMode, force: bool, time_scale: f64, base_dir: PathBuf) -> Self {
-        let started_at = Utc::now();
+        let started_at = crate::clock::now();
         let run_id = format!(
             "{}-{:04x}",
             started_at.format("%Y%m%dT%H%M%SZ"),
@@ -87,6 +89,7 @@ impl RunContext {
             stop: CancellationToken::new(),
             stop_signal: Arc::new(AtomicI32::new(0)),
             shared_requests: Arc::new(SharedRequests::default()),
+            forecast: false,
         }
     }
 

@@ -13,11 +13,12 @@ use serde::Serialize;
 
 use super::cohort_job::{CohortJob, CohortResult};
 use super::context::RunContext;
+use super::forecast::{Demand, forecast};
 use super::leases::lease_ttl;
 use super::plan::{Action, ExportPlan, PlanOptions, PlannedCohort, plan_export};
 use super::poll::PollSettings;
 use super::report::{
-    CohortReport, Outcome, PipelineReport, RequestReason, SpentRequest, UsageSnapshot,
+    CohortReport, Outcome, PaceSnapshot, PipelineReport, RequestReason, SpentRequest, UsageSnapshot,
 };
 use super::select::{Selection, select};
 use super::staging::Staging;
@@ -26,7 +27,7 @@ use crate::amplitude::ClientOptions;
 use crate::amplitude::ids::{IdRole, check_id};
 use crate::exit;
 use crate::export::ConvertOptions;
-use crate::state::{Ledger, REQUEST_VALIDITY_DAYS, StateStore};
+use crate::state::{History, Ledger, REQUEST_VALIDITY_DAYS, RunRecord, StateStore};
 use crate::storage::{self, Location};
 
 /// Everything one export pipeline needs, already checked by the config loader.
@@ -125,16 +126,24 @@ async fn execute_into(
         settings.connection.credentials.api_key(),
     );
     let state = StateStore::new(state_location, &settings.name);
-    let monthly = read_usage(&client, Some(&ledger), Utc::now()).await;
+    let now = crate::clock::now();
+    let monthly = read_usage(&client, Some(&ledger), now).await;
     report.usage_before = Some(UsageSnapshot::of(&monthly, settings.plan.reserve));
     let usage = monthly.effective;
     let limits = ctx.limits.for_app(&settings.app_key, &ctx.limit_settings());
     let mut plan_opts = settings.plan.clone();
     plan_opts.force = plan_opts.force || ctx.force;
-    let plan = plan_export(selected, &state, usage, &limits, &plan_opts, Utc::now())
+    let plan = plan_export(selected, &state, usage, &limits, &plan_opts, now)
         .await
         .map_err(|e| failed(&e))?;
     log_plan(settings, &plan);
+    report.pace = plan.pace.as_ref().map(PaceSnapshot::of);
+    if ctx.forecast {
+        report.forecast = Some(forecast_month(settings, &state, &plan, now).await);
+    }
+    if ctx.mode.applies() {
+        record_run(settings, &state, ctx, &plan, now).await;
+    }
 
     if !ctx.mode.applies() {
         fill_planned(report, &plan, ctx.started_at);
@@ -153,6 +162,7 @@ async fn execute_into(
         output,
         settings: settings.clone(),
         run_id: ctx.run_id.clone(),
+        run_started: ctx.started_at,
         holder: ctx.holder.clone(),
         snapshot_date: ctx.started_at.format("%Y-%m-%d").to_string(),
         lease_ttl: lease_ttl(ctx.time_scale),
@@ -160,7 +170,10 @@ async fn execute_into(
         skip_unchanged: plan_opts.skip_unchanged && !plan_opts.force,
         force: plan_opts.force,
         spare_budget: Arc::new(AtomicU32::new(
-            plan.budget.available.saturating_sub(plan.budget.spend),
+            plan.budget
+                .available
+                .min(plan.pace.map_or(u32::MAX, |p| p.share))
+                .saturating_sub(plan.budget.spend),
         )),
         shared_requests: Arc::clone(&ctx.shared_requests),
         stop: ctx.stop.clone(),
@@ -183,6 +196,12 @@ async fn execute_into(
                     .cohorts
                     .push(cohort_report(item, Outcome::DeferredQuota).with_detail(detail.clone()));
             }
+            Action::Paced {
+                detail,
+                expected_at,
+            } => report
+                .cohorts
+                .push(paced_report(item, detail, *expected_at)),
             Action::Download { .. } => downloads.push(item.clone()),
         }
     }
@@ -298,12 +317,127 @@ async fn remove_orphaned_staging(
     }
 }
 
+fn paced_report(item: &PlannedCohort, detail: &str, expected_at: DateTime<Utc>) -> CohortReport {
+    let mut r = cohort_report(item, Outcome::Paced).with_detail(detail);
+    r.expected_at = Some(expected_at);
+    r
+}
+
+/// What the plan says about demand: cohorts selected, changed since their last export,
+/// and recomputed since `previous` (the previous run's plan time).
+fn demand(plan: &ExportPlan, previous: Option<DateTime<Utc>>) -> Demand {
+    let live = plan
+        .items
+        .iter()
+        .filter(|i| !i.selected.archived_skipped)
+        .collect::<Vec<_>>();
+    let changed = live
+        .iter()
+        .filter(|i| {
+            !i.record
+                .unchanged_since_export(i.selected.cohort.last_computed.as_ref())
+        })
+        .count() as u32;
+    let recomputed = previous.map(|prev| {
+        live.iter()
+            .filter(|i| {
+                i.selected
+                    .cohort
+                    .last_computed
+                    .as_ref()
+                    .and_then(|t| t.epoch_seconds())
+                    .is_some_and(|s| s > prev.timestamp())
+            })
+            .count() as u32
+    });
+    Demand {
+        selected: live.len() as u32,
+        changed,
+        recomputed,
+    }
+}
+
+/// Writes the run's record to the pipeline's history (for `plan --month`). A failure is
+/// logged: it only weakens a later forecast.
+async fn record_run(
+    settings: &ExportSettings,
+    state: &StateStore,
+    ctx: &RunContext,
+    plan: &ExportPlan,
+    now: DateTime<Utc>,
+) {
+    let history = History::new(state);
+    let previous = match history.latest().await {
+        Ok(p) => p.map(|r| r.at),
+        Err(e) => {
+            tracing::warn!(pipeline = %settings.name, "reading the run history: {e}");
+            None
+        }
+    };
+    let d = demand(plan, previous);
+    let count =
+        |pred: fn(&Action) -> bool| plan.items.iter().filter(|i| pred(&i.action)).count() as u32;
+    let record = RunRecord {
+        run_id: ctx.run_id.clone(),
+        at: now,
+        selected: d.selected,
+        changed: d.changed,
+        recomputed: d.recomputed,
+        fresh_enough: count(|a| {
+            matches!(
+                a,
+                Action::Skip {
+                    outcome: Outcome::FreshEnough,
+                    ..
+                }
+            )
+        }),
+        spend: plan.spend(),
+        paced: plan.paced() as u32,
+        deferred_quota: plan.deferred() as u32,
+    };
+    crate::crash::point("export.history.before");
+    if let Err(e) = history.record(&record).await {
+        tracing::warn!(pipeline = %settings.name, "recording the run in the history: {e}");
+    }
+    crate::crash::point("export.history.written");
+}
+
+/// `plan --month`: the month under this pipeline's settings, from its run history.
+async fn forecast_month(
+    settings: &ExportSettings,
+    state: &StateStore,
+    plan: &ExportPlan,
+    now: DateTime<Utc>,
+) -> super::forecast::Forecast {
+    let history = History::new(state);
+    let runs = match history
+        .since(now - chrono::Duration::days(super::forecast::HISTORY_DAYS))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(pipeline = %settings.name, "reading the run history: {e}");
+            Vec::new()
+        }
+    };
+    let previous = runs.last().map(|r| r.at);
+    forecast(
+        &runs,
+        demand(plan, previous),
+        &settings.plan,
+        &plan.usage,
+        now,
+    )
+}
+
 fn log_plan(settings: &ExportSettings, plan: &ExportPlan) {
     tracing::info!(
         pipeline = %settings.name,
         cohorts = plan.items.len(),
         spend = plan.spend(),
         deferred = plan.deferred(),
+        paced = plan.paced(),
         used = plan.usage.usage,
         limit = plan.usage.limit,
         "plan"
@@ -335,6 +469,12 @@ fn fill_planned(report: &mut PipelineReport, plan: &ExportPlan, now: DateTime<Ut
             Action::Deferred { detail } => report
                 .cohorts
                 .push(cohort_report(item, Outcome::DeferredQuota).with_detail(detail.clone())),
+            Action::Paced {
+                detail,
+                expected_at,
+            } => report
+                .cohorts
+                .push(paced_report(item, detail, *expected_at)),
             Action::Download { reuse, reason } => {
                 let mut r = cohort_report(item, Outcome::Planned);
                 match (reuse, reason) {
@@ -382,7 +522,7 @@ async fn publish_manifest(
         pipeline: &settings.name,
         tool_version: env!("CARGO_PKG_VERSION"),
         started_at: ctx.started_at,
-        finished_at: Utc::now(),
+        finished_at: crate::clock::now(),
         complete,
         files,
     };

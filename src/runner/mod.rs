@@ -5,6 +5,7 @@
 pub mod cohort_job;
 pub mod context;
 pub mod export;
+pub mod forecast;
 pub mod layout;
 pub mod leases;
 pub mod plan;

@@ -4,14 +4,17 @@
 //!
 //! Layout under the state URL, one folder per pipeline name:
 //! `{pipeline}/cohorts/{cohort_id}.json`, `{pipeline}/leases/{cohort_id}.json`,
-//! `{pipeline}/journals/{cohort_id}.json`.
+//! `{pipeline}/journals/{cohort_id}.json`, `{pipeline}/runs/{time}-{run_id}.json` (run
+//! history for `plan --month`).
 
+mod history;
 mod holder;
 mod lease;
 mod ledger;
 mod records;
 mod store;
 
+pub use history::{History, RunRecord};
 pub use holder::{Holder, Liveness, host_name};
 pub use lease::{Lease, LeaseOutcome, Renewal};
 pub use ledger::{Ledger, LedgerEntry, LedgerOutcome, MonthCount};
