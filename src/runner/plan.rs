@@ -204,7 +204,10 @@ pub async fn plan_export(
 }
 
 /// Defers, in priority order, the downloads beyond this run's pacing share; each gets the
-/// hour the allowance is expected to reach it (if nothing else spends meanwhile).
+/// hour the allowance is expected to reach it (if nothing else spends meanwhile). While
+/// the pace is what binds, a cohort the budget alone would defer is paced too (it runs
+/// later this month, or after the reset once the month's allowance is all spent); the
+/// budget's own deferral (`deferred_quota`, exit 3) stays for a budget gone early.
 fn apply_pace(
     items: &mut [PlannedCohort],
     budget: &mut BudgetDecision,
@@ -213,14 +216,21 @@ fn apply_pace(
     usage: &RestDownloadUsage,
     reserve: u32,
 ) {
+    let pace_binds = allowance.share < budget.available || allowance.by_now >= allowance.usable;
+    let in_run: std::collections::HashSet<usize> = budget.run.iter().copied().collect();
     let mut spend = 0u32;
     let mut waiting = 0u32;
     let mut run = Vec::with_capacity(budget.run.len());
-    for &idx in &budget.run {
-        let cost = costs.get(idx).copied().unwrap_or(0);
-        if spend + cost <= allowance.share {
-            spend += cost;
-            run.push(idx);
+    let mut deferred = Vec::new();
+    for (idx, &cost) in costs.iter().enumerate() {
+        if in_run.contains(&idx) {
+            if spend + cost <= allowance.share {
+                spend += cost;
+                run.push(idx);
+                continue;
+            }
+        } else if !pace_binds {
+            deferred.push(idx);
             continue;
         }
         waiting += cost;
@@ -240,6 +250,7 @@ fn apply_pace(
         }
     }
     budget.run = run;
+    budget.deferred = deferred;
     budget.spend = spend;
 }
 
@@ -471,5 +482,108 @@ mod tests {
             .expect("plan");
         assert_eq!(plan.items[0].selected.cohort.id, "small");
         assert!(matches!(plan.items[1].action, Action::Deferred { .. }));
+    }
+
+    #[tokio::test]
+    async fn even_pacing_spends_the_share_and_paces_the_rest_in_priority_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateStore::new(storage::open("s", dir.path()).expect("open"), "p");
+        let sel = || {
+            (0..4)
+                .map(|i| selected(&format!("c{i}"), 5, 1, i))
+                .collect::<Vec<_>>()
+        };
+        let limits = AppLimits::new(LimitSettings::default());
+        let o = PlanOptions {
+            reserve: 20,
+            pace: Pace::Even,
+            ..opts()
+        };
+        // Hour 4 of November: 3 allowed by its end (ceil(480*4/720)), 2 spent → 1.
+        let now: DateTime<Utc> = "2026-11-01T03:10:00Z".parse().expect("t");
+        let plan = plan_export(sel(), &state, usage(2), &limits, &o, now)
+            .await
+            .expect("plan");
+        assert_eq!(plan.spend(), 1);
+        assert_eq!((plan.paced(), plan.deferred()), (3, 0));
+        assert!(matches!(plan.items[0].action, Action::Download { .. }));
+        let expected: Vec<String> = plan.items[1..]
+            .iter()
+            .map(|i| match &i.action {
+                Action::Paced { expected_at, .. } => expected_at.to_rfc3339(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            expected,
+            [
+                "2026-11-01T04:00:00+00:00",
+                "2026-11-01T06:00:00+00:00",
+                "2026-11-01T07:00:00+00:00"
+            ]
+        );
+        // The month's allowance all spent in its last hour: the rest waits for the reset
+        // (paced, not a quota stop).
+        let last: DateTime<Utc> = "2026-11-30T23:30:00Z".parse().expect("t");
+        let plan = plan_export(sel(), &state, usage(480), &limits, &o, last)
+            .await
+            .expect("plan");
+        assert_eq!((plan.spend(), plan.paced(), plan.deferred()), (0, 4, 0));
+        assert!(plan.items.iter().all(|i| matches!(
+            &i.action,
+            Action::Paced { expected_at, .. } if expected_at.to_rfc3339() == "2026-12-01T00:00:00+00:00"
+        )));
+        // A budget gone early (others spent it) is still a quota stop.
+        let mid: DateTime<Utc> = "2026-11-10T00:00:00Z".parse().expect("t");
+        let plan = plan_export(sel(), &state, usage(480), &limits, &o, mid)
+            .await
+            .expect("plan");
+        assert_eq!((plan.paced(), plan.deferred()), (0, 4));
+    }
+
+    #[tokio::test]
+    async fn a_changed_cohort_younger_than_its_refresh_target_is_fresh_enough() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateStore::new(storage::open("s", dir.path()).expect("open"), "p");
+        let now: DateTime<Utc> = "2026-11-02T00:00:00Z".parse().expect("t");
+        for (id, age_h) in [("a", 20), ("b", 24), ("c", 2)] {
+            state
+                .save_cohort(&CohortRecord {
+                    cohort_id: id.into(),
+                    exported_last_computed: Some(Timestamp::Seconds(1)),
+                    exported_run_at: Some(now - chrono::Duration::hours(age_h)),
+                    ..CohortRecord::default()
+                })
+                .await
+                .expect("save");
+        }
+        let sel = vec![
+            selected("a", 5, 2, 0),
+            selected("b", 5, 2, 1),
+            selected("c", 5, 2, 2),
+        ];
+        let o = PlanOptions {
+            refresh: RefreshTargets {
+                default: Some(Duration::from_secs(24 * 3600)),
+                by_id: [("c".to_string(), Some(Duration::from_secs(3600)))].into(),
+            },
+            ..opts()
+        };
+        let limits = AppLimits::new(LimitSettings::default());
+        let plan = plan_export(sel, &state, usage(0), &limits, &o, now)
+            .await
+            .expect("plan");
+        let outcome = |id: &str| {
+            plan.items
+                .iter()
+                .find(|i| i.selected.cohort.id == id)
+                .map(|i| i.action.clone())
+        };
+        assert!(matches!(
+            outcome("a"),
+            Some(Action::Skip { outcome: Outcome::FreshEnough, detail }) if detail.contains("due from 2026-11-02 03:55 UTC")
+        ));
+        assert!(matches!(outcome("b"), Some(Action::Download { .. })));
+        assert!(matches!(outcome("c"), Some(Action::Download { .. })));
     }
 }
