@@ -86,6 +86,8 @@ fn export_cases() -> Vec<Case> {
         ..kill(point, hit)
     };
     vec![
+        kill("export.history.before", 1),
+        kill("export.history.written", 1),
         kill("export.lease.acquired", 1),
         kill("export.lease.acquired", 2),
         kill("export.request.intent_saved", 1),
@@ -113,6 +115,7 @@ fn export_cases() -> Vec<Case> {
         kill("export.manifest.before", 1),
         kill("export.manifest.written", 1),
         kill("run.report.before", 1),
+        term("export.history.written", 1),
         term("export.lease.acquired", 1),
         term("export.request.intent_saved", 1),
         term("export.request.saved", 2),
@@ -123,6 +126,7 @@ fn export_cases() -> Vec<Case> {
         term("export.published", 1),
         term("export.manifest.before", 1),
         term("run.report.before", 1),
+        s3("export.history.written", 1),
         s3("export.lease.acquired", 1),
         s3("export.request.answered", 1),
         s3("export.request.saved", 1),
