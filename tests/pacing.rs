@@ -76,8 +76,13 @@ impl Sim {
     }
 
     fn pipeline(&self, name: &str, quota: &str, select_extra: &str) -> PathBuf {
+        self.pipeline_on(name, &format!("state-{name}"), quota, select_extra)
+    }
+
+    /// A pipeline keeping its state (and so the app's quota ledger) at `state`.
+    fn pipeline_on(&self, name: &str, state: &str, quota: &str, select_extra: &str) -> PathBuf {
         let text = format!(
-            "kind = \"export\"\nname = \"{name}\"\n\n{}\n[select]\nall_published = true\n{select_extra}\n\n[output]\nurl = \"out-{name}\"\n\n[state]\nurl = \"state-{name}\"\n\n[download]\npoll_initial_secs = 1\n\n[quota]\nreserve = {RESERVE}\n{quota}\n",
+            "kind = \"export\"\nname = \"{name}\"\n\n{}\n[select]\nall_published = true\n{select_extra}\n\n[output]\nurl = \"out-{name}\"\n\n[state]\nurl = \"{state}\"\n\n[download]\npoll_initial_secs = 1\n\n[quota]\nreserve = {RESERVE}\n{quota}\n",
             self.h.connection()
         );
         self.h.write(name, &text)
@@ -309,4 +314,36 @@ async fn a_daily_refresh_spends_one_download_per_cohort_per_day() {
         days as usize * 24 * COHORTS - expected_spent,
         "fresh_enough outcomes"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runners_on_one_state_share_one_allowance() {
+    let sim = Sim::start().await;
+    let a = sim.pipeline_on("runner-a", "shared-state", "pace = \"even\"", "");
+    let b = sim.pipeline_on("runner-b", "shared-state", "pace = \"even\"", "");
+    // 05:10 on the 1st: hour 6 of 720, ceil(480 × 6 / 720) = 4 allowed by its end.
+    let at = start() + Duration::minutes(5 * 60 + 10);
+    let (code, first) = sim.at(at, "run", &a, &[]).await;
+    assert_eq!(code, 0, "{first:#}");
+    assert_eq!(first["pipelines"][0]["pace"]["share"], 4, "{first:#}");
+    let seq = sim.h.last_seq().await;
+    let (code, second) = sim.at(at + Duration::minutes(20), "run", &b, &[]).await;
+    assert_eq!(code, 0, "{second:#}");
+    assert_eq!(
+        spent_requests(&sim.h.requests_since(seq).await).len(),
+        0,
+        "the second runner of the hour spent again: {second:#}"
+    );
+    assert_eq!(second["pipelines"][0]["pace"]["share"], 0, "{second:#}");
+    let paced = outcomes(&second)
+        .iter()
+        .filter(|(_, o)| o == "paced")
+        .count();
+    assert_eq!(paced, COHORTS);
+    // The next hour's allowance (5) goes to whichever runner comes first.
+    let seq = sim.h.last_seq().await;
+    let (code, third) = sim.at(at + Duration::hours(1), "run", &b, &[]).await;
+    assert_eq!(code, 0, "{third:#}");
+    assert_eq!(spent_requests(&sim.h.requests_since(seq).await).len(), 1);
+    assert_eq!(sim.h.usage().await.0, 5);
 }

@@ -22,7 +22,11 @@ properties plan, city, note) and `empty01` (no members).
 Flags override the fixture's settings. Every duration is in Amplitude time and is \
 multiplied by --time-scale (0.01 turns the 10-minute request window into 6 s).
 Inspection API (no auth) on the API listener: /_emulator/requests, \
-/_emulator/apps/{app}/usage, /_emulator/apps/{app}/cohorts[/{id}[/members]], /_emulator/faults.")]
+/_emulator/apps/{app}/usage, /_emulator/apps/{app}/cohorts[/{id}[/members]], /_emulator/faults.
+
+Test-only: COHORT_SYNC_NOW sets the emulator's calendar clock like the runner's (an RFC 3339 \
+instant, or @FILE read at every call): lastComputed of changes and of cohorts with \
+recompute_secs, the monthly usage reset on the 1st (UTC), resets_at, the request log's clock.")]
 pub struct EmulateArgs {
     /// Address to listen on.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
