@@ -204,10 +204,10 @@ fn shortest_lasting_target(
     let mut k = 2.0;
     while k * interval <= MAX_TARGET_HOURS {
         if per_hour(Some(k * interval)) * hours_left <= left {
-            let secs = (k * interval * 3600.0).round() as u64;
-            return Some(
-                humantime::format_duration(std::time::Duration::from_secs(secs)).to_string(),
-            );
+            // To the minute: the mean gap carries the runs' start-time jitter.
+            let minutes = (k * interval * 60.0).round().max(1.0) as u64;
+            let target = std::time::Duration::from_secs(minutes * 60);
+            return Some(humantime::format_duration(target).to_string());
         }
         k += 1.0;
     }
