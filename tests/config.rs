@@ -106,6 +106,14 @@ fn bad_files() -> Vec<Bad> {
             "longer than a year",
         ),
         bad(
+            "bad_refresh_id",
+            export(
+                "[select]\nids = [\"a\"]\nrefresh = { \"a/b\" = \"1h\" }\n[output]\nurl = \"out\"\n",
+            ),
+            "4:13",
+            "select.refresh: ",
+        ),
+        bad(
             "bad_pace",
             export(&format!("{EXPORT_TAIL}[quota]\npace = \"fast\"\n")),
             "7:8",
