@@ -13,13 +13,13 @@ use serde::Serialize;
 
 use super::cohort_job::{CohortJob, CohortResult};
 use super::context::RunContext;
-use super::forecast::{Demand, forecast};
 use super::leases::lease_ttl;
 use super::plan::{Action, ExportPlan, PlanOptions, PlannedCohort, plan_export};
 use super::poll::PollSettings;
 use super::report::{
     CohortReport, Outcome, PaceSnapshot, PipelineReport, RequestReason, SpentRequest, UsageSnapshot,
 };
+use super::run_history::{forecast_month, record_run};
 use super::select::{Selection, select};
 use super::staging::Staging;
 use super::usage::read_usage;
@@ -27,7 +27,7 @@ use crate::amplitude::ClientOptions;
 use crate::amplitude::ids::{IdRole, check_id};
 use crate::exit;
 use crate::export::ConvertOptions;
-use crate::state::{History, Ledger, REQUEST_VALIDITY_DAYS, RunRecord, StateStore};
+use crate::state::{Ledger, REQUEST_VALIDITY_DAYS, StateStore};
 use crate::storage::{self, Location};
 
 /// Everything one export pipeline needs, already checked by the config loader.
@@ -321,114 +321,6 @@ fn paced_report(item: &PlannedCohort, detail: &str, expected_at: DateTime<Utc>) 
     let mut r = cohort_report(item, Outcome::Paced).with_detail(detail);
     r.expected_at = Some(expected_at);
     r
-}
-
-/// What the plan says about demand: cohorts selected, changed since their last export,
-/// and recomputed since `previous` (the previous run's plan time).
-fn demand(plan: &ExportPlan, previous: Option<DateTime<Utc>>) -> Demand {
-    let live = plan
-        .items
-        .iter()
-        .filter(|i| !i.selected.archived_skipped)
-        .collect::<Vec<_>>();
-    let changed = live
-        .iter()
-        .filter(|i| {
-            !i.record
-                .unchanged_since_export(i.selected.cohort.last_computed.as_ref())
-        })
-        .count() as u32;
-    let recomputed = previous.map(|prev| {
-        live.iter()
-            .filter(|i| {
-                i.selected
-                    .cohort
-                    .last_computed
-                    .as_ref()
-                    .and_then(|t| t.epoch_seconds())
-                    .is_some_and(|s| s > prev.timestamp())
-            })
-            .count() as u32
-    });
-    Demand {
-        selected: live.len() as u32,
-        changed,
-        recomputed,
-    }
-}
-
-/// Writes the run's record to the pipeline's history (for `plan --month`). A failure is
-/// logged: it only weakens a later forecast.
-async fn record_run(
-    settings: &ExportSettings,
-    state: &StateStore,
-    ctx: &RunContext,
-    plan: &ExportPlan,
-    now: DateTime<Utc>,
-) {
-    let history = History::new(state);
-    let previous = match history.latest().await {
-        Ok(p) => p.map(|r| r.at),
-        Err(e) => {
-            tracing::warn!(pipeline = %settings.name, "reading the run history: {e}");
-            None
-        }
-    };
-    let d = demand(plan, previous);
-    let count =
-        |pred: fn(&Action) -> bool| plan.items.iter().filter(|i| pred(&i.action)).count() as u32;
-    let record = RunRecord {
-        run_id: ctx.run_id.clone(),
-        at: now,
-        selected: d.selected,
-        changed: d.changed,
-        recomputed: d.recomputed,
-        fresh_enough: count(|a| {
-            matches!(
-                a,
-                Action::Skip {
-                    outcome: Outcome::FreshEnough,
-                    ..
-                }
-            )
-        }),
-        spend: plan.spend(),
-        paced: plan.paced() as u32,
-        deferred_quota: plan.deferred() as u32,
-    };
-    crate::crash::point("export.history.before");
-    if let Err(e) = history.record(&record).await {
-        tracing::warn!(pipeline = %settings.name, "recording the run in the history: {e}");
-    }
-    crate::crash::point("export.history.written");
-}
-
-/// `plan --month`: the month under this pipeline's settings, from its run history.
-async fn forecast_month(
-    settings: &ExportSettings,
-    state: &StateStore,
-    plan: &ExportPlan,
-    now: DateTime<Utc>,
-) -> super::forecast::Forecast {
-    let history = History::new(state);
-    let runs = match history
-        .since(now - chrono::Duration::days(super::forecast::HISTORY_DAYS))
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(pipeline = %settings.name, "reading the run history: {e}");
-            Vec::new()
-        }
-    };
-    let previous = runs.last().map(|r| r.at);
-    forecast(
-        &runs,
-        demand(plan, previous),
-        &settings.plan,
-        &plan.usage,
-        now,
-    )
 }
 
 fn log_plan(settings: &ExportSettings, plan: &ExportPlan) {

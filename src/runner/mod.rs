@@ -11,6 +11,7 @@ pub mod leases;
 pub mod plan;
 pub mod poll;
 pub mod report;
+pub mod run_history;
 pub mod select;
 pub mod shared_requests;
 pub mod staging;
