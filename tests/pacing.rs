@@ -107,11 +107,24 @@ impl Sim {
         args: &[&str],
     ) -> (i32, Value) {
         self.set_clock(at);
-        let env = self.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let f = self.h.invoke(command, &[file], args, &env).await;
+        let f = self.exec(command, file, args, &[]).await;
         let report = f.report().clone();
         (f.code, report)
+    }
+
+    /// `cohort-sync COMMAND FILE ARGS` on the clock as it is, with `extra` environment.
+    async fn exec(
+        &self,
+        command: &str,
+        file: &Path,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> harness::Finished {
+        let env = self.env();
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.extend_from_slice(extra);
+        self.h.invoke(command, &[file], args, &env).await
     }
 }
 
@@ -346,4 +359,58 @@ async fn two_runners_on_one_state_share_one_allowance() {
     assert_eq!(code, 0, "{third:#}");
     assert_eq!(spent_requests(&sim.h.requests_since(seq).await).len(), 1);
     assert_eq!(sim.h.usage().await.0, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_starting_together_still_share_one_allowance() {
+    let sim = Sim::start().await;
+    let a = sim.pipeline_on("together-a", "shared-state", "pace = \"even\"", "");
+    let b = sim.pipeline_on("together-b", "shared-state", "pace = \"even\"", "");
+    // 09:10 on the 1st: hour 10, ceil(480 × 10 / 720) = 7 allowed by its end; nothing spent.
+    sim.set_clock(start() + Duration::minutes(9 * 60 + 10));
+    let mut spent = 0;
+    for round in 0..3 {
+        let seq = sim.h.last_seq().await;
+        let (fa, fb) = tokio::join!(sim.exec("run", &a, &[], &[]), sim.exec("run", &b, &[], &[]));
+        assert_eq!((fa.code, fb.code), (0, 0), "{}\n{}", fa.stderr, fb.stderr);
+        spent += spent_requests(&sim.h.requests_since(seq).await).len();
+        assert!(
+            spent <= 7,
+            "round {round}: {spent} spent: {:#}\n{:#}",
+            fa.report(),
+            fb.report()
+        );
+    }
+    // Racing for the last slots, both may have waited; a runner alone takes what is left.
+    let (code, _) = sim
+        .at(start() + Duration::minutes(9 * 60 + 20), "run", &a, &[])
+        .await;
+    assert_eq!(code, 0);
+    assert_eq!(sim.h.usage().await.0, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_holding_a_pacing_ticket_errs_on_the_safe_side() {
+    let sim = Sim::start().await;
+    // One download at a time, so exactly one ticket is taken when the kill lands.
+    let file = sim.pipeline("ticket", "pace = \"even\"\nmax_parallel = 1", "");
+    // 05:10: 4 allowed by the end of the hour.
+    sim.set_clock(start() + Duration::minutes(5 * 60 + 10));
+    let killed = sim
+        .exec(
+            "run",
+            &file,
+            &[],
+            &[("COHORT_SYNC_CRASH_AT", "export.pace.reserved#1")],
+        )
+        .await;
+    assert_eq!(killed.code, -9, "{}", killed.stderr);
+    assert_eq!(spent_requests(&sim.h.requests().await).len(), 0);
+    let rerun = sim.exec("run", &file, &[], &[]).await;
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    // The ticket the kill left counts as a request of unknown outcome: 1 ticket + 3 spent
+    // = the hour's 4.
+    assert_eq!(spent_requests(&sim.h.requests().await).len(), 3);
+    let usage = &rerun.report()["pipelines"][0]["usage_before"];
+    assert_eq!(usage["ledger_used"], 1, "{usage:#}");
 }

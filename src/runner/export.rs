@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::cohort_job::{CohortJob, CohortResult};
+use super::cohort_job::{CohortJob, CohortResult, PaceGuard};
 use super::context::RunContext;
 use super::leases::lease_ttl;
 use super::plan::{Action, ExportPlan, PlanOptions, PlannedCohort, plan_export};
@@ -129,6 +129,10 @@ async fn execute_into(
     let now = crate::clock::now();
     let monthly = read_usage(&client, Some(&ledger), now).await;
     report.usage_before = Some(UsageSnapshot::of(&monthly, settings.plan.reserve));
+    let beyond_ledger = monthly
+        .effective
+        .usage
+        .saturating_sub(monthly.ledger.map_or(0, |l| l.total()));
     let usage = monthly.effective;
     let limits = ctx.limits.for_app(&settings.app_key, &ctx.limit_settings());
     let mut plan_opts = settings.plan.clone();
@@ -179,6 +183,11 @@ async fn execute_into(
         stop: ctx.stop.clone(),
         ledger,
         time_scale: ctx.time_scale,
+        pace: plan.pace.map(|_| PaceGuard {
+            limit: plan.usage.limit,
+            reserve: plan_opts.reserve,
+            beyond_ledger,
+        }),
     });
 
     let mut order = Vec::new();
