@@ -8,7 +8,9 @@
 //! request, never rewritten: two runners appending at once cannot lose each other's
 //! entries (no read-modify-write), and a month is counted by listing its folder. `{app}`
 //! is the app id, or a hash of the api key when no app id is configured (a key never
-//! appears in a path). Months follow Amplitude's reset: the 1st, UTC.
+//! appears in a path). Months follow Amplitude's reset: the 1st, UTC. Under even pacing a
+//! request writes its entry ahead (a ticket, outcome unknown), counts the month by
+//! listing, and withdraws the ticket once its own entry is written or when it is not sent.
 
 use chrono::{DateTime, Datelike, Utc};
 use futures::TryStreamExt;
