@@ -1,6 +1,7 @@
 //! cohort-sync: moves Amplitude behavioral cohorts to Parquet and CRM lists back into cohorts.
 
 pub mod amplitude;
+pub mod clock;
 pub mod config;
 pub mod crash;
 pub mod ddl;

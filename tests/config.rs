@@ -12,6 +12,7 @@ use std::time::Duration;
 use cohort_sync::amplitude::types::IdKind;
 use cohort_sync::config::{self, Baseline, ConfigError, Kind, PipelineSpec, ReconcileMode, Target};
 use cohort_sync::export::{BadRowPolicy, ColumnType, Compression};
+use cohort_sync::quota::Pace;
 use cohort_sync::reverse::source::Format;
 use cohort_sync::runner::plan::Priority;
 
@@ -89,6 +90,34 @@ fn bad_files() -> Vec<Bad> {
             format!("kind = \"import\"\n{EXPORT_TAIL}"),
             "1:8",
             "unknown variant `import`",
+        ),
+        bad(
+            "bad_refresh",
+            export(&format!("{EXPORT_TAIL}[quota]\nrefresh = \"daily\"\n")),
+            "7:11",
+            "is not a duration such as",
+        ),
+        bad(
+            "bad_cohort_refresh",
+            export(
+                "[select]\nids = [\"a\"]\nrefresh = { a = \"400d\" }\n[output]\nurl = \"out\"\n",
+            ),
+            "4:17",
+            "longer than a year",
+        ),
+        bad(
+            "bad_refresh_id",
+            export(
+                "[select]\nids = [\"a\"]\nrefresh = { \"a/b\" = \"1h\" }\n[output]\nurl = \"out\"\n",
+            ),
+            "4:13",
+            "select.refresh: ",
+        ),
+        bad(
+            "bad_pace",
+            export(&format!("{EXPORT_TAIL}[quota]\npace = \"fast\"\n")),
+            "7:8",
+            "unknown variant `fast`",
         ),
         bad(
             "unknown_top",
@@ -692,7 +721,7 @@ fn example_with_an_unset_variable_names_it() {
     // The first use: `url = "s3://${EXPORT_BUCKET}/...` in [output].
     assert!(
         out.stderr.starts_with(&format!(
-            "{file}:16:13: environment variable EXPORT_BUCKET is not set"
+            "{file}:17:13: environment variable EXPORT_BUCKET is not set"
         )),
         "{}",
         out.stderr
@@ -750,6 +779,10 @@ fn export_example_maps_to_the_runner_and_export_types() {
         "s3://warehouse-bucket/amplitude/state"
     );
     assert_eq!(e.quota.priority, Priority::SmallestFirst);
+    assert_eq!(e.quota.pace, Pace::Even);
+    let refresh = e.refresh_targets();
+    assert_eq!(refresh.of("abc123"), Some(Duration::from_secs(3600)));
+    assert_eq!(refresh.of("other"), Some(Duration::from_secs(86_400)));
     assert_eq!(e.output.compression(), Compression::Snappy);
     assert_eq!(
         s3.connection.base_url(),

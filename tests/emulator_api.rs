@@ -1666,6 +1666,74 @@ async fn emulate_command_serves_the_demo_fixture_and_stops_on_sigterm() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// The real binary follows the test-only `COHORT_SYNC_NOW=@FILE` clock: a cohort with
+/// `recompute_secs` shows the start of its latest period as `lastComputed`, `resets_at` is
+/// the 1st after the simulated now, and usage resets when the file moves into a new month.
+#[tokio::test]
+async fn emulate_command_follows_the_simulated_clock() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = dir.path().join("now");
+    std::fs::write(&clock, "2026-11-30T22:30:00Z").expect("clock");
+    let fixture = dir.path().join("fixture.toml");
+    std::fs::write(
+        &fixture,
+        "monthly_limit = 5\n[[apps]]\napp_id = 1\napi_key = \"k\"\nsecret_key = \"s\"\nusage_used = 3\n\n[[apps.cohorts]]\nid = \"hourly\"\nsize = 2\nrecompute_secs = 3600\n",
+    )
+    .expect("fixture");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cohort-sync"))
+        .args(["emulate", "--port", "0", "--fixture"])
+        .arg(&fixture)
+        .env("COHORT_SYNC_NOW", format!("@{}", clock.display()))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next_line().await.expect("read").expect("first line");
+    lines.next_line().await.expect("read").expect("second line");
+    let base = first
+        .strip_prefix("listening on ")
+        .expect("first line format")
+        .to_string();
+    let client = AmplitudeClient::new(cohort_sync::amplitude::ClientOptions::new(
+        base,
+        cohort_sync::amplitude::Credentials::new("k", "s"),
+    ))
+    .expect("client");
+    let epoch = |t: &str| {
+        t.parse::<chrono::DateTime<chrono::Utc>>()
+            .expect("time")
+            .timestamp()
+    };
+    let last_computed = |list: &cohort_sync::amplitude::types::CohortList| {
+        list.cohorts[0]
+            .last_computed
+            .as_ref()
+            .and_then(|t| t.epoch_seconds())
+    };
+    let list = client.list_cohorts(false).await.expect("list");
+    assert_eq!(last_computed(&list), Some(epoch("2026-11-30T22:00:00Z")));
+    client
+        .request_cohort("hourly", false, &[])
+        .await
+        .expect("request");
+    let usage = client.usage().await.expect("usage");
+    assert_eq!((usage.usage, usage.limit), (4, 5));
+    assert_eq!(usage.resets_at.as_deref(), Some("2026-12-01T00:00:00"));
+
+    std::fs::write(&clock, "2026-12-01T00:10:00Z").expect("clock");
+    let usage = client.usage().await.expect("usage");
+    assert_eq!(
+        usage.usage, 0,
+        "usage resets on the 1st of the simulated month"
+    );
+    assert_eq!(usage.resets_at.as_deref(), Some("2027-01-01T00:00:00"));
+    let list = client.list_cohorts(false).await.expect("list");
+    assert_eq!(last_computed(&list), Some(epoch("2026-12-01T00:00:00Z")));
+}
+
 #[tokio::test]
 async fn emulate_command_reports_fixture_errors_with_position() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -87,6 +87,8 @@ fn export_cases() -> Vec<Case> {
         ..kill(point, hit)
     };
     vec![
+        kill("export.history.before", 1),
+        kill("export.history.written", 1),
         kill("export.lease.acquired", 1),
         kill("export.lease.acquired", 2),
         kill("export.request.intent_saved", 1),
@@ -117,6 +119,7 @@ fn export_cases() -> Vec<Case> {
         kill("history.temp_written", 1),
         kill("history.written", 1),
         kill("run.report.before", 1),
+        term("export.history.written", 1),
         term("export.lease.acquired", 1),
         term("export.request.intent_saved", 1),
         term("export.request.saved", 2),
@@ -128,6 +131,7 @@ fn export_cases() -> Vec<Case> {
         term("export.manifest.before", 1),
         term("history.before", 1),
         term("run.report.before", 1),
+        s3("export.history.written", 1),
         s3("export.lease.acquired", 1),
         s3("export.request.answered", 1),
         s3("export.request.saved", 1),

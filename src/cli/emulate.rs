@@ -24,6 +24,10 @@ multiplied by --time-scale (0.01 turns the 10-minute request window into 6 s).
 Inspection API (no auth) on the API listener: /_emulator/requests, \
 /_emulator/apps/{app}/usage, /_emulator/apps/{app}/cohorts[/{id}[/members]], /_emulator/faults.
 
+Test-only: COHORT_SYNC_NOW sets the emulator's calendar clock like the runner's (an RFC 3339 \
+instant, or @FILE read at every call): lastComputed of changes and of cohorts with \
+recompute_secs, the monthly usage reset on the 1st (UTC), resets_at, the request log's clock.
+
 Examples:
   cohort-sync emulate --port 8080
   cohort-sync emulate --fixture pipelines/emulator-demo.toml --time-scale 0.02

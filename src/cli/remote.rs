@@ -161,7 +161,7 @@ pub async fn usage(args: UsageArgs) -> u8 {
         }
         None => None,
     };
-    let u = read_usage(&client, ledger.as_ref(), chrono::Utc::now()).await;
+    let u = read_usage(&client, ledger.as_ref(), cohort_sync::clock::now()).await;
     if u.endpoint.is_none() && ledger.is_none() {
         eprintln!(
             "error: the usage endpoint is unavailable and no --state was given to count from the quota ledger"

@@ -56,6 +56,11 @@ pub struct PlanArgs {
     /// Write the JSON plan report here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Also forecast the month from each export pipeline's run history: when the budget
+    /// runs out under today's settings, the shortest `refresh` that lasts the month, and
+    /// what `pace = "even"` would defer.
+    #[arg(long)]
+    month: bool,
 }
 
 pub async fn run(args: RunArgs) -> u8 {
@@ -71,6 +76,7 @@ pub async fn run(args: RunArgs) -> u8 {
     let flags = Flags {
         force: args.force,
         retry_rejected: args.retry_rejected,
+        month: false,
     };
     execute(&args.files, mode, flags, outputs).await
 }
@@ -87,6 +93,8 @@ struct Outputs<'a> {
 struct Flags {
     force: bool,
     retry_rejected: bool,
+    /// `plan --month`: add the month's forecast.
+    month: bool,
 }
 
 pub async fn plan(args: PlanArgs) -> u8 {
@@ -97,6 +105,7 @@ pub async fn plan(args: PlanArgs) -> u8 {
     let flags = Flags {
         force: args.force,
         retry_rejected: args.retry_rejected,
+        month: args.month,
     };
     execute(&args.files, RunMode::Plan, flags, outputs).await
 }
@@ -135,6 +144,7 @@ async fn execute(files: &[PathBuf], mode: RunMode, flags: Flags, outputs: Output
     };
     let mut ctx = RunContext::new(mode, flags.force, time_scale_from_env(), base_dir);
     ctx.retry_rejected = flags.retry_rejected;
+    ctx.forecast = flags.month;
     tracing::info!(run_id = %ctx.run_id, mode = mode.as_str(), pipelines = prepared.len(), "starting");
     let signals = super::signals::stop_on_signals(ctx.clone());
 
@@ -157,7 +167,7 @@ async fn execute(files: &[PathBuf], mode: RunMode, flags: Flags, outputs: Output
         run_id: ctx.run_id.clone(),
         mode: mode.as_str().to_string(),
         started_at: ctx.started_at,
-        finished_at: chrono::Utc::now(),
+        finished_at: cohort_sync::clock::now(),
         pipelines,
         rate_limited_responses: ctx.answers_429.load(std::sync::atomic::Ordering::Relaxed),
         exit_code: 0,
@@ -289,6 +299,8 @@ fn prepare(file: &Path) -> Result<Prepared, String> {
                     reserve: spec.quota.reserve,
                     priority: spec.quota.priority,
                     request_validity: request_validity(time_scale),
+                    refresh: spec.refresh_targets(),
+                    pace: spec.quota.pace,
                 },
                 poll: download.poll_settings(),
                 max_parallel: spec.quota.max_parallel,

@@ -6,6 +6,7 @@
 //! [`safe`]: control characters are escaped, so a name cannot move the cursor, recolour
 //! the terminal or forge a line. A pipeline's error is printed once.
 
+use cohort_sync::runner::forecast::Forecast;
 use cohort_sync::runner::report::{CohortReport, Outcome, PipelineReport, RunReport};
 use cohort_sync::text::escape;
 
@@ -47,6 +48,15 @@ fn render_pipeline(out: &mut String, p: &PipelineReport, mode: &str) {
         out.push_str(&format!(
             "  monthly downloads: {} of {} used, {} left, reserve {}\n",
             u.used, u.limit, u.remaining, u.reserve
+        ));
+    }
+    if let Some(pace) = &p.pace {
+        out.push_str(&format!(
+            "  even pacing: {} of the month's {} downloads allowed by the end of this hour, {} for this run (resets {})\n",
+            pace.allowed_by_now,
+            pace.usable,
+            pace.share,
+            pace.resets_at.format("%Y-%m-%d %H:%M UTC")
         ));
     }
     let ids: Vec<String> = p.cohorts.iter().map(|c| safe(&c.cohort_id)).collect();
@@ -112,6 +122,9 @@ fn render_pipeline(out: &mut String, p: &PipelineReport, mode: &str) {
             out.push_str(&format!("  {}\n", safe(line)));
         }
     }
+    if let Some(f) = &p.forecast {
+        render_forecast(out, f);
+    }
     if let Some(m) = &p.manifest {
         out.push_str(&format!("  manifest: {}\n", safe(m)));
     }
@@ -120,6 +133,52 @@ fn render_pipeline(out: &mut String, p: &PipelineReport, mode: &str) {
     }
     if let Some(e) = &p.error {
         out.push_str(&format!("  error: {}\n", safe(e)));
+    }
+}
+
+fn render_forecast(out: &mut String, f: &Forecast) {
+    out.push_str(&format!(
+        "  month forecast ({} run(s) in the history): {} downloads left after the reserve until {}\n",
+        f.runs,
+        f.budget_left,
+        f.resets_at.format("%Y-%m-%d %H:%M UTC")
+    ));
+    if let (Some(interval), Some(per_run), Some(per_day)) =
+        (f.interval_hours, f.recomputed_per_run, f.downloads_per_day)
+    {
+        out.push_str(&format!(
+            "    runs every {interval} h, {per_run} cohort(s) of {} recomputed between runs: {per_day} downloads a day without pacing\n",
+            f.selected
+        ));
+    }
+    match (f.lasts_the_month, f.runs_out_at) {
+        (Some(true), None) => out.push_str("    the budget lasts the month\n"),
+        (Some(true), Some(t)) => out.push_str(&format!(
+            "    the budget lasts the month (without pacing it would run out {})\n",
+            t.format("%Y-%m-%d %H:%M UTC")
+        )),
+        (_, Some(t)) => out.push_str(&format!(
+            "    the budget runs out {}\n",
+            t.format("%Y-%m-%d %H:%M UTC")
+        )),
+        _ => {}
+    }
+    if let Some(r) = &f.refresh_that_lasts {
+        out.push_str(&format!(
+            "    shortest refresh that lasts the month: {r} (any longer target lasts too)\n"
+        ));
+    }
+    if let (Some(share), Some(deferred)) = (f.paced_downloads_per_day, f.paced_deferred_per_day) {
+        out.push_str(&format!(
+            "    pace = \"even\" allows {share} downloads a day and defers {deferred} a day"
+        ));
+        if let Some(every) = f.paced_export_every_hours {
+            out.push_str(&format!(" (each cohort exported about every {every} h)"));
+        }
+        out.push('\n');
+    }
+    for n in &f.notes {
+        out.push_str(&format!("    note: {}\n", safe(n)));
     }
 }
 
@@ -132,6 +191,8 @@ fn outcome_label(o: Outcome) -> &'static str {
         Outcome::SkippedLeased => "HELD by another runner",
         Outcome::Interrupted => "INTERRUPTED",
         Outcome::DeferredQuota => "deferred (quota)",
+        Outcome::FreshEnough => "fresh enough",
+        Outcome::Paced => "paced",
         Outcome::Failed => "FAILED",
     }
 }

@@ -303,6 +303,14 @@ fn export_spec(
             return Err(loc.at_element(&["select", "ids"], i, format!("select.ids[{i}]: {why}")));
         }
     }
+    for id in select.refresh.keys() {
+        if let Err(why) = check_id(IdRole::Cohort, id) {
+            return Err(loc.at_key(
+                &["select", "refresh", id.as_str()],
+                format!("select.refresh: {why}"),
+            ));
+        }
+    }
     let Some(output) = output else {
         return Err(loc.at_value(
             &["kind"],

@@ -1,12 +1,15 @@
 //! Export-only sections: `[select]` (which cohorts), `[output]` (where and how the Parquet
 //! goes) and `[quota]` (how the monthly budget is spent).
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::values::{Layout, NamePattern, StorageUrl};
+use super::values::{Layout, NamePattern, Refresh, StorageUrl};
 use crate::export::{Compression, DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL};
-use crate::runner::plan::Priority;
+use crate::quota::Pace;
+use crate::runner::plan::{Priority, RefreshTargets};
 use crate::runner::select::Selection;
 
 /// An export pipeline's own settings.
@@ -36,6 +39,10 @@ pub struct Select {
     /// Also export archived cohorts matched by `names` / `all_published`.
     #[serde(default)]
     pub include_archived: bool,
+    /// Per-cohort freshness targets by cohort id, overriding `quota.refresh`
+    /// (e.g. `refresh = { "abc123" = "1h", "def456" = "none" }`).
+    #[serde(default)]
+    pub refresh: BTreeMap<String, Refresh>,
 }
 
 impl Select {
@@ -122,6 +129,16 @@ pub struct Quota {
     #[serde(default, deserialize_with = "priority_name::deserialize")]
     #[schemars(with = "PriorityName")]
     pub priority: Priority,
+    /// Freshness target: a changed cohort whose last export is younger than this is
+    /// skipped as `fresh_enough` at no cost (`"24h"`, `"6h"`, `"7d"`; default `"none"`:
+    /// every change is exported). `select.refresh` overrides it per cohort.
+    #[serde(default)]
+    pub refresh: Refresh,
+    /// `asap` (default): spend what the budget allows as soon as cohorts change. `even`:
+    /// spread the month's budget (after the reserve) evenly over the hours until usage
+    /// resets on the 1st (UTC); cohorts beyond a run's share are deferred as `paced`.
+    #[serde(default)]
+    pub pace: Pace,
     /// Cohorts downloaded at the same time (1..=5: Amplitude allows 5 concurrent requests).
     #[serde(default = "default_max_parallel")]
     #[schemars(range(min = 1, max = 5))]
@@ -130,6 +147,22 @@ pub struct Quota {
 
 fn yes() -> bool {
     true
+}
+
+impl ExportSpec {
+    /// The pipeline's freshness targets: `quota.refresh`, overridden per cohort by
+    /// `select.refresh`.
+    pub fn refresh_targets(&self) -> RefreshTargets {
+        RefreshTargets {
+            default: self.quota.refresh.target(),
+            by_id: self
+                .select
+                .refresh
+                .iter()
+                .map(|(id, r)| (id.clone(), r.target()))
+                .collect(),
+        }
+    }
 }
 
 fn default_max_parallel() -> usize {
@@ -142,6 +175,8 @@ impl Default for Quota {
             reserve: 0,
             skip_unchanged: true,
             priority: Priority::default(),
+            refresh: Refresh::default(),
+            pace: Pace::default(),
             max_parallel: default_max_parallel(),
         }
     }

@@ -299,6 +299,42 @@ impl TryFrom<String> for Layout {
     }
 }
 
+/// A freshness target: how old a cohort's last export may get before a change of the
+/// cohort is worth a download. A duration such as `"24h"`, `"1d 12h"`, `"90m"` (humantime
+/// units: s, m, h, d, w), or `"none"` (every change is exported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema)]
+#[schemars(transparent)]
+pub struct Refresh(#[schemars(with = "String")] Option<std::time::Duration>);
+
+/// Longest freshness target: a year.
+pub const MAX_REFRESH: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
+impl Refresh {
+    /// The target; `None` for `"none"` (or zero).
+    pub fn target(&self) -> Option<std::time::Duration> {
+        self.0
+    }
+}
+
+impl TryFrom<String> for Refresh {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let text = s.trim();
+        if text.eq_ignore_ascii_case("none") {
+            return Ok(Refresh(None));
+        }
+        let d = humantime::parse_duration(text).map_err(|e| {
+            format!(
+                "refresh {s:?} is not a duration such as \"24h\", \"6h\", \"7d\" or \"none\" ({e})"
+            )
+        })?;
+        if d > MAX_REFRESH {
+            return Err(format!("refresh {s:?} is longer than a year (366d)"));
+        }
+        Ok(Refresh((!d.is_zero()).then_some(d)))
+    }
+}
+
 /// A glob pattern on cohort names (`*`, `?`, `[abc]`; case-sensitive).
 #[derive(Clone, JsonSchema)]
 #[schemars(transparent)]
@@ -355,7 +391,15 @@ macro_rules! checked_string {
     )*};
 }
 
-checked_string!(Secret, StorageUrl, SourceUrl, BaseUrl, Layout, NamePattern);
+checked_string!(
+    Secret,
+    StorageUrl,
+    SourceUrl,
+    BaseUrl,
+    Layout,
+    NamePattern,
+    Refresh
+);
 
 #[cfg(test)]
 mod tests {
@@ -458,6 +502,23 @@ mod tests {
         ] {
             assert!(Layout::try_from(bad.to_string()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn refresh_targets() {
+        let r = |s: &str| Refresh::try_from(s.to_string());
+        assert_eq!(
+            r("24h").expect("24h").target(),
+            Some(std::time::Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            r("1d 12h").expect("1d 12h").target(),
+            Some(std::time::Duration::from_secs(129_600))
+        );
+        assert_eq!(r("none").expect("none").target(), None);
+        assert_eq!(r("0s").expect("0s").target(), None);
+        assert!(r("daily").unwrap_err().contains("\"24h\""));
+        assert!(r("400d").unwrap_err().contains("year"));
     }
 
     #[test]

@@ -193,6 +193,7 @@ async fn change_cohort(
         );
     }
     let mut world = shared.world();
+    let now = world.now_ms;
     let Some(app) = world.app_mut(app_id) else {
         return no_app(app_id);
     };
@@ -250,7 +251,7 @@ async fn change_cohort(
                 set.remove(&n);
             }
         }
-        c.set_members(Members::Explicit(Arc::new(set.into_iter().collect())));
+        c.set_members(Members::Explicit(Arc::new(set.into_iter().collect())), now);
     }
     if let Some(v) = change.last_computed_ms {
         c.last_computed_ms = v;

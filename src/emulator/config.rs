@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::faults::FaultRule;
+use crate::clock::Clock;
 
 /// Amplitude's largest cohort.
 pub const MAX_COHORT_SIZE: u64 = 2_000_000;
@@ -48,6 +49,10 @@ pub struct EmulatorConfig {
     /// Faults armed from the start.
     pub faults: Vec<FaultRule>,
     pub apps: Vec<AppSpec>,
+    /// The emulator's calendar clock (`lastComputed` of changes, monthly usage reset,
+    /// `resets_at`, the request log's `clock`): the test-only `COHORT_SYNC_NOW` when set,
+    /// like the runner's, else the system clock.
+    pub clock: Clock,
 }
 
 impl Default for EmulatorConfig {
@@ -71,6 +76,7 @@ impl Default for EmulatorConfig {
             membership_processing: Duration::from_millis(200),
             faults: Vec::new(),
             apps: vec![AppSpec::default()],
+            clock: Clock::from_env(),
         }
     }
 }
@@ -182,6 +188,9 @@ pub struct CohortSpec {
     /// Property columns of a `props=1` download without `propKeys`.
     pub props: Vec<String>,
     pub seed: u64,
+    /// Amplitude recomputes the cohort every this many seconds (0: never): its
+    /// `lastComputed` is the start of the latest period on the emulator's clock.
+    pub recompute_secs: u64,
 }
 
 /// 2024-01-01T00:00:00Z, the `lastComputed` of cohorts that do not set one.
@@ -199,6 +208,7 @@ impl Default for CohortSpec {
             owners: vec!["owner@example.com".into()],
             props: Vec::new(),
             seed: 0,
+            recompute_secs: 0,
         }
     }
 }

@@ -25,6 +25,7 @@
 //! last_computed_ms = 1704067200000
 //! owners = ["owner@example.com"]
 //! props = ["plan", "country"]   # columns of a props=1 download without propKeys
+//! recompute_secs = 3600         # recomputed every hour of the emulator's clock (0: never)
 //!
 //! [[faults]]                    # armed at start, like POST /_emulator/faults
 //! kind = "server_error"

@@ -10,6 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::state::Shared;
@@ -28,6 +29,9 @@ pub struct LoggedRequest {
     pub seq: u64,
     /// Milliseconds since the emulator started (arrival).
     pub at_ms: u64,
+    /// The emulator's clock at arrival (follows the test-only `COHORT_SYNC_NOW`).
+    #[serde(default)]
+    pub clock: Option<DateTime<Utc>>,
     pub listener: Listener,
     pub method: String,
     pub path: String,
@@ -147,6 +151,7 @@ pub async fn record(
     }
     let seq = shared.log.next_seq.fetch_add(1, Ordering::Relaxed);
     let at_ms = shared.log.started.elapsed().as_millis() as u64;
+    let clock = Some(shared.config.clock.now());
     let method = req.method().to_string();
     let query = req.uri().query().map(str::to_string);
     let authorization = req.headers().contains_key(header::AUTHORIZATION);
@@ -159,6 +164,7 @@ pub async fn record(
     shared.log.push(LoggedRequest {
         seq,
         at_ms,
+        clock,
         listener,
         method,
         path,

@@ -39,8 +39,12 @@ impl Shared {
         }
     }
 
+    /// The world, brought up to the emulator's clock: a new month resets every app's
+    /// usage, and cohorts with `recompute_secs` show their latest recomputation.
     pub fn world(&self) -> MutexGuard<'_, World> {
-        self.world.lock().unwrap_or_else(|p| p.into_inner())
+        let mut world = self.world.lock().unwrap_or_else(|p| p.into_inner());
+        world.advance(self.config.clock.now());
+        world
     }
 
     /// `d` (Amplitude time) in real time.
@@ -56,6 +60,8 @@ pub struct World {
     pub links: HashMap<String, Link>,
     /// Numbers new request ids and cohort ids.
     pub next_id: u64,
+    /// The emulator's clock (epoch milliseconds) when the world was last locked.
+    pub now_ms: i64,
 }
 
 impl World {
@@ -65,10 +71,33 @@ impl World {
             .iter()
             .map(|a| AppState::new(a, config))
             .collect();
-        World {
+        let now = config.clock.now();
+        let mut world = World {
             apps,
             links: HashMap::new(),
             next_id: 1,
+            now_ms: now.timestamp_millis(),
+        };
+        for app in &mut world.apps {
+            app.usage_month = month_of(now);
+        }
+        world.advance(now);
+        world
+    }
+
+    /// Moves the world to `now`: usage resets on the 1st (UTC), as Amplitude's does, and
+    /// periodically recomputed cohorts get the `lastComputed` of their latest period.
+    fn advance(&mut self, now: chrono::DateTime<chrono::Utc>) {
+        self.now_ms = now.timestamp_millis();
+        let month = month_of(now);
+        for app in &mut self.apps {
+            if app.usage_month != month {
+                app.usage_month = month;
+                app.usage_used = 0;
+            }
+            for c in &mut app.cohorts {
+                c.recompute_until(self.now_ms);
+            }
         }
     }
 
@@ -107,6 +136,8 @@ pub struct AppState {
     pub secret_key: String,
     pub usage_used: u32,
     pub monthly_limit: u32,
+    /// The (year, month) `usage_used` counts, on the emulator's clock.
+    pub usage_month: (i32, u32),
     pub cohorts: Vec<CohortState>,
     pub jobs: HashMap<String, Job>,
     pub long_window: SlidingWindow,
@@ -125,6 +156,7 @@ impl AppState {
             secret_key: spec.secret_key.clone(),
             usage_used: spec.usage_used,
             monthly_limit: config.monthly_limit,
+            usage_month: month_of(config.clock.now()),
             cohorts: spec.cohorts.iter().map(CohortState::from_spec).collect(),
             jobs: HashMap::new(),
             long_window: SlidingWindow::new(
@@ -162,6 +194,8 @@ pub struct CohortState {
     pub owners: Vec<String>,
     pub props: Vec<String>,
     pub seed: u64,
+    /// Recomputed every this many milliseconds on the emulator's clock (0: never).
+    pub recompute_ms: i64,
     pub members: Members,
     /// `null` in the list until set through the admin API (as in Amplitude's samples).
     pub description: Option<String>,
@@ -182,6 +216,7 @@ impl CohortState {
             owners: spec.owners.clone(),
             props: spec.props.clone(),
             seed: spec.seed,
+            recompute_ms: (spec.recompute_secs.min(i64::MAX as u64 / 1000) * 1000) as i64,
             members: Members::Generated {
                 seed: spec.seed,
                 cohort_id: spec.id.clone(),
@@ -196,11 +231,23 @@ impl CohortState {
         self.members.len()
     }
 
-    /// Replaces the members and marks the cohort recomputed now; `lastComputed` (reported
-    /// in seconds) always moves forward by at least one second so a change is visible.
-    pub fn set_members(&mut self, members: Members) {
+    /// A periodically recomputed cohort takes the start of its latest period at `now_ms`
+    /// as its `lastComputed` (never moving back).
+    fn recompute_until(&mut self, now_ms: i64) {
+        if self.recompute_ms > 0 {
+            let latest = now_ms - now_ms.rem_euclid(self.recompute_ms);
+            if latest > self.last_computed_ms {
+                self.last_computed_ms = latest;
+                self.last_mod_ms = latest;
+            }
+        }
+    }
+
+    /// Replaces the members and marks the cohort recomputed at `now` (epoch ms, the
+    /// emulator's clock); `lastComputed` (reported in seconds) always moves forward by at
+    /// least one second so a change is visible.
+    pub fn set_members(&mut self, members: Members, now: i64) {
         self.members = members;
-        let now = now_ms();
         let next_second = (self.last_computed_ms.div_euclid(1000) + 1) * 1000;
         self.last_computed_ms = now.max(next_second);
         self.last_mod_ms = self.last_computed_ms;
@@ -227,7 +274,8 @@ pub struct Link {
     pub expires_at: Instant,
 }
 
-/// Wall-clock epoch milliseconds.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// The (year, month) of an instant, UTC.
+pub fn month_of(t: chrono::DateTime<chrono::Utc>) -> (i32, u32) {
+    use chrono::Datelike;
+    (t.year(), t.month())
 }

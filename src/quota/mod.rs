@@ -1,13 +1,16 @@
 //! Amplitude's quotas, enforced on our side so they are never hit: the sliding-window
 //! limits on single-cohort requests, the concurrency gate shared by every call to one app,
-//! bounded retries of what was refused anyway, and the monthly download budget.
+//! bounded retries of what was refused anyway, the monthly download budget and its even
+//! pacing over the month.
 
 mod budget;
 mod limits;
+mod pace;
 mod retry;
 mod window;
 
 pub use budget::{BudgetDecision, plan_budget};
 pub use limits::{AppLimits, LimitSettings, LimitsRegistry, TIME_SCALE_ENV, time_scale_from_env};
+pub use pace::{Allowance, MonthHours, Pace};
 pub use retry::{RetryPolicy, rate_limited_only, transient};
 pub use window::SlidingWindow;

@@ -270,7 +270,7 @@ async fn apply_chunk(
         let c = &mut journal.doc.chunks[i];
         c.state = ChunkState::Sending;
         c.attempts += 1;
-        c.sent_at = Some(Utc::now());
+        c.sent_at = Some(crate::clock::now());
         c.error = None;
     }
     journal
@@ -454,7 +454,7 @@ async fn mark(
         c.error = error;
         c.skipped = skipped;
         if state == ChunkState::Applied {
-            c.applied_at = Some(Utc::now());
+            c.applied_at = Some(crate::clock::now());
             c.applied_by = Some(run_id.to_string());
         }
     }

@@ -9,7 +9,6 @@
 
 use std::path::Path;
 
-use chrono::Utc;
 use serde::Serialize;
 
 use super::derived;
@@ -310,7 +309,7 @@ async fn download(
     reason: RequestReason,
 ) -> Result<Baseline, Failure> {
     let cohort = input.cohort;
-    let now = Utc::now();
+    let now = crate::clock::now();
     let mut record = input
         .state
         .cohort(&cohort.id)
@@ -372,7 +371,7 @@ async fn download(
         mark_completed(input, &mut record).await;
         return Ok(b);
     }
-    let usage = read_usage(input.client, Some(input.ledger), Utc::now())
+    let usage = read_usage(input.client, Some(input.ledger), crate::clock::now())
         .await
         .effective;
     if usage.remaining() == 0 {
@@ -398,7 +397,7 @@ async fn download(
             )),
         })?;
     let entry = LedgerEntry {
-        at: Utc::now(),
+        at: crate::clock::now(),
         cohort_id: cohort.id.clone(),
         request_id: Some(req.request_id.clone()),
         outcome: LedgerOutcome::Spent,
@@ -414,7 +413,7 @@ async fn download(
     record.cohort_name = cohort.name.clone();
     record.request = Some(RequestRecord {
         request_id: req.request_id.clone(),
-        issued_at: Utc::now(),
+        issued_at: crate::clock::now(),
         last_computed: cohort.last_computed.clone(),
         props: false,
         prop_keys: Vec::new(),
@@ -424,7 +423,7 @@ async fn download(
         cohort_id: cohort.id.clone(),
         request_id: Some(req.request_id.clone()),
         reason,
-        at: Utc::now(),
+        at: crate::clock::now(),
         outcome_unknown: false,
     };
     if let Err(e) = input.state.save_cohort(&record).await {

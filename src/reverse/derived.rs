@@ -231,7 +231,7 @@ pub async fn write(state: &StateStore, r: &Record<'_>) -> Result<String, String>
         members_without_id: r.members_without_id,
         ids_run: r.run_id.to_string(),
         written_by: r.run_id.to_string(),
-        written_at: Utc::now(),
+        written_at: crate::clock::now(),
     };
     state.write(&key, &head).await.map_err(|e| e.to_string())?;
     crash::point("reverse.derived.written");

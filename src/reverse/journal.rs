@@ -385,7 +385,7 @@ impl Journal {
     /// Marks the journal done and deletes the chunk documents.
     pub async fn close(&mut self) -> Result<(), JournalError> {
         self.doc.status = JournalStatus::Closed;
-        self.doc.closed_at = Some(Utc::now());
+        self.doc.closed_at = Some(crate::clock::now());
         self.save().await?;
         self.delete_chunks().await
     }
@@ -396,7 +396,7 @@ impl Journal {
     /// logged when it fails.
     pub async fn end(&mut self, status: JournalStatus, reason: &str) -> Result<(), JournalError> {
         self.doc.status = status;
-        self.doc.closed_at = Some(Utc::now());
+        self.doc.closed_at = Some(crate::clock::now());
         self.doc.ended_reason = Some(reason.to_string());
         self.save().await?;
         let history = self.history_key();
@@ -446,7 +446,7 @@ mod tests {
             upload: None,
             id_kind: IdKind::UserId,
             planned_by: run.into(),
-            planned_at: Utc::now(),
+            planned_at: crate::clock::now(),
             plan_summary: String::new(),
             status: JournalStatus::Open,
             closed_at: None,

@@ -176,7 +176,7 @@ pub async fn check_kind(
     if record && !unchanged {
         let doc = Identity {
             id_kind: kind,
-            since: Utc::now(),
+            since: crate::clock::now(),
             run_id: run_id.to_string(),
         };
         state.write(&key, &doc).await.map_err(|e| e.to_string())?;

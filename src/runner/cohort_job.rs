@@ -14,7 +14,8 @@
 //! (`crate::crash`) mark every boundary between two steps for the kill-anywhere tests:
 //! `export.lease.acquired`, `export.request.intent_saved`, `export.request.answered`,
 //! `export.request.saved`, `export.poll`, `export.download.chunk`, `export.upload.part`,
-//! `export.upload.completed`, `export.published`, `export.state.saved`.
+//! `export.upload.completed`, `export.published`, `export.state.saved`; under even pacing
+//! also `export.pace.reserved` and `export.pace.released` around the request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -52,6 +53,8 @@ pub struct CohortJob {
     pub output: Location,
     pub settings: ExportSettings,
     pub run_id: String,
+    /// When the run started (on [`crate::clock`]).
+    pub run_started: chrono::DateTime<chrono::Utc>,
     pub holder: Holder,
     pub snapshot_date: String,
     pub lease_ttl: chrono::Duration,
@@ -69,6 +72,24 @@ pub struct CohortJob {
     /// The run's time scale (1.0 against Amplitude): shortens the pause before asking
     /// `/file` again.
     pub time_scale: f64,
+    /// Under `pace = "even"`: every new request first takes a ticket in the ledger.
+    pub pace: Option<PaceGuard>,
+}
+
+/// Even pacing checked again at each new request, so that runners sharing one state
+/// (one ledger) and planning at the same moment do not each spend the hour's share: the
+/// request first writes its ledger entry (a ticket), then counts all the month's entries;
+/// beyond the allowance by now it withdraws the ticket and the cohort is `paced`. Of two
+/// runners racing for the last slot, the one that lists second sees both tickets, so they
+/// never both go (at worst both wait for a later run). A kill in between leaves the
+/// ticket, counted as a request of unknown outcome (the budget errs on the safe side by
+/// one).
+#[derive(Debug, Clone, Copy)]
+pub struct PaceGuard {
+    pub limit: u32,
+    pub reserve: u32,
+    /// What the usage endpoint counted beyond the ledger when the run planned.
+    pub beyond_ledger: u32,
 }
 
 /// What one cohort's work produced.
@@ -212,7 +233,11 @@ impl CohortJob {
                         f.message
                     ));
                 }
-                tracing::error!("{}", f.message);
+                if f.outcome == Outcome::Paced {
+                    tracing::info!("{}", f.message);
+                } else {
+                    tracing::error!("{}", f.message);
+                }
                 out.report.outcome = f.outcome;
                 out.report.detail = Some(f.message);
             }
@@ -327,7 +352,7 @@ impl CohortJob {
                     last_computed.as_ref(),
                     props.props,
                     &props.prop_keys,
-                    Utc::now(),
+                    crate::clock::now(),
                     self.request_validity,
                 )
             })
@@ -335,6 +360,10 @@ impl CohortJob {
             out.report.request_reused = true;
             return Ok(req.request_id.clone());
         }
+        let ticket = match &self.pace {
+            Some(guard) => Some(self.take_ticket(cohort, guard, out).await?),
+            None => None,
+        };
         let key = self.request_key(cohort);
         let issuer = format!("{}#{}", self.settings.file, self.settings.name);
         let mut unknown = false;
@@ -350,6 +379,16 @@ impl CohortJob {
                 r
             })
             .await;
+        // The request's own entry is in the ledger now (spent or unknown), or it was
+        // never sent: the ticket has served.
+        if let Some(t) = ticket
+            && let Err(e) = self.ledger.release(&t).await
+        {
+            tracing::warn!(
+                "withdrawing the pacing ticket {t}: {e}; it counts as one more download this month"
+            );
+        }
+        crash::point("export.pace.released");
         let issued = match issued {
             Ok(i) => i,
             Err(e) => {
@@ -358,7 +397,7 @@ impl CohortJob {
                         cohort_id: cohort.id.clone(),
                         request_id: None,
                         reason,
-                        at: Utc::now(),
+                        at: crate::clock::now(),
                         outcome_unknown: true,
                     });
                 }
@@ -377,7 +416,7 @@ impl CohortJob {
                 });
             }
         };
-        let now = Utc::now();
+        let now = crate::clock::now();
         if issued.issuer == issuer {
             out.report.quota_spent += 1;
             out.spent.push(SpentRequest {
@@ -429,7 +468,7 @@ impl CohortJob {
                 maybe_delivered: false,
             })?;
         let props = &self.settings.plan;
-        record.request_in_doubt = Some(Utc::now());
+        record.request_in_doubt = Some(crate::clock::now());
         self.state
             .save_cohort(record)
             .await
@@ -450,15 +489,20 @@ impl CohortJob {
                     &cohort.id,
                     Some(&issued.request_id),
                     LedgerOutcome::Spent,
-                    Utc::now(),
+                    crate::clock::now(),
                 )
                 .await;
                 Ok(issued.request_id)
             }
             Err(e) => {
                 if e.outcome_unknown() {
-                    self.record_in_ledger(&cohort.id, None, LedgerOutcome::Unknown, Utc::now())
-                        .await;
+                    self.record_in_ledger(
+                        &cohort.id,
+                        None,
+                        LedgerOutcome::Unknown,
+                        crate::clock::now(),
+                    )
+                    .await;
                 }
                 if !e.outcome_unknown() {
                     // Certainly not counted: no intent to remember.
@@ -478,6 +522,64 @@ impl CohortJob {
 
     /// Adds a request to the month's ledger. A failure is logged, not fatal: the request
     /// is already in the cohort's state, and the usage endpoint counts it too.
+    /// Takes a pacing ticket for one new request (see [`PaceGuard`]).
+    async fn take_ticket(
+        &self,
+        cohort: &Cohort,
+        guard: &PaceGuard,
+        out: &mut CohortResult,
+    ) -> Result<object_store::path::Path, Failure> {
+        let now = crate::clock::now();
+        let entry = LedgerEntry {
+            at: now,
+            cohort_id: cohort.id.clone(),
+            request_id: None,
+            outcome: LedgerOutcome::Unknown,
+            pipeline: self.settings.name.clone(),
+            run_id: self.run_id.clone(),
+        };
+        let ticket = self.ledger.reserve(&entry).await.map_err(|e| {
+            Failure::failed(format!(
+                "taking a pacing ticket in the quota ledger: {e}; nothing was requested"
+            ))
+        })?;
+        crash::point("export.pace.reserved");
+        let withdraw = |why: String| {
+            let ticket = &ticket;
+            async move {
+                if let Err(e) = self.ledger.release(ticket).await {
+                    tracing::warn!(
+                        "withdrawing the pacing ticket {ticket}: {e}; it counts as one more download this month"
+                    );
+                }
+                why
+            }
+        };
+        let rank = match self.ledger.count(now).await {
+            Ok(r) => r,
+            Err(e) => {
+                let why = format!("counting the quota ledger: {e}; nothing was requested");
+                return Err(Failure::failed(withdraw(why).await));
+            }
+        };
+        let allowance = crate::quota::Allowance::at(now, guard.limit, guard.reserve, 0);
+        let position = rank + guard.beyond_ledger;
+        if position <= allowance.by_now {
+            return Ok(ticket);
+        }
+        let expected_at = allowance.reaches(position);
+        out.report.expected_at = Some(expected_at);
+        let why = format!(
+            "paced: runners sharing this state spent this hour's share first (this would be download {position} of the month, {} allowed by the end of this hour); expected to run from {}",
+            allowance.by_now,
+            expected_at.format("%Y-%m-%d %H:%M UTC")
+        );
+        Err(Failure {
+            outcome: Outcome::Paced,
+            message: withdraw(why).await,
+        })
+    }
+
     async fn record_in_ledger(
         &self,
         cohort_id: &str,
@@ -705,7 +807,8 @@ impl CohortJob {
         }
         let last_computed = cohort.last_computed.clone();
         record.exported_last_computed = last_computed.clone();
-        record.exported_at = Some(Utc::now());
+        record.exported_at = Some(crate::clock::now());
+        record.exported_run_at = Some(self.run_started);
         record.exported_key = Some(keys.final_key.to_string());
         record.exported_rows = Some(stats.rows);
         if let Some(req) = record.request.as_mut() {

@@ -69,11 +69,13 @@ pub struct RunContext {
     pub shared_requests: Arc<SharedRequests>,
     /// HTTP 429 answers seen by every client of the run.
     pub answers_429: Arc<AtomicU64>,
+    /// `plan --month`: add the month's forecast to each export pipeline's report.
+    pub forecast: bool,
 }
 
 impl RunContext {
     pub fn new(mode: RunMode, force: bool, time_scale: f64, base_dir: PathBuf) -> Self {
-        let started_at = Utc::now();
+        let started_at = crate::clock::now();
         let run_id = format!(
             "{}-{:04x}",
             started_at.format("%Y%m%dT%H%M%SZ"),
@@ -93,6 +95,7 @@ impl RunContext {
             stop_signal: Arc::new(AtomicI32::new(0)),
             shared_requests: Arc::new(SharedRequests::default()),
             answers_429: Arc::new(AtomicU64::new(0)),
+            forecast: false,
         }
     }
 

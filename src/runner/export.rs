@@ -12,14 +12,15 @@ use futures::StreamExt;
 use serde::Serialize;
 use tracing::Instrument;
 
-use super::cohort_job::{CohortJob, CohortResult};
+use super::cohort_job::{CohortJob, CohortResult, PaceGuard};
 use super::context::RunContext;
 use super::leases::lease_ttl;
 use super::plan::{Action, ExportPlan, PlanOptions, PlannedCohort, plan_export};
 use super::poll::PollSettings;
 use super::report::{
-    CohortReport, Outcome, PipelineReport, RequestReason, SpentRequest, UsageSnapshot,
+    CohortReport, Outcome, PaceSnapshot, PipelineReport, RequestReason, SpentRequest, UsageSnapshot,
 };
+use super::run_history::{forecast_month, record_run};
 use super::select::{Selection, select};
 use super::staging::Staging;
 use super::usage::read_usage;
@@ -128,16 +129,28 @@ async fn execute_into(
         settings.connection.credentials.api_key(),
     );
     let state = StateStore::new(state_location, &settings.name);
-    let monthly = read_usage(&client, Some(&ledger), Utc::now()).await;
+    let now = crate::clock::now();
+    let monthly = read_usage(&client, Some(&ledger), now).await;
     report.usage_before = Some(UsageSnapshot::of(&monthly, settings.plan.reserve));
+    let beyond_ledger = monthly
+        .effective
+        .usage
+        .saturating_sub(monthly.ledger.map_or(0, |l| l.total()));
     let usage = monthly.effective;
     let limits = ctx.limits.for_app(&settings.app_key, &ctx.limit_settings());
     let mut plan_opts = settings.plan.clone();
     plan_opts.force = plan_opts.force || ctx.force;
-    let plan = plan_export(selected, &state, usage, &limits, &plan_opts, Utc::now())
+    let plan = plan_export(selected, &state, usage, &limits, &plan_opts, now)
         .await
         .map_err(|e| failed(&e))?;
     log_plan(&plan);
+    report.pace = plan.pace.as_ref().map(PaceSnapshot::of);
+    if ctx.forecast {
+        report.forecast = Some(forecast_month(settings, &state, &plan, now).await);
+    }
+    if ctx.mode.applies() {
+        record_run(&state, ctx, &plan, now).await;
+    }
 
     if !ctx.mode.applies() {
         fill_planned(report, &plan, ctx.started_at);
@@ -156,6 +169,7 @@ async fn execute_into(
         output,
         settings: settings.clone(),
         run_id: ctx.run_id.clone(),
+        run_started: ctx.started_at,
         holder: ctx.holder.clone(),
         snapshot_date: ctx.started_at.format("%Y-%m-%d").to_string(),
         lease_ttl: lease_ttl(ctx.time_scale),
@@ -163,12 +177,20 @@ async fn execute_into(
         skip_unchanged: plan_opts.skip_unchanged && !plan_opts.force,
         force: plan_opts.force,
         spare_budget: Arc::new(AtomicU32::new(
-            plan.budget.available.saturating_sub(plan.budget.spend),
+            plan.budget
+                .available
+                .min(plan.pace.map_or(u32::MAX, |p| p.share))
+                .saturating_sub(plan.budget.spend),
         )),
         shared_requests: Arc::clone(&ctx.shared_requests),
         stop: ctx.stop.clone(),
         ledger,
         time_scale: ctx.time_scale,
+        pace: plan.pace.map(|_| PaceGuard {
+            limit: plan.usage.limit,
+            reserve: plan_opts.reserve,
+            beyond_ledger,
+        }),
     });
 
     let mut order = Vec::new();
@@ -186,6 +208,12 @@ async fn execute_into(
                     .cohorts
                     .push(cohort_report(item, Outcome::DeferredQuota).with_detail(detail.clone()));
             }
+            Action::Paced {
+                detail,
+                expected_at,
+            } => report
+                .cohorts
+                .push(paced_report(item, detail, *expected_at)),
             Action::Download { .. } => downloads.push(item.clone()),
         }
     }
@@ -306,11 +334,18 @@ async fn remove_orphaned_staging(
     }
 }
 
+fn paced_report(item: &PlannedCohort, detail: &str, expected_at: DateTime<Utc>) -> CohortReport {
+    let mut r = cohort_report(item, Outcome::Paced).with_detail(detail);
+    r.expected_at = Some(expected_at);
+    r
+}
+
 fn log_plan(plan: &ExportPlan) {
     tracing::info!(
         cohorts = plan.items.len(),
         spend = plan.spend(),
         deferred = plan.deferred(),
+        paced = plan.paced(),
         used = plan.usage.usage,
         limit = plan.usage.limit,
         "plan"
@@ -342,6 +377,12 @@ fn fill_planned(report: &mut PipelineReport, plan: &ExportPlan, now: DateTime<Ut
             Action::Deferred { detail } => report
                 .cohorts
                 .push(cohort_report(item, Outcome::DeferredQuota).with_detail(detail.clone())),
+            Action::Paced {
+                detail,
+                expected_at,
+            } => report
+                .cohorts
+                .push(paced_report(item, detail, *expected_at)),
             Action::Download { reuse, reason } => {
                 let mut r = cohort_report(item, Outcome::Planned);
                 match (reuse, reason) {
@@ -389,7 +430,7 @@ async fn publish_manifest(
         pipeline: &settings.name,
         tool_version: env!("CARGO_PKG_VERSION"),
         started_at: ctx.started_at,
-        finished_at: Utc::now(),
+        finished_at: crate::clock::now(),
         complete,
         files,
     };

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::{Holder, Lease, LeaseOutcome, Renewal, StateStore};
@@ -53,7 +52,7 @@ impl LeaseKeeper<'_> {
     /// once. With `wait`, one held elsewhere is waited for — at most one TTL past its
     /// expiry as first seen: a holder that keeps renewing it is alive and working.
     pub async fn take(&self, id: &str, wait: bool) -> Result<Lease, LeaseRefused> {
-        let started = Utc::now();
+        let started = crate::clock::now();
         let mut first_expiry = None;
         loop {
             let outcome = self
@@ -68,7 +67,7 @@ impl LeaseKeeper<'_> {
                 } => (holder, expires_at),
             };
             let deadline = *first_expiry.get_or_insert(expires_at.min(started + self.ttl));
-            let now = Utc::now();
+            let now = crate::clock::now();
             if !wait || now >= deadline + self.ttl {
                 return Err(LeaseRefused::Held(format!(
                     "{} is working on it (its lease is renewed, now until {expires_at}); waited {:.1}s",
@@ -103,7 +102,7 @@ impl LeaseKeeper<'_> {
                 }
                 Err(e) => {
                     tracing::warn!("renewing the lease: {e}");
-                    if Utc::now() >= lease.expires_at {
+                    if crate::clock::now() >= lease.expires_at {
                         return format!("it expired while renewals failed: {e}");
                     }
                 }

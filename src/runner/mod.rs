@@ -5,6 +5,7 @@
 pub mod cohort_job;
 pub mod context;
 pub mod export;
+pub mod forecast;
 pub mod history;
 pub mod layout;
 pub mod leases;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod plan;
 pub mod poll;
 pub mod report;
+pub mod run_history;
 pub mod select;
 pub mod shared_requests;
 pub mod staging;

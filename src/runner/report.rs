@@ -16,6 +16,11 @@ pub enum Outcome {
     SkippedUnchanged,
     /// Archived and the pipeline does not include archived cohorts.
     SkippedArchived,
+    /// Changed, but its last export is younger than its freshness target (`refresh`).
+    FreshEnough,
+    /// Beyond this run's share of the month under even pacing: runs later this month
+    /// (`expected_at`). Not an error: the run exits 0.
+    Paced,
     /// Another runner holds this cohort's lease.
     SkippedLeased,
     /// Did not fit in this month's budget (after the reserve).
@@ -31,7 +36,11 @@ impl Outcome {
     pub fn is_done(self) -> bool {
         matches!(
             self,
-            Outcome::Exported | Outcome::SkippedUnchanged | Outcome::SkippedArchived
+            Outcome::Exported
+                | Outcome::SkippedUnchanged
+                | Outcome::SkippedArchived
+                | Outcome::FreshEnough
+                | Outcome::Paced
         )
     }
 }
@@ -115,6 +124,10 @@ pub struct CohortReport {
     pub output: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// When a `paced` cohort is expected to run (the hour the month's allowance reaches it,
+    /// if nothing else spends meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_at: Option<DateTime<Utc>>,
     pub duration_ms: u64,
     /// When this run started and ended the cohort's work (absent for a cohort it only
     /// planned, skipped or deferred).
@@ -141,6 +154,7 @@ impl CohortReport {
             bytes: 0,
             output: None,
             sha256: None,
+            expected_at: None,
             duration_ms: 0,
             started_at: None,
             finished_at: None,
@@ -191,6 +205,30 @@ impl UsageSnapshot {
     }
 }
 
+/// Even pacing's allowance as a run saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaceSnapshot {
+    /// The month's budget after the reserve.
+    pub usable: u32,
+    /// Downloads the month may have spent by the end of this hour.
+    pub allowed_by_now: u32,
+    /// What this run could spend (allowed by now minus spent).
+    pub share: u32,
+    /// When usage resets (the 1st, 00:00 UTC).
+    pub resets_at: DateTime<Utc>,
+}
+
+impl PaceSnapshot {
+    pub fn of(a: &crate::quota::Allowance) -> Self {
+        PaceSnapshot {
+            usable: a.usable,
+            allowed_by_now: a.by_now,
+            share: a.share,
+            resets_at: a.month.end,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineReport {
     pub file: String,
@@ -225,6 +263,12 @@ pub struct PipelineReport {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// Even pacing (`quota.pace = "even"`): the month's allowance at plan time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace: Option<PaceSnapshot>,
+    /// `plan --month`: the month's forecast.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<super::forecast::Forecast>,
     pub exit_code: u8,
 }
 
@@ -278,6 +322,8 @@ impl PipelineReport {
             reverse_totals: None,
             started_at: None,
             finished_at: None,
+            pace: None,
+            forecast: None,
             exit_code: 0,
         }
     }

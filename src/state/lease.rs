@@ -84,7 +84,7 @@ impl StateStore {
         ttl: chrono::Duration,
     ) -> Result<LeaseOutcome, StateError> {
         let key = self.doc_key("leases", id);
-        let now = Utc::now();
+        let now = crate::clock::now();
         let doc = LeaseDoc {
             owner: holder.run_id.clone(),
             holder: Some(holder.clone()),
@@ -165,7 +165,7 @@ impl StateStore {
                     now_held_by: Some(current.holder()),
                 });
             }
-            let now = Utc::now();
+            let now = crate::clock::now();
             let doc = LeaseDoc {
                 expires_at: now + ttl,
                 renewed_at: Some(now),
@@ -205,7 +205,7 @@ impl StateStore {
     pub async fn live_lease_holders(
         &self,
     ) -> Result<std::collections::BTreeSet<String>, StateError> {
-        let now = Utc::now();
+        let now = crate::clock::now();
         let mut live = std::collections::BTreeSet::new();
         for key in self.list_folder("leases").await? {
             // A lease released since the listing, or unreadable, holds nothing.
@@ -234,7 +234,7 @@ impl StateStore {
                     run_id: "another runner".into(),
                     ..Holder::default()
                 },
-                expires_at: Utc::now(),
+                expires_at: crate::clock::now(),
                 liveness: Liveness::Unknown,
             },
         })

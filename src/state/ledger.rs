@@ -8,7 +8,9 @@
 //! request, never rewritten: two runners appending at once cannot lose each other's
 //! entries (no read-modify-write), and a month is counted by listing its folder. `{app}`
 //! is the app id, or a hash of the api key when no app id is configured (a key never
-//! appears in a path). Months follow Amplitude's reset: the 1st, UTC.
+//! appears in a path). Months follow Amplitude's reset: the 1st, UTC. Under even pacing a
+//! request writes its entry ahead (a ticket, outcome unknown), counts the month by
+//! listing, and withdraws the ticket once its own entry is written or when it is not sent.
 
 use chrono::{DateTime, Datelike, Utc};
 use futures::TryStreamExt;
@@ -80,6 +82,12 @@ impl Ledger {
 
     /// Appends one entry (a new object; never overwrites another).
     pub async fn record(&self, entry: &LedgerEntry) -> Result<(), StateError> {
+        self.reserve(entry).await.map(|_| ())
+    }
+
+    /// Appends one entry and returns its key (so that an entry written ahead of a request
+    /// that then is not sent can be withdrawn with [`Ledger::release`]).
+    pub async fn reserve(&self, entry: &LedgerEntry) -> Result<Path, StateError> {
         let name = format!(
             "{}-{}-{:08x}.json",
             entry.at.format("%Y%m%dT%H%M%S%.3fZ"),
@@ -99,7 +107,36 @@ impl Ledger {
                 location: self.location.describe(&key),
                 source,
             })?;
-        Ok(())
+        Ok(key)
+    }
+
+    /// How many entries the month of `at` holds, counted by listing (every entry stands
+    /// for one request, whatever its outcome; no entry is read).
+    pub async fn count(&self, at: DateTime<Utc>) -> Result<u32, StateError> {
+        let dir = self.month_dir(at);
+        let keys: Vec<Path> = self
+            .location
+            .store
+            .list(Some(&dir))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|source| StateError::Store {
+                location: self.location.describe(&dir),
+                source,
+            })?;
+        Ok(keys.len() as u32)
+    }
+
+    /// Removes an entry written by [`Ledger::reserve`] that no request followed.
+    pub async fn release(&self, key: &Path) -> Result<(), StateError> {
+        match self.location.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(StateError::Store {
+                location: self.location.describe(key),
+                source,
+            }),
+        }
     }
 
     /// The entries of the month `now` falls in.

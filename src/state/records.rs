@@ -19,6 +19,10 @@ pub struct CohortRecord {
     pub exported_last_computed: Option<Timestamp>,
     #[serde(default)]
     pub exported_at: Option<DateTime<Utc>>,
+    /// When the run that made the last export started: freshness targets (`refresh`)
+    /// measure a cohort's age from here, so a schedule's runs stay a whole period apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exported_run_at: Option<DateTime<Utc>>,
     /// Where the last export's Parquet file was published.
     #[serde(default)]
     pub exported_key: Option<String>,
@@ -98,7 +102,7 @@ mod tests {
 
     #[test]
     fn reuse_needs_same_data_same_columns_and_a_live_link() {
-        let now = Utc::now();
+        let now = crate::clock::now();
         let week = chrono::Duration::days(REQUEST_VALIDITY_DAYS);
         let keys = vec!["country".to_string()];
         let r = request(now - chrono::Duration::days(6));

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::{Extension, RawQuery, State};
 use axum::response::{IntoResponse, Json, Response};
-use chrono::{Datelike, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde_json::{Value, json};
 
 use crate::emulator::auth::AuthedApp;
@@ -88,14 +88,13 @@ pub async fn usage(
     Json(json!({"rest_download": {
         "limit": app.monthly_limit,
         "usage": app.usage_used,
-        "resets_at": next_month_start(),
+        "resets_at": next_month_start(shared.config.clock.now()),
     }}))
     .into_response()
 }
 
 /// The first instant of next month (UTC) as `YYYY-MM-DDTHH:MM:SS`.
-fn next_month_start() -> String {
-    let now = Utc::now();
+fn next_month_start(now: DateTime<Utc>) -> String {
     let (y, m) = if now.month() == 12 {
         (now.year() + 1, 1)
     } else {

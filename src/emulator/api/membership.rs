@@ -23,7 +23,7 @@ use crate::emulator::auth::AuthedApp;
 use crate::emulator::csv_body::Members;
 use crate::emulator::errors::{bad_request, not_found, rate_limited};
 use crate::emulator::log::{Facts, with_facts};
-use crate::emulator::state::{CohortState, Shared, now_ms};
+use crate::emulator::state::{CohortState, Shared};
 use crate::emulator::universe::{number_for_amplitude_id, number_for_user_id};
 
 /// Most ids one upload or membership call may carry.
@@ -217,13 +217,13 @@ async fn do_upload(
     valid.dedup();
     let members = Members::Explicit(Arc::new(valid));
     let mut world = shared.world();
+    let now = world.now_ms;
     let Some(app) = world.app_mut(app_id) else {
         return (not_found("app_not_found", "app not found"), Some(cohort_id));
     };
     match app.cohort_mut(&cohort_id) {
-        Some(c) => c.set_members(members),
+        Some(c) => c.set_members(members, now),
         None => {
-            let now = now_ms();
             app.cohorts.push(CohortState {
                 id: cohort_id.clone(),
                 name: req.name.clone(),
@@ -235,6 +235,7 @@ async fn do_upload(
                 owners: vec![req.owner.clone()],
                 props: Vec::new(),
                 seed: 0,
+                recompute_ms: 0,
                 members,
                 description: None,
                 uploaded: true,
@@ -354,13 +355,15 @@ async fn apply_membership(shared: &Arc<Shared>, app_id: u64, req: &MembershipReq
         }
     }
     let members = Members::Explicit(Arc::new(set.into_iter().collect()));
-    if let Some(c) = shared
-        .world()
+    let mut world = shared.world();
+    let now = world.now_ms;
+    if let Some(c) = world
         .app_mut(app_id)
         .and_then(|a| a.cohort_mut(&req.cohort_id))
     {
-        c.set_members(members);
+        c.set_members(members, now);
     }
+    drop(world);
     let results: Vec<_> = resolved
         .iter()
         .map(|(m, _, skipped)| {

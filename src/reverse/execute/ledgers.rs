@@ -76,7 +76,7 @@ pub(super) async fn hold_back_rejected(
     let held = if ctx.retry_rejected {
         HashSet::new()
     } else {
-        ledger.held_back(chrono::Utc::now(), max_age)
+        ledger.held_back(crate::clock::now(), max_age)
     };
     let mut keep = IdList::new();
     let mut held_back = IdList::new();
@@ -155,7 +155,7 @@ pub(super) async fn update_rejected(
         .filter(|id| !skipped.contains(id));
     let rejected = outcome.skipped_ids.iter().map(String::as_str).zip(reasons);
     let before = ledger.clone();
-    ledger.update(rejected, accepted, chrono::Utc::now());
+    ledger.update(rejected, accepted, crate::clock::now());
     let report = rev.rejected.get_or_insert_with(RejectedReport::default);
     report.recorded = outcome.skipped_ids.len() as u64;
     report.ledger = ledger.entries.len() as u64;

@@ -422,7 +422,7 @@ async fn record_created(
             .as_ref()
             .map(|u| u.name.clone())
             .unwrap_or_default(),
-        created_at: chrono::Utc::now(),
+        created_at: crate::clock::now(),
         run_id: run_id.to_string(),
     };
     state
@@ -1003,7 +1003,7 @@ async fn journal_plan(
         upload,
         id_kind: spec.source.id_kind,
         planned_by: ctx.run_id.clone(),
-        planned_at: chrono::Utc::now(),
+        planned_at: crate::clock::now(),
         plan_summary,
         status: JournalStatus::Open,
         closed_at: None,
