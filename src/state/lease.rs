@@ -361,6 +361,31 @@ mod tests {
         }
     }
 
+    /// A lease written by a version before holders were recorded names its run by `owner`
+    /// only: it is still reported held by that run.
+    #[tokio::test]
+    async fn a_lease_of_an_older_version_names_its_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(dir.path());
+        let soon = Utc::now() + chrono::Duration::minutes(5);
+        let old = serde_json::json!({
+            "owner": "run-of-v0",
+            "acquired_at": Utc::now().to_rfc3339(),
+            "expires_at": soon.to_rfc3339(),
+        });
+        s.write(&s.doc_key("leases", "c1"), &old)
+            .await
+            .expect("write");
+        match s
+            .try_lease("c1", &me("run-b"), chrono::Duration::minutes(1))
+            .await
+            .expect("lease")
+        {
+            LeaseOutcome::Held { holder, .. } => assert_eq!(holder.run_id, "run-of-v0"),
+            other => panic!("held by the old run: {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn cohort_ids_cannot_escape_their_folder() {
         let dir = tempfile::tempdir().expect("tempdir");
