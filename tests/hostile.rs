@@ -272,7 +272,9 @@ const PIPELINES: &[P] = &[
     p("output_s3_no_colon", &[("output.url", "\"s3//bucket/x\"")], "did you mean \"s3://bucket/x\""),
     p("output_s3_bare", &[("output.url", "\"s3:\"")], "\"s3:\" is not a valid location"),
     p("output_s3a", &[("output.url", "\"s3a://bucket/x\"")], "did you mean"),
-    p("output_gs", &[("output.url", "\"gs://bucket/x\"")], "unsupported URL scheme \"gs\""),
+    p("output_gcs", &[("output.url", "\"gcs://bucket/x\"")], "unsupported URL scheme \"gcs\""),
+    p("output_az_bad_container", &[("output.url", "\"az://Bad_Container/x\"")], "invalid Azure container name \"Bad_Container\""),
+    p("output_abfss_not_dfs", &[("output.url", "\"abfss://lake@acct.blob.core.windows.net/x\"")], "abfss://container@account.dfs.core.windows.net"),
     p("output_https", &[("output.url", "\"https://bucket.example/x\"")], "unsupported URL scheme \"https\""),
     p("output_file_one_slash", &[("output.url", "\"file:/tmp/x\"")], "did you mean \"file:///tmp/x\""),
     p("output_file_relative", &[("output.url", "\"file://rel\"")], "needs an absolute path"),
@@ -285,7 +287,7 @@ const PIPELINES: &[P] = &[
     p("state_upper", &[("state.url", "\"S3://bucket/state\"")], "lowercase"),
     p("state_scheme", &[("state.url", "\"hdfs://nn/state\"")], "unsupported URL scheme \"hdfs\""),
     rev("source_s3_typo", &[("source.url", "\"s3:/bucket/crm.csv\"")], "did you mean \"s3://bucket/crm.csv\""),
-    rev("source_gs", &[("source.url", "\"gs://bucket/crm.csv\"")], "unsupported URL scheme \"gs\""),
+    rev("source_hdfs", &[("source.url", "\"hdfs://bucket/crm.csv\"")], "unsupported URL scheme \"hdfs\""),
     rev("snapshots_typo", &[("reconcile.snapshots", "\"s3:bucket/out\"")], "did you mean \"s3://bucket/out\""),
     rev("lists_dir_typo", &[("reconcile.lists_dir", "\"S3://bucket/plans\"")], "lowercase"),
     // Ids: Amplitude's alphabet before any URL or key.
@@ -523,7 +525,7 @@ const CSV_BODIES: &[C] = &[
     C { exit: 2, ..csv("zero_field_limit", || b"amplitude_id\n1\n".to_vec(), &["--max-field-bytes", "0"], "--max-field-bytes") },
     C { exit: 2, ..csv("output_s3_typo", || b"amplitude_id\n1\n".to_vec(), &["--output-instead", "s3:/bucket/x.parquet"], "did you mean \"s3://bucket/x.parquet\"") },
     C { exit: 2, ..csv("output_is_input", || b"amplitude_id\n1\n".to_vec(), &["--output-instead", "./in.csv"], "is the input file") },
-    C { exit: 2, ..csv("output_unknown_scheme", || b"amplitude_id\n1\n".to_vec(), &["--output-instead", "gs://bucket/x.parquet"], "unsupported URL scheme \"gs\"") },
+    C { exit: 2, ..csv("output_unknown_scheme", || b"amplitude_id\n1\n".to_vec(), &["--output-instead", "gcs://bucket/x.parquet"], "unsupported URL scheme \"gcs\"") },
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
