@@ -461,3 +461,36 @@ async fn killed_mid_upload_leaves_no_object_at_the_final_key() {
         "the upload was under way: {uploads:?}"
     );
 }
+
+/// An output that cannot be written (here: a bucket that does not exist) fails the run
+/// before any download is requested: no quota is spent on a file that could not be kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_that_cannot_be_written_spends_no_download() {
+    let h = harness::start(vec![cohort("c1", 100)], |_| {}).await;
+    let missing = format!("no-such-bucket-{}", fastrand::u32(..));
+    let state = h.path("state");
+    let file = h.export_pipeline(
+        "unwritable",
+        &["c1"],
+        &format!("s3://{missing}/out"),
+        &state.to_string_lossy(),
+        "",
+    );
+    let (code, report, stderr) = h.run_env(&[&file], &[], &[]).await;
+    assert_eq!(code, 1, "{stderr}");
+    let error = report.as_ref().map_or(String::new(), |r| {
+        r["pipelines"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    });
+    assert!(
+        error.contains("cannot write to the output") && error.contains("nothing was requested"),
+        "{error}\n{stderr}"
+    );
+    assert_eq!(
+        spent_requests(&h.requests().await).len(),
+        0,
+        "a download was requested for an output that cannot be written"
+    );
+}

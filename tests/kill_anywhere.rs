@@ -89,6 +89,7 @@ fn export_cases() -> Vec<Case> {
     vec![
         kill("export.history.before", 1),
         kill("export.history.written", 1),
+        kill("export.output.probed", 1),
         kill("export.lease.acquired", 1),
         kill("export.lease.acquired", 2),
         kill("export.request.intent_saved", 1),
@@ -132,6 +133,7 @@ fn export_cases() -> Vec<Case> {
         term("history.before", 1),
         term("run.report.before", 1),
         s3("export.history.written", 1),
+        s3("export.output.probed", 1),
         s3("export.lease.acquired", 1),
         s3("export.request.answered", 1),
         s3("export.request.saved", 1),

@@ -12,7 +12,7 @@
 //! SIGTERM/SIGINT (the run's stop token) end every wait at once and abort an upload in
 //! progress; a call already sent is let finish so its answer is saved. Crash points
 //! (`crate::crash`) mark every boundary between two steps for the kill-anywhere tests:
-//! `export.lease.acquired`, `export.request.intent_saved`, `export.request.answered`,
+//! `export.output.probed` (export.rs), `export.lease.acquired`, `export.request.intent_saved`, `export.request.answered`,
 //! `export.request.saved`, `export.poll`, `export.download.chunk`, `export.upload.part`,
 //! `export.upload.completed`, `export.published`, `export.state.saved`; under even pacing
 //! also `export.pace.reserved` and `export.pace.released` around the request.

@@ -162,6 +162,9 @@ async fn execute_into(
 
     let output = storage::open(&settings.output_url, &ctx.base_dir)
         .map_err(|e| (exit::USAGE, format!("output url: {e}")))?;
+    probe_output(&output, ctx, settings)
+        .await
+        .map_err(|e| failed(&e))?;
     remove_orphaned_staging(&output, &state, settings, ctx).await;
     let job = Arc::new(CohortJob {
         client,
@@ -415,6 +418,42 @@ fn fill_planned(report: &mut PipelineReport, plan: &ExportPlan, now: DateTime<Ut
     report.earliest_finish = Some(plan.earliest_finish(now));
 }
 
+/// `_runs/{run_id}/{pipeline}`: where a run's manifest of a pipeline goes.
+fn run_dir(ctx: &RunContext, settings: &ExportSettings) -> String {
+    format!(
+        "_runs/{}/{}",
+        super::layout::sanitize(&ctx.run_id),
+        super::layout::sanitize(&settings.name)
+    )
+}
+
+/// Proves that the output takes writes before anything is requested (an object written
+/// and deleted in the run's `_runs/` folder): a file that cannot be written after
+/// Amplitude answered would have spent a download for nothing.
+async fn probe_output(
+    output: &Location,
+    ctx: &RunContext,
+    settings: &ExportSettings,
+) -> Result<(), String> {
+    use object_store::ObjectStoreExt;
+    let key = output.key(&format!("{}/.write-probe", run_dir(ctx, settings)));
+    output
+        .store
+        .put(&key, bytes::Bytes::from_static(b"cohort-sync").into())
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot write to the output {}: {e}; nothing was requested (check that it exists and that these credentials may write there)",
+                output.display
+            )
+        })?;
+    crate::crash::point("export.output.probed");
+    if let Err(e) = output.store.delete(&key).await {
+        tracing::warn!("removing {}: {e}", output.describe(&key));
+    }
+    Ok(())
+}
+
 /// Writes `_runs/{run_id}/{pipeline}/manifest.json` and, when every cohort succeeded,
 /// `_SUCCESS` beside it (per pipeline: several pipelines may share one output).
 async fn publish_manifest(
@@ -435,11 +474,7 @@ async fn publish_manifest(
         files,
     };
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
-    let run_dir = format!(
-        "_runs/{}/{}",
-        super::layout::sanitize(&ctx.run_id),
-        super::layout::sanitize(&settings.name)
-    );
+    let run_dir = run_dir(ctx, settings);
     let key = output.key(&format!("{run_dir}/manifest.json"));
     output
         .store
