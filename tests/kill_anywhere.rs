@@ -198,7 +198,13 @@ async fn export_case(case: Case) -> Result<String, String> {
         cohort("big", 60_000).props(PROPS),
         cohort("small", 3_000).props(PROPS),
     ];
-    let h = harness::start(cohorts, |c| c.redirect_threshold_rows = 50_000).await;
+    // Jobs take 1 s (100 Amplitude seconds at the test's time scale): long enough that
+    // `export.poll#3` is reached even when a busy machine slows the runner's polls.
+    let h = harness::start(cohorts, |c| {
+        c.redirect_threshold_rows = 50_000;
+        c.job_duration = std::time::Duration::from_secs(100);
+    })
+    .await;
     let (output, state, root) = if case.s3 {
         let bucket = common::s3::create_bucket("kill");
         (
