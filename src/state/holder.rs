@@ -60,6 +60,15 @@ impl Holder {
         }
     }
 
+    /// A holder nobody could name: a lease released between a refused create and the
+    /// read that followed. Messages say "another runner".
+    pub fn unknown() -> Holder {
+        Holder {
+            run_id: "another runner".into(),
+            ..Holder::default()
+        }
+    }
+
     /// For messages: `run R (pid P on HOST)`.
     pub fn describe(&self) -> String {
         if self.host.is_empty() {

@@ -230,10 +230,7 @@ impl StateStore {
                 }
             }
             None => LeaseOutcome::Held {
-                holder: Holder {
-                    run_id: "another runner".into(),
-                    ..Holder::default()
-                },
+                holder: Holder::unknown(),
                 expires_at: crate::clock::now(),
                 liveness: Liveness::Unknown,
             },
@@ -359,6 +356,35 @@ mod tests {
             } => assert_eq!(h.run_id, "run-b"),
             other => panic!("lost expected: {other:?}"),
         }
+    }
+
+    /// A renewal records when it happened (for people reading the lease document), and a
+    /// holder nobody could name is shown as "another runner", never as an empty run id.
+    #[tokio::test]
+    async fn a_renewal_is_dated_and_an_unknown_holder_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(dir.path());
+        let ttl = chrono::Duration::minutes(5);
+        let LeaseOutcome::Acquired(mut lease) =
+            s.try_lease("c1", &me("run-a"), ttl).await.expect("lease")
+        else {
+            panic!("free lease");
+        };
+        assert_eq!(
+            s.renew(&mut lease, ttl).await.expect("renew"),
+            Renewal::Renewed
+        );
+        let (doc, _) = s
+            .read::<serde_json::Value>(&s.doc_key("leases", "c1"))
+            .await
+            .expect("read")
+            .expect("the lease");
+        let renewed: chrono::DateTime<Utc> = doc["renewed_at"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("renewed_at recorded");
+        assert!(renewed >= lease.acquired_at, "{doc}");
+        assert_eq!(Holder::unknown().describe(), "run another runner");
     }
 
     /// A lease written by a version before holders were recorded names its run by `owner`
