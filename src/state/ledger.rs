@@ -113,6 +113,11 @@ impl Ledger {
     /// How many entries the month of `at` holds, counted by listing (every entry stands
     /// for one request, whatever its outcome; no entry is read).
     pub async fn count(&self, at: DateTime<Utc>) -> Result<u32, StateError> {
+        Ok(self.month_keys(at).await?.len() as u32)
+    }
+
+    /// The keys of the entries of the month `at` falls in (listed, not read).
+    async fn month_keys(&self, at: DateTime<Utc>) -> Result<Vec<Path>, StateError> {
         let dir = self.month_dir(at);
         let keys: Vec<Path> = self
             .location
@@ -125,7 +130,7 @@ impl Ledger {
                 location: self.location.describe(&dir),
                 source,
             })?;
-        Ok(keys.len() as u32)
+        Ok(keys)
     }
 
     /// Removes an entry written by [`Ledger::reserve`] that no request followed.
@@ -141,18 +146,7 @@ impl Ledger {
 
     /// The entries of the month `now` falls in.
     pub async fn month(&self, now: DateTime<Utc>) -> Result<MonthCount, StateError> {
-        let dir = self.month_dir(now);
-        let keys: Vec<Path> = self
-            .location
-            .store
-            .list(Some(&dir))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .map_err(|source| StateError::Store {
-                location: self.location.describe(&dir),
-                source,
-            })?;
+        let keys = self.month_keys(now).await?;
         let mut count = MonthCount::default();
         for key in keys {
             let got = match self.location.store.get(&key).await {
