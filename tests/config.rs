@@ -406,9 +406,18 @@ fn good_and_bad_files_together_exit_2_and_report_both() {
     std::fs::write(dir.path().join("bad.toml"), "kind = \"export\"\n").expect("write");
     let out = validate(dir.path(), &["good.toml", "bad.toml", "missing.toml"], &[]);
     assert_eq!(out.code, 2, "{}", out.stderr);
+    let stdout: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(
-        out.stdout,
-        "good.toml: ok (export pipeline \"good\": 1 id → out, zstd level 3)\n"
+        stdout[0],
+        "good.toml: ok (export pipeline \"good\": 1 id → out, zstd level 3)"
+    );
+    assert!(
+        stdout.len() == 2
+            && stdout[1].starts_with(
+                "good.toml: note: state.url \".cohort-sync/state\" is a local directory:"
+            ),
+        "{}",
+        out.stdout
     );
     let errors: Vec<&str> = out.stderr.lines().collect();
     assert_eq!(errors.len(), 2, "{}", out.stderr);
@@ -596,7 +605,8 @@ fn files_that_cannot_run_together_are_refused_on_the_later_one() {
         }
         let args: Vec<&str> = case.files.iter().map(|(n, _)| *n).collect();
         let out = validate(dir.path(), &args, &[]);
-        let mut ok_lines = out.stdout.lines();
+        // Notes on local state folders are `validate_notes_a_state_store_without_conditional_writes`'s.
+        let mut ok_lines = out.stdout.lines().filter(|l| !l.contains(": note: "));
         let mut err_lines = out.stderr.lines();
         let mut ok = out.code
             == if case.expect.iter().all(|e| *e == "ok") {
@@ -659,6 +669,53 @@ fn validate_without_files_is_a_usage_error() {
     assert!(out.stderr.contains("FILE"), "{}", out.stderr);
 }
 
+#[test]
+fn validate_notes_a_state_store_without_conditional_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with_state = |name: &str, state: &str| {
+        let file = format!("{name}.toml");
+        std::fs::write(
+            dir.path().join(&file),
+            format!("kind = \"export\"\n{EXPORT_TAIL}[state]\nurl = \"{state}\"\n"),
+        )
+        .expect("write");
+        file
+    };
+    let files = [
+        with_state("local", "./state"),
+        with_state("file-url", "file:///var/lib/cohort-sync"),
+        with_state("s3", "s3://bucket/state"),
+        with_state("gcs", "gs://bucket/state"),
+        with_state("azure", "az://container/state"),
+    ];
+    // One file at a time: they share an output, which validate refuses together.
+    let mut notes = Vec::new();
+    for file in &files {
+        let out = validate(
+            dir.path(),
+            &[file],
+            &[("AZURE_STORAGE_ACCOUNT_NAME", "devstoreaccount1")],
+        );
+        assert_eq!(out.code, 0, "{file}: {}", out.stderr);
+        notes.extend(
+            out.stdout
+                .lines()
+                .filter(|l| l.contains(": note: "))
+                .map(str::to_string),
+        );
+    }
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes[0].starts_with("local.toml: note: state.url \"./state\" is a local directory")
+            && notes[1]
+                .starts_with("file-url.toml: note: state.url \"file:///var/lib/cohort-sync\"")
+            && notes
+                .iter()
+                .all(|n| n.contains("last-writer-wins") && n.contains("s3://, gs:// or az://")),
+        "{notes:?}"
+    );
+}
+
 const EXAMPLES: &[&str] = &[
     "export-local.toml",
     "export-s3.toml",
@@ -676,7 +733,19 @@ fn example_pipelines_validate_without_credentials() {
     let out = validate(Path::new(env!("CARGO_MANIFEST_DIR")), &args, EXAMPLE_ENV);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.is_empty(), "{}", out.stderr);
-    let lines: Vec<&str> = out.stdout.lines().collect();
+    let (notes, lines): (Vec<&str>, Vec<&str>) =
+        out.stdout.lines().partition(|l| l.contains(": note: "));
+    // The examples with a local state folder: all but the S3 export.
+    let noted: Vec<&str> = notes
+        .iter()
+        .filter_map(|l| l.split(": note: ").next())
+        .collect();
+    assert_eq!(
+        noted,
+        vec![paths[0].as_str(), paths[2].as_str(), paths[3].as_str()],
+        "{}",
+        out.stdout
+    );
     assert_eq!(
         lines,
         vec![

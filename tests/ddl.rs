@@ -72,9 +72,63 @@ async fn duckdb_reads_an_export_through_the_printed_view() {
                 "1200".into(),
                 "1200".into()
             ],
-            vec!["c-small".to_string(), today, "300".into(), "300".into()],
+            vec![
+                "c-small".to_string(),
+                today.clone(),
+                "300".into(),
+                "300".into()
+            ],
         ]
     );
+    // The sync history through its view: one row per cohort of the run, typed as declared.
+    let out = common::peers::run_python(
+        "duckdb_sql.py",
+        &[
+            &script.to_string_lossy(),
+            "SELECT pipeline, \"date\", cohort_id, outcome, \"rows\", requests_spent, started_at \
+             FROM nightly_eu_history ORDER BY cohort_id",
+        ],
+    );
+    let v: Value = serde_json::from_str(out.trim()).expect("JSON");
+    let types: Vec<&str> = v["types"]
+        .as_array()
+        .expect("types")
+        .iter()
+        .map(|t| t.as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "VARCHAR",
+            "DATE",
+            "VARCHAR",
+            "VARCHAR",
+            "BIGINT",
+            "BIGINT",
+            "TIMESTAMP WITH TIME ZONE"
+        ],
+        "{v}"
+    );
+    let rows: Vec<Vec<String>> = v["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .expect("row")
+                .iter()
+                .take(6)
+                .map(|x| x.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .collect();
+    let row = |id: &str, n: &str| -> Vec<String> {
+        ["Nightly-EU", &today, id, "exported", n, "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    assert_eq!(rows, vec![row("c-large", "1200"), row("c-small", "300")]);
 }
 
 fn reviewed(name: &str) -> PathBuf {

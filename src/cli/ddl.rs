@@ -18,7 +18,9 @@ Examples:
 
 Tables: <pipeline>_snapshots, one row per member per snapshot, with the layout's
 `name={placeholder}` folders as partition columns (`{date}` as DATE) and the file columns
-known from the pipeline (amplitude_id, user_id, download.prop_keys, download.column_types).
+known from the pipeline (amplitude_id, user_id, download.prop_keys, download.column_types);
+<pipeline>_history, the sync history under `_history/` (one row per cohort per run,
+partitioned by pipeline and date).
 The one-time setup each warehouse needs (stage, storage integration, connection, external
 location) is written as comments above the statements. Snowflake, BigQuery, Athena and
 Databricks read object storage only: a local output is refused (exit 2) with the reason.")]
@@ -42,7 +44,7 @@ pub fn ddl(args: DdlArgs) -> u8 {
         }
     };
     let cwd = std::env::current_dir().unwrap_or_default();
-    let rendered = Dataset::of(&pipeline, &cwd).and_then(|ds| args.dialect.render(&ds));
+    let rendered = Dataset::all_of(&pipeline, &cwd).and_then(|all| args.dialect.render(&all));
     match rendered {
         Ok(sql) => {
             print!("{sql}");

@@ -17,7 +17,24 @@ pub struct ValidateArgs {
     files: Vec<PathBuf>,
 }
 
-/// Prints `FILE: ok (summary)` for each good file on stdout and `file:line:col: message`
+/// What a pipeline's state store cannot do, when it cannot do everything: S3, GCS and
+/// Azure replace an object only if unchanged (leases and the ledger rely on it); a local
+/// directory cannot.
+fn state_store_note(p: &Pipeline) -> Option<String> {
+    let url = p.state.url.as_str();
+    (!cohort_sync::storage::is_cloud_url(url)).then(|| {
+        format!(
+            "state.url {url:?} is a local directory: it cannot replace a file only if \
+             unchanged, so an expired lease's takeover and the quota ledger are \
+             last-writer-wins there; runners on one machine are fenced by exclusive creates, \
+             runners on several machines (or a shared network folder) need s3://, gs:// or \
+             az:// state (README: \"Object stores\")"
+        )
+    })
+}
+
+/// Prints `FILE: ok (summary)` for each good file on stdout (and a `FILE: note:` line when
+/// its state store cannot do conditional writes) and `file:line:col: message`
 /// for each problem on stderr, in the order of the files (a problem between two files is
 /// reported on the later one); exit 2 when there is any.
 pub fn validate(args: ValidateArgs) -> u8 {
@@ -47,6 +64,9 @@ pub fn validate(args: ValidateArgs) -> u8 {
         }
         if ok {
             println!("{}: ok ({})", p.file.display(), p.summary());
+            if let Some(note) = state_store_note(p) {
+                println!("{}: note: {note}", p.file.display());
+            }
         }
         failed |= !ok;
         index += 1;

@@ -1,7 +1,7 @@
 //! `cohort-sync ddl`: the statements that expose an export pipeline's output as warehouse
 //! tables, ready to paste. [`Dataset`] reads what a pipeline writes — where, in which key
-//! layout, with which columns — and [`dialect`] renders it for DuckDB, Snowflake, BigQuery,
-//! Athena or Databricks.
+//! layout, with which columns: the snapshots and the sync history beside them — and
+//! [`dialect`] renders it for DuckDB, Snowflake, BigQuery, Athena or Databricks.
 //!
 //! A layout whose folders are all `name={placeholder}` (the default,
 //! `cohort_id={cohort_id}/snapshot_date={date}/part-0.parquet`) is Hive-style: each such
@@ -10,8 +10,11 @@
 
 pub mod dialect;
 
+use arrow::datatypes::{DataType, Schema};
+
 use crate::config::{Pipeline, PipelineSpec};
 use crate::export::ColumnType;
+use crate::runner::history;
 
 pub use dialect::Dialect;
 
@@ -22,37 +25,99 @@ pub struct PartitionColumn {
     pub is_date: bool,
 }
 
+/// The type of a stored column, as the warehouses know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlType {
+    Int64,
+    Float64,
+    Boolean,
+    Utf8,
+    /// An instant (Parquet timestamp adjusted to UTC).
+    Timestamp,
+}
+
+impl From<ColumnType> for SqlType {
+    fn from(t: ColumnType) -> Self {
+        match t {
+            ColumnType::Int64 => SqlType::Int64,
+            ColumnType::Float64 => SqlType::Float64,
+            ColumnType::Boolean => SqlType::Boolean,
+            ColumnType::Utf8 => SqlType::Utf8,
+        }
+    }
+}
+
 /// A column stored in the Parquet files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileColumn {
     pub name: String,
-    pub ty: ColumnType,
+    pub ty: SqlType,
 }
 
-/// What an export pipeline writes, as a warehouse sees it.
+/// Which of a pipeline's datasets a [`Dataset`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contents {
+    /// The cohort snapshots: one row per member per snapshot.
+    Snapshots,
+    /// The sync history (`runner::history`): one row per cohort per run.
+    History,
+}
+
+impl Contents {
+    /// The table name's suffix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Contents::Snapshots => "snapshots",
+            Contents::History => "history",
+        }
+    }
+
+    /// What one row is, for the comment above the statements.
+    pub fn row(self) -> &'static str {
+        match self {
+            Contents::Snapshots => "one row per cohort member per snapshot",
+            Contents::History => "the sync history, one row per cohort per run",
+        }
+    }
+}
+
+/// One dataset a pipeline writes, as a warehouse sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataset {
-    /// The pipeline's name (the default table name is derived from it).
+    /// The pipeline's name (table names are derived from it).
     pub pipeline: String,
-    /// Root URL without a trailing slash: `s3://bucket/prefix` or an absolute local path.
+    pub contents: Contents,
+    /// The output's root URL without a trailing slash: `s3://bucket/prefix` or an absolute
+    /// local path. Every dataset of a pipeline shares it.
     pub root: String,
-    /// The layout with every placeholder replaced by `*` (relative to `root`).
+    /// The folder under `root` holding this dataset and nothing else (`_history`), or
+    /// empty for the snapshots, which start at the root.
+    pub dir: String,
+    /// The file pattern with every placeholder replaced by `*` (relative to `root`).
     pub file_glob: String,
-    /// The layout as a regular expression over the key under `root` (for Snowflake's
-    /// `PATTERN`).
+    /// The file pattern as a regular expression over the key under `root` (for
+    /// Snowflake's `PATTERN`).
     pub file_regex: String,
     /// Partition columns in key order; empty when the layout is not Hive-style.
     pub partitions: Vec<PartitionColumn>,
     /// Why the layout is not Hive-style, when it is not.
     pub not_hive: Option<String>,
-    /// Columns known before any file is read: `amplitude_id`, `user_id`, then the
-    /// properties named in `download.prop_keys` and `download.column_types`.
+    /// Columns known before any file is read. Snapshots: `amplitude_id`, `user_id`, then
+    /// the properties named in `download.prop_keys` and `download.column_types`.
     pub columns: Vec<FileColumn>,
 }
 
 impl Dataset {
-    /// The dataset of an export pipeline; `cwd` resolves a relative local output.
-    pub fn of(pipeline: &Pipeline, cwd: &std::path::Path) -> Result<Dataset, String> {
+    /// The datasets of an export pipeline's output — its snapshots, then its sync
+    /// history; `cwd` resolves a relative local output.
+    pub fn all_of(pipeline: &Pipeline, cwd: &std::path::Path) -> Result<Vec<Dataset>, String> {
+        let snapshots = Dataset::snapshots(pipeline, cwd)?;
+        let history = Dataset::history(&snapshots);
+        Ok(vec![snapshots, history])
+    }
+
+    /// The snapshots of an export pipeline; `cwd` resolves a relative local output.
+    pub fn snapshots(pipeline: &Pipeline, cwd: &std::path::Path) -> Result<Dataset, String> {
         let PipelineSpec::Export(spec) = &pipeline.spec else {
             return Err(format!(
                 "{}: `ddl` describes an export pipeline's output; this is a reverse pipeline",
@@ -76,11 +141,11 @@ impl Dataset {
         let mut columns = vec![
             FileColumn {
                 name: "amplitude_id".into(),
-                ty: ColumnType::Int64,
+                ty: SqlType::Int64,
             },
             FileColumn {
                 name: "user_id".into(),
-                ty: ColumnType::Utf8,
+                ty: SqlType::Utf8,
             },
         ];
         let declared = &pipeline.download.column_types;
@@ -89,7 +154,7 @@ impl Dataset {
                 let ty = declared.get(name).copied().unwrap_or(ColumnType::Utf8);
                 columns.push(FileColumn {
                     name: name.to_string(),
-                    ty,
+                    ty: ty.into(),
                 });
             }
         };
@@ -102,11 +167,13 @@ impl Dataset {
         if let Some(c) = columns.iter_mut().find(|c| c.name == "user_id")
             && let Some(t) = declared.get("user_id")
         {
-            c.ty = *t;
+            c.ty = (*t).into();
         }
         Ok(Dataset {
             pipeline: pipeline.name.clone(),
+            contents: Contents::Snapshots,
             root,
+            dir: String::new(),
             file_glob: replace_placeholders(layout, "*"),
             file_regex: layout_regex(layout),
             partitions,
@@ -115,13 +182,48 @@ impl Dataset {
         })
     }
 
-    /// `s3`, `file`, or the scheme of the root.
-    pub fn scheme(&self) -> &str {
-        self.root.split_once("://").map_or("file", |(s, _)| s)
+    /// The sync history written beside `snapshots` (same output), with the columns of
+    /// `runner::history`'s schema.
+    pub fn history(snapshots: &Dataset) -> Dataset {
+        let layout = format!(
+            "{}/pipeline={{pipeline}}/date={{date}}/run-{{run_id}}.parquet",
+            history::HISTORY_DIR
+        );
+        let (partitions, not_hive) = partitions_of(&layout);
+        Dataset {
+            pipeline: snapshots.pipeline.clone(),
+            contents: Contents::History,
+            root: snapshots.root.clone(),
+            dir: history::HISTORY_DIR.to_string(),
+            file_glob: replace_placeholders(&layout, "*"),
+            file_regex: layout_regex(&layout),
+            partitions,
+            not_hive,
+            columns: columns_of(&history::schema()),
+        }
     }
 
-    /// A table name from the pipeline's name: lower case, `[a-z0-9_]`.
-    pub fn table_name(&self) -> String {
+    /// `s3`, `gs`, `az`, `abfss`, or `file` for a local output.
+    pub fn scheme(&self) -> &str {
+        if crate::storage::is_cloud_url(&self.root) {
+            self.root.split_once("://").map_or("file", |(s, _)| s)
+        } else {
+            "file"
+        }
+    }
+
+    /// `root/dir` without a trailing slash: where this dataset's files are and nothing else.
+    pub fn location(&self) -> String {
+        if self.dir.is_empty() {
+            self.root.clone()
+        } else {
+            format!("{}/{}", self.root, self.dir)
+        }
+    }
+
+    /// A name from the pipeline's name: lower case, `[a-z0-9_]` (stages and tables start
+    /// with it).
+    pub fn base_name(&self) -> String {
         let mut s: String = self
             .pipeline
             .chars()
@@ -138,6 +240,29 @@ impl Dataset {
         }
         s
     }
+
+    /// This dataset's table: `{base_name}_snapshots`, `{base_name}_history`.
+    pub fn table_name(&self) -> String {
+        format!("{}_{}", self.base_name(), self.contents.suffix())
+    }
+}
+
+/// The stored columns of a Parquet schema written by this tool.
+fn columns_of(schema: &Schema) -> Vec<FileColumn> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| FileColumn {
+            name: f.name().clone(),
+            ty: match f.data_type() {
+                DataType::Int64 | DataType::Int32 => SqlType::Int64,
+                DataType::Float64 => SqlType::Float64,
+                DataType::Boolean => SqlType::Boolean,
+                DataType::Timestamp(..) => SqlType::Timestamp,
+                _ => SqlType::Utf8,
+            },
+        })
+        .collect()
 }
 
 /// The partition columns of a layout's folders, or why it is not Hive-style.

@@ -155,7 +155,8 @@ pub fn relative_key(pipeline: &str, run: &RunReport) -> String {
     )
 }
 
-fn schema() -> Schema {
+/// The columns of a history file (`cohort-sync ddl` declares its tables from them).
+pub fn schema() -> Schema {
     let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
     let int = |name: &str, nullable| Field::new(name, DataType::Int64, nullable);
     let time = |name: &str| {
