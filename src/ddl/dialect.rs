@@ -487,7 +487,7 @@ mod tests {
             Dialect::Athena,
             Dialect::Databricks,
         ] {
-            let err = d.render(&[local.clone()]).expect_err("refused");
+            let err = d.render(std::slice::from_ref(&local)).expect_err("refused");
             assert!(err.contains("/data/out") && err.contains("local"), "{err}");
         }
         assert!(Dialect::Duckdb.render(&[local]).is_ok());
