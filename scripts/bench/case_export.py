@@ -119,7 +119,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 class Emulator:
     """`cohort-sync emulate` on the fixture, with the few API calls the curl side needs."""
 
-    def __init__(self, ctx, work, big, small, threshold, apps):
+    def __init__(self, ctx, work, big, small, threshold, apps, extra_args=()):
         self.fixture = os.path.join(work, "fixture.toml")
         with open(self.fixture, "w") as f:
             f.write(fixture_text(apps, big, small, threshold))
@@ -130,7 +130,7 @@ class Emulator:
         self.cmd = [
             ctx.bin, "emulate", "--port", "0", "--fixture", self.fixture,
             "--time-scale", "1.0", "--job-seconds", "0",
-            "--redirect-threshold", str(threshold),
+            "--redirect-threshold", str(threshold), *extra_args,
         ]
         with open(out_path, "w") as out, open(self.log_path, "w") as err:
             self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=err, cwd=ctx.root)

@@ -60,6 +60,10 @@ pub struct EmulateArgs {
     /// Serve files gzip-compressed (Content-Encoding on the body path, raw on presigned links).
     #[arg(long)]
     gzip: bool,
+    /// Pace each download from the presigned-link listener to this bandwidth in MB/s
+    /// (10^6 bytes), like one S3 GET stream over a real link (default: as fast as loopback).
+    #[arg(long, value_name = "MB_PER_S")]
+    presign_mb_per_sec: Option<f64>,
     /// Monthly download limit of every app.
     #[arg(long, value_name = "N")]
     monthly_limit: Option<u32>,
@@ -98,6 +102,12 @@ fn build_config(args: EmulateArgs) -> Result<EmulatorConfig, String> {
         config.link_ttl = seconds("link-ttl-secs", s)?;
     }
     config.gzip |= args.gzip;
+    if let Some(mb) = args.presign_mb_per_sec {
+        config.presign_bytes_per_sec = Some(
+            emulator::config::setting_mb_per_sec(mb)
+                .map_err(|e| format!("--presign-mb-per-sec {e}"))?,
+        );
+    }
     if let Some(m) = args.monthly_limit {
         config.monthly_limit = m;
     }

@@ -34,6 +34,9 @@ pub struct EmulatorConfig {
     /// Serve files gzip-compressed: with `Content-Encoding: gzip` on the body path, as
     /// raw gzip bytes without that header on the presigned path.
     pub gzip: bool,
+    /// Bandwidth of each download from the presigned listener, in bytes per second (`None`:
+    /// as fast as the loopback goes). S3 gives one GET stream 50–150 MB/s.
+    pub presign_bytes_per_sec: Option<u64>,
     /// Monthly "get one cohort" limit of every app.
     pub monthly_limit: u32,
     /// Single-cohort requests allowed per long window (60 per 10 minutes).
@@ -67,6 +70,7 @@ impl Default for EmulatorConfig {
             redirect_threshold_rows: 100_000,
             link_ttl: Duration::from_secs(60),
             gzip: false,
+            presign_bytes_per_sec: None,
             monthly_limit: 500,
             requests_per_long_window: 60,
             long_window: Duration::from_secs(600),
@@ -101,6 +105,17 @@ pub fn setting_secs(value: f64) -> Result<Duration, String> {
         ));
     }
     Duration::try_from_secs_f64(value).map_err(|e| e.to_string())
+}
+
+/// A link bandwidth setting in MB/s (10^6 bytes) as bytes per second: a finite number in
+/// 0.001..=100000.
+pub fn setting_mb_per_sec(value: f64) -> Result<u64, String> {
+    if !(value.is_finite() && (0.001..=100_000.0).contains(&value)) {
+        return Err(format!(
+            "must be a bandwidth in MB/s in 0.001..=100000, not {value}"
+        ));
+    }
+    Ok((value * 1e6).round() as u64)
 }
 
 /// Longest scaled duration: a hundred years, so that `now + d` never leaves the clock's

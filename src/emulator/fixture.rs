@@ -7,6 +7,7 @@
 //! redirect_threshold_rows = 100000
 //! link_ttl_secs = 60
 //! gzip = false
+//! presign_mb_per_sec = 100       # pace presigned downloads (default: loopback speed)
 //! monthly_limit = 500
 //!
 //! [[apps]]
@@ -39,7 +40,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::config::{AppSpec, CohortSpec, EmulatorConfig, MAX_TIME_SCALE, setting_secs};
+use super::config::{
+    AppSpec, CohortSpec, EmulatorConfig, MAX_TIME_SCALE, setting_mb_per_sec, setting_secs,
+};
 use super::faults::FaultRule;
 use crate::config::ConfigError;
 
@@ -51,6 +54,7 @@ struct FixtureFile {
     redirect_threshold_rows: Option<u64>,
     link_ttl_secs: Option<Spanned<f64>>,
     gzip: Option<bool>,
+    presign_mb_per_sec: Option<Spanned<f64>>,
     monthly_limit: Option<u32>,
     #[serde(default)]
     faults: Vec<Spanned<FaultRule>>,
@@ -103,6 +107,12 @@ pub fn parse(path: &Path, text: &str) -> Result<EmulatorConfig, ConfigError> {
     }
     if let Some(g) = file.gzip {
         config.gzip = g;
+    }
+    if let Some(mb) = file.presign_mb_per_sec {
+        config.presign_bytes_per_sec = Some(
+            setting_mb_per_sec(*mb.get_ref())
+                .map_err(|m| at(mb.span(), format!("presign_mb_per_sec {m}")))?,
+        );
     }
     if let Some(m) = file.monthly_limit {
         config.monthly_limit = m;
@@ -191,6 +201,10 @@ props = ["plan"]
         let c = &cfg.apps[0].cohorts[0];
         assert_eq!((c.id.as_str(), c.size, c.published), ("c1", 10, true));
         assert_eq!(cfg.monthly_limit, 500);
+        assert_eq!(cfg.presign_bytes_per_sec, None);
+        let paced = GOOD.replace("gzip = true", "presign_mb_per_sec = 50");
+        let cfg = parse(Path::new("f.toml"), &paced).expect("valid fixture");
+        assert_eq!(cfg.presign_bytes_per_sec, Some(50_000_000));
     }
 
     #[test]
@@ -205,5 +219,9 @@ props = ["plan"]
         let unknown = GOOD.replace("gzip = true", "gzipped = true");
         let e = parse(Path::new("f.toml"), &unknown).expect_err("unknown key");
         assert_eq!(e.line(), Some(3), "{e}");
+        let no_link = GOOD.replace("gzip = true", "presign_mb_per_sec = 0");
+        let e = parse(Path::new("f.toml"), &no_link).expect_err("zero bandwidth");
+        assert_eq!(e.line(), Some(3), "{e}");
+        assert!(e.message().contains("presign_mb_per_sec"), "{e}");
     }
 }

@@ -2,7 +2,8 @@
 //! `/cohort-exports/{app_id}/{request_id}.csv?X-Amz-...&X-Amz-Signature=..` until the link
 //! expires. Like S3 it refuses a request that also carries an `Authorization` header (400
 //! `InvalidArgument`, "Only one auth mechanism allowed"), and serves gzip files as raw
-//! bytes without `Content-Encoding`. Errors are S3 XML.
+//! bytes without `Content-Encoding`. Errors are S3 XML. With `presign_bytes_per_sec` set,
+//! each download is paced to that bandwidth, like one GET stream from S3 over a real link.
 
 use std::sync::Arc;
 
@@ -119,7 +120,12 @@ fn serve(
             cohort_id,
         );
     };
-    let mut resp = file_body(&job, shared.config.gzip).into_response();
+    let mut resp = file_body(
+        &job,
+        shared.config.gzip,
+        shared.config.presign_bytes_per_sec,
+    )
+    .into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("binary/octet-stream"),

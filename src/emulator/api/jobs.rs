@@ -206,7 +206,7 @@ pub async fn file(
             .is_some();
         return with_facts(redirect(&shared, app_id, &request_id, expired), facts);
     }
-    let mut resp = file_body(&job, shared.config.gzip).into_response();
+    let mut resp = file_body(&job, shared.config.gzip, None).into_response();
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
     if shared.config.gzip {
