@@ -93,6 +93,13 @@ impl IdList {
     }
 
     /// Appends every id of `other`.
+    /// Room for `ids` more ids of `bytes` bytes in all, so that appending them allocates
+    /// once (and never holds a doubled buffer while it grows).
+    pub fn reserve_exact(&mut self, ids: usize, bytes: usize) {
+        self.ends.reserve_exact(ids);
+        self.bytes.reserve_exact(bytes);
+    }
+
     pub fn extend_from(&mut self, other: &IdList) {
         let base = self.bytes.len();
         self.bytes.extend_from_slice(&other.bytes);
