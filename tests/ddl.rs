@@ -51,18 +51,7 @@ async fn duckdb_reads_an_export_through_the_printed_view() {
     assert_eq!(v["types"][0], "VARCHAR", "{v}");
     assert_eq!(v["types"][1], "DATE", "{v}");
     let today = chrono::Utc::now().date_naive().to_string();
-    let rows: Vec<Vec<String>> = v["rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .expect("row")
-                .iter()
-                .map(|x| x.as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .collect();
+    let rows = text_rows(&v, usize::MAX);
     assert_eq!(
         rows,
         vec![
@@ -109,19 +98,7 @@ async fn duckdb_reads_an_export_through_the_printed_view() {
         ],
         "{v}"
     );
-    let rows: Vec<Vec<String>> = v["rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .expect("row")
-                .iter()
-                .take(6)
-                .map(|x| x.as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .collect();
+    let rows = text_rows(&v, 6);
     let row = |id: &str, n: &str| -> Vec<String> {
         ["Nightly-EU", &today, id, "exported", n, "1"]
             .iter()
@@ -129,6 +106,23 @@ async fn duckdb_reads_an_export_through_the_printed_view() {
             .collect()
     };
     assert_eq!(rows, vec![row("c-large", "1200"), row("c-small", "300")]);
+}
+
+/// The rows of a `duckdb_sql.py` answer as text, each cut to its first `columns` values.
+fn text_rows(v: &Value, columns: usize) -> Vec<Vec<String>> {
+    v["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .expect("row")
+                .iter()
+                .take(columns)
+                .map(|x| x.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .collect()
 }
 
 fn reviewed(name: &str) -> PathBuf {

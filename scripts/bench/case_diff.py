@@ -77,16 +77,22 @@ def lines(path):
         return sorted(line.strip().strip('"') for line in f if line.strip())
 
 
-def workload(ctx, title, src, base, exe, note):
-    from run import Tool
-
-    out = os.path.join(ctx.work, "out-diff")
+def prepare_out(ctx, name):
+    """Output folders of both tools under `name` and the DuckDB script written there."""
+    out = os.path.join(ctx.work, name)
     ours_out, duck_out = os.path.join(out, "cohort-sync"), os.path.join(out, "duckdb")
     os.makedirs(ours_out, exist_ok=True)
     os.makedirs(duck_out, exist_ok=True)
     script = os.path.join(out, "duckdb_diff.py")
     with open(script, "w") as f:
         f.write(DUCKDB)
+    return ours_out, duck_out, script
+
+
+def workload(ctx, title, src, base, exe, note):
+    from run import Tool
+
+    ours_out, duck_out, script = prepare_out(ctx, "out-diff")
     tools = [
         Tool("cohort-sync", [exe, src, base, "--out", ours_out]),
         Tool("duckdb", [ctx.python, script, src, base, duck_out]),

@@ -18,7 +18,7 @@ import hashlib
 import os
 import random
 
-from case_diff import DUCKDB, diff_bench
+from case_diff import diff_bench, prepare_out
 
 CHANGED = 100_000
 RSS_TARGET = 256.0
@@ -70,13 +70,7 @@ def run(ctx):
 
     shapes = QUICK_SHAPES if ctx.quick else SHAPES
     exe = diff_bench(ctx)
-    out = os.path.join(ctx.work, "out-diffscale")
-    ours_out, duck_out = os.path.join(out, "cohort-sync"), os.path.join(out, "duckdb")
-    os.makedirs(ours_out, exist_ok=True)
-    os.makedirs(duck_out, exist_ok=True)
-    script = os.path.join(out, "duckdb_diff.py")
-    with open(script, "w") as f:
-        f.write(DUCKDB)
+    ours_out, duck_out, script = prepare_out(ctx, "out-diffscale")
     rows, verdicts, rss_of, commands = [], [], {}, []
     for title, n_src, n_base, shared in shapes:
         src = os.path.join(ctx.work, f"diffscale-source-{n_src}-{n_base}.csv")
