@@ -78,21 +78,12 @@ pub fn diff(
         })?
     };
     results.sort_by_key(|(i, _)| *i);
-    // The lists are sized once and each partition's part is freed as soon as it is
-    // copied: the merge holds one list's worth of ids, not two plus a growing buffer.
+    // Each partition's lists are moved into the result, not copied: the merge never
+    // holds the ids twice.
     let mut out = Diff::default();
-    let total = |f: fn(&Diff) -> &IdList| {
-        results.iter().fold((0, 0), |(n, b), (_, d)| {
-            (n + f(d).len(), b + f(d).byte_len())
-        })
-    };
-    let (add_ids, add_bytes) = total(|d| &d.add);
-    let (remove_ids, remove_bytes) = total(|d| &d.remove);
-    out.add.reserve_exact(add_ids, add_bytes);
-    out.remove.reserve_exact(remove_ids, remove_bytes);
     for (_, d) in results {
-        out.add.extend_from(&d.add);
-        out.remove.extend_from(&d.remove);
+        out.add.append(d.add);
+        out.remove.append(d.remove);
         out.counts.merge(&d.counts);
     }
     Ok(out)
