@@ -75,7 +75,8 @@ pub struct Display {
 impl Display {
     pub fn start(run_id: &str) -> Display {
         let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let overall = mp.add(ProgressBar::new_spinner().with_style(style("{spinner:.green} {wide_msg:.bold}")));
+        let overall = mp
+            .add(ProgressBar::new_spinner().with_style(style("{spinner:.green} {wide_msg:.bold}")));
         let lines = Arc::new(Mutex::new(Lines {
             mp: mp.clone(),
             run_id: escape(run_id).into_owned(),
@@ -198,7 +199,9 @@ impl Lines {
                 cohort_id,
                 state,
             } => self.show(pipeline, cohort_id, Shown::Cohort(state)),
-            Event::Reverse { pipeline, step } => self.show(pipeline, "".into(), Shown::Reverse(step)),
+            Event::Reverse { pipeline, step } => {
+                self.show(pipeline, "".into(), Shown::Reverse(step))
+            }
             Event::Waiting {
                 pipeline,
                 cohort_id,
@@ -292,7 +295,10 @@ fn message(line: &Line) -> String {
         let left = until.map(|u| u.saturating_duration_since(Instant::now()));
         return match (kind, left) {
             (WaitKind::RateSlot, Some(left)) => {
-                format!("waiting for a rate-limit slot (4/min, 60/10 min): {} left", secs(left))
+                format!(
+                    "waiting for a rate-limit slot (4/min, 60/10 min): {} left",
+                    secs(left)
+                )
             }
             (WaitKind::RateSlot, None) => "waiting for a rate-limit slot".into(),
             (WaitKind::InFlight, _) => "waiting for a free request slot (5 in flight)".into(),
@@ -366,7 +372,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -7,9 +7,7 @@
 //! the terminal or forge a line. A pipeline's error is printed once.
 
 use cohort_sync::runner::forecast::Forecast;
-use cohort_sync::runner::report::{
-    CohortReport, LimitWaits, Outcome, PipelineReport, RunReport,
-};
+use cohort_sync::runner::report::{CohortReport, LimitWaits, Outcome, PipelineReport, RunReport};
 use cohort_sync::text::escape;
 
 /// A value for the summary, escaped.

@@ -164,7 +164,12 @@ mod tests {
         timed(WaitKind::RateSlot, None, sleep(50)).await;
         metered(Arc::clone(&meter), async {
             let until = Instant::now() + Duration::from_millis(200);
-            timed(WaitKind::RateSlot, Some(until), tokio::time::sleep_until(until)).await;
+            timed(
+                WaitKind::RateSlot,
+                Some(until),
+                tokio::time::sleep_until(until),
+            )
+            .await;
             timed(WaitKind::RateLimited, None, sleep(30)).await;
             timed(WaitKind::InFlight, None, sleep(5)).await;
         })

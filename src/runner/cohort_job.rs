@@ -31,7 +31,7 @@ use super::layout::{LayoutValues, render};
 use super::leases::{Fence, LeaseKeeper, LeaseRefused};
 use super::plan::{Action, PlannedCohort};
 use super::poll::{PollError, wait_for_job_until};
-use super::progress::{CohortState, Progress, TransferMeter};
+use super::progress::{CohortProgress, CohortState, Progress, TransferMeter};
 use super::report::{CohortReport, LimitWaits, Outcome, RequestReason, SpentRequest};
 use super::shared_requests::{RequestKey, SharedRequests};
 use super::staging::Staging;

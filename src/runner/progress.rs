@@ -39,8 +39,14 @@ pub enum ReverseStep {
     Baseline,
     Diffing,
     /// Sending membership call `chunk` of `of` (1-based).
-    Applying { chunk: usize, of: usize },
-    Finished { outcome: String, ok: bool },
+    Applying {
+        chunk: usize,
+        of: usize,
+    },
+    Finished {
+        outcome: String,
+        ok: bool,
+    },
 }
 
 /// One happening of a run.

@@ -27,10 +27,32 @@ ESCAPES = re.compile(
 )
 
 
+COLUMNS = 120
+
+
+def lines_of(raw):
+    """The terminal's bytes as text lines: escape sequences dropped, a line ended by a line
+    feed, a carriage return, or the terminal's own wrap at COLUMNS (a display pads each of
+    its lines to the full width and lets the terminal wrap)."""
+    text = ESCAPES.sub(b"", raw).decode("utf-8", errors="replace")
+    out, col = [], 0
+    for ch in text:
+        if ch in "\r\n":
+            out.append("\n")
+            col = 0
+            continue
+        if col == COLUMNS:
+            out.append("\n")
+            col = 0
+        out.append(ch)
+        col += 1
+    return "".join(out)
+
+
 def main():
     raw_out, text_out, command = sys.argv[1], sys.argv[2], sys.argv[3:]
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, COLUMNS, 0, 0))
     env = dict(os.environ, TERM="xterm-256color")
     child = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=env
@@ -56,9 +78,8 @@ def main():
     os.close(master)
     with open(raw_out, "wb") as f:
         f.write(raw)
-    text = ESCAPES.sub(b"", bytes(raw)).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    with open(text_out, "wb") as f:
-        f.write(text)
+    with open(text_out, "w", encoding="utf-8") as f:
+        f.write(lines_of(bytes(raw)))
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
     sys.exit(code if code >= 0 else 128 - code)

@@ -35,11 +35,11 @@ use crate::config::{
     CreateCohort, MAX_CHUNK_SIZE, Pipeline, PipelineSpec, Reconcile, ReconcileMode, ReverseSpec,
     Target,
 };
+use crate::quota::waits::{WaitMeter, metered};
 use crate::runner::context::RunContext;
 use crate::runner::layout::sanitize;
 use crate::runner::leases::{LeaseKeeper, LeaseRefused, lease_ttl};
 use crate::runner::poll::PollSettings;
-use crate::quota::waits::{WaitMeter, metered};
 use crate::runner::progress::{ReverseProgress, ReverseStep};
 use crate::runner::report::{LimitWaits, PipelineReport};
 use crate::state::Ledger;
