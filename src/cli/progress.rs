@@ -73,13 +73,12 @@ pub struct Display {
 }
 
 impl Display {
-    pub fn start(run_id: &str) -> Display {
+    pub fn start() -> Display {
         let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let overall = mp
             .add(ProgressBar::new_spinner().with_style(style("{spinner:.green} {wide_msg:.bold}")));
         let lines = Arc::new(Mutex::new(Lines {
             mp: mp.clone(),
-            run_id: escape(run_id).into_owned(),
             started: Instant::now(),
             overall,
             active: BTreeMap::new(),
@@ -170,7 +169,6 @@ struct Line {
 
 struct Lines {
     mp: MultiProgress,
-    run_id: String,
     started: Instant,
     overall: ProgressBar,
     /// By (pipeline, cohort id; empty for a reverse pipeline's line).
@@ -270,9 +268,12 @@ impl Lines {
 
     fn overall_message(&self) -> String {
         let waiting = self.active.values().filter(|l| l.wait.is_some()).count();
+        // The clock first: a line too long for the terminal is cut at its end.
         let mut text = format!(
-            "run {}: {} of {} cohort(s) done",
-            self.run_id, self.done, self.planned
+            "[{}] {} of {} cohort(s) done",
+            clock(self.started.elapsed()),
+            self.done,
+            self.planned
         );
         if self.failed > 0 {
             text.push_str(&format!(" ({} not done as planned)", self.failed));
@@ -284,7 +285,6 @@ impl Lines {
         if waiting > 0 {
             text.push_str(&format!(" · {waiting} waiting for Amplitude's limits"));
         }
-        text.push_str(&format!(" · {}", clock(self.started.elapsed())));
         text
     }
 }
