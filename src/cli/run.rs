@@ -152,7 +152,7 @@ async fn execute(files: &[PathBuf], mode: RunMode, flags: Flags, outputs: Output
     let mut ctx = RunContext::new(mode, flags.force, time_scale_from_env(), base_dir);
     ctx.retry_rejected = flags.retry_rejected;
     ctx.forecast = flags.month;
-    let display = outputs.progress.then(|| super::progress::Display::start());
+    let display = outputs.progress.then(super::progress::Display::start);
     if let Some(d) = &display {
         ctx.progress = cohort_sync::runner::progress::Progress::to(d.sink());
     }
