@@ -80,7 +80,7 @@ fn main() -> ExitCode {
     };
     cli::init_logging(cli.log.as_deref(), cli.log_format);
     let code = match cli.command {
-        Command::Run(args) => cli::block_on(cli::run::run(args)),
+        Command::Run(args) => cli::block_on(cli::run::run(args, cli.log_format)),
         Command::Plan(args) => cli::block_on(cli::run::plan(args)),
         Command::Cohorts(args) => cli::block_on(cli::remote::cohorts(args)),
         Command::Usage(args) => cli::block_on(cli::remote::usage(args)),

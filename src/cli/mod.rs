@@ -5,6 +5,7 @@ pub mod convert;
 pub mod ddl;
 pub mod emulate;
 pub mod examples;
+pub mod progress;
 pub mod remote;
 pub mod run;
 pub mod signals;
@@ -50,7 +51,8 @@ pub fn init_logging(flag_or_env: Option<&str>, format: LogFormat) {
     match format {
         LogFormat::Human => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            // Above the progress bars while `run` shows them (plain stderr otherwise).
+            .with_writer(progress::LogWriter)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
             .init(),

@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// collector: name it `*.prom` in its directory). Replaced whole at the end of the run.
     #[arg(long, value_name = "PATH", env = "COHORT_SYNC_METRICS_FILE")]
     metrics_file: Option<PathBuf>,
+    /// No live progress display (it is shown only when stderr is a terminal and logs are
+    /// human; logs and the summary are unchanged).
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -63,7 +67,7 @@ pub struct PlanArgs {
     month: bool,
 }
 
-pub async fn run(args: RunArgs) -> u8 {
+pub async fn run(args: RunArgs, log_format: super::LogFormat) -> u8 {
     let mode = if args.dry_run {
         RunMode::DryRun
     } else {
@@ -72,6 +76,7 @@ pub async fn run(args: RunArgs) -> u8 {
     let outputs = Outputs {
         report: args.report.as_deref(),
         metrics: args.metrics_file.as_deref(),
+        progress: super::progress::wanted(args.quiet, log_format == super::LogFormat::Json),
     };
     let flags = Flags {
         force: args.force,
@@ -86,6 +91,8 @@ pub async fn run(args: RunArgs) -> u8 {
 struct Outputs<'a> {
     report: Option<&'a Path>,
     metrics: Option<&'a Path>,
+    /// Show the live progress display on stderr (a terminal).
+    progress: bool,
 }
 
 /// The run's switches.
@@ -145,6 +152,10 @@ async fn execute(files: &[PathBuf], mode: RunMode, flags: Flags, outputs: Output
     let mut ctx = RunContext::new(mode, flags.force, time_scale_from_env(), base_dir);
     ctx.retry_rejected = flags.retry_rejected;
     ctx.forecast = flags.month;
+    let display = outputs.progress.then(super::progress::Display::start);
+    if let Some(d) = &display {
+        ctx.progress = cohort_sync::runner::progress::Progress::to(d.sink());
+    }
     tracing::info!(run_id = %ctx.run_id, mode = mode.as_str(), pipelines = prepared.len(), "starting");
     let signals = super::signals::stop_on_signals(ctx.clone());
 
@@ -162,6 +173,9 @@ async fn execute(files: &[PathBuf], mode: RunMode, flags: Flags, outputs: Output
     });
     let pipelines: Vec<PipelineReport> = futures::future::join_all(runs).await;
     signals.abort();
+    if let Some(d) = display {
+        d.finish();
+    }
     let mut report = RunReport {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         run_id: ctx.run_id.clone(),

@@ -7,7 +7,7 @@
 //! the terminal or forge a line. A pipeline's error is printed once.
 
 use cohort_sync::runner::forecast::Forecast;
-use cohort_sync::runner::report::{CohortReport, Outcome, PipelineReport, RunReport};
+use cohort_sync::runner::report::{CohortReport, LimitWaits, Outcome, PipelineReport, RunReport};
 use cohort_sync::text::escape;
 
 /// A value for the summary, escaped.
@@ -122,6 +122,12 @@ fn render_pipeline(out: &mut String, p: &PipelineReport, mode: &str) {
             out.push_str(&format!("  {}\n", safe(line)));
         }
     }
+    if let Some(w) = &p.limit_waits {
+        out.push_str(&format!(
+            "  {} in all (cohorts waiting side by side add up)\n",
+            waits_text(w)
+        ));
+    }
     if let Some(f) = &p.forecast {
         render_forecast(out, f);
     }
@@ -182,6 +188,24 @@ fn render_forecast(out: &mut String, f: &Forecast) {
     }
 }
 
+/// `60.0s waiting for Amplitude's limits (rate-limit slot 59.9s, HTTP 429 backoff 0.1s)`.
+fn waits_text(w: &LimitWaits) -> String {
+    let parts: Vec<String> = [
+        ("rate-limit slot", w.rate_slot_ms),
+        ("in-flight cap", w.in_flight_ms),
+        ("HTTP 429 backoff", w.rate_limited_ms),
+    ]
+    .iter()
+    .filter(|(_, ms)| *ms > 0)
+    .map(|(what, ms)| format!("{what} {:.1}s", *ms as f64 / 1000.0))
+    .collect();
+    format!(
+        "{:.1}s waiting for Amplitude's limits ({})",
+        w.total_ms as f64 / 1000.0,
+        parts.join(", ")
+    )
+}
+
 fn outcome_label(o: Outcome) -> &'static str {
     match o {
         Outcome::Exported => "exported",
@@ -200,12 +224,18 @@ fn outcome_label(o: Outcome) -> &'static str {
 fn cohort_detail(c: &CohortReport) -> String {
     let mut parts = Vec::new();
     if c.outcome == Outcome::Exported {
-        parts.push(format!(
-            "{} rows, {} bytes, {:.1}s",
-            c.rows,
-            c.bytes,
-            c.duration_ms as f64 / 1000.0
-        ));
+        let time = match &c.limit_waits {
+            // The time the cohort took apart from what it spent waiting for Amplitude's
+            // limits (a cohort that waited 60 s for the 4-a-minute limit did not take
+            // 60 s to download).
+            Some(w) => format!(
+                "{:.1}s working + {}",
+                c.duration_ms.saturating_sub(w.total_ms) as f64 / 1000.0,
+                waits_text(w)
+            ),
+            None => format!("{:.1}s", c.duration_ms as f64 / 1000.0),
+        };
+        parts.push(format!("{} rows, {} bytes, {time}", c.rows, c.bytes));
         if let Some(o) = &c.output {
             parts.push(safe(o));
         }
@@ -218,6 +248,11 @@ fn cohort_detail(c: &CohortReport) -> String {
     }
     if let Some(d) = &c.detail {
         parts.push(safe(d));
+    }
+    if c.outcome != Outcome::Exported
+        && let Some(w) = &c.limit_waits
+    {
+        parts.push(waits_text(w));
     }
     parts.push(format!("\"{}\"", safe(&c.name)));
     parts.join("; ")
@@ -263,6 +298,37 @@ mod tests {
         assert!(text.contains("Name\\x1b]0;owned\\x07"), "{text}");
         assert!(text.contains("error: boom\\x07\\nforged line"), "{text}");
         assert_eq!(text.lines().filter(|l| l.contains("forged")).count(), 1);
+    }
+
+    #[test]
+    fn waiting_for_limits_is_told_apart_from_the_work() {
+        let mut r = report("export", "", None);
+        let p = &mut r.pipelines[0];
+        p.error = None;
+        let c = &mut p.cohorts[0];
+        c.outcome = Outcome::Exported;
+        c.detail = None;
+        c.rows = 10;
+        c.bytes = 99;
+        c.duration_ms = 60_200;
+        c.limit_waits = Some(LimitWaits {
+            total_ms: 60_000,
+            rate_slot_ms: 59_500,
+            in_flight_ms: 0,
+            rate_limited_ms: 500,
+        });
+        p.limit_waits = c.limit_waits;
+        let text = render(&r);
+        assert!(
+            text.contains(
+                "10 rows, 99 bytes, 0.2s working + 60.0s waiting for Amplitude's limits (rate-limit slot 59.5s, HTTP 429 backoff 0.5s)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  60.0s waiting for Amplitude's limits (rate-limit slot 59.5s, HTTP 429 backoff 0.5s) in all"),
+            "{text}"
+        );
     }
 
     #[test]

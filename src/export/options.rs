@@ -184,6 +184,8 @@ pub struct ConvertOptions {
     /// How large a field, a row, the header and the gzip expansion may be (see
     /// [`CsvLimits`] for the defaults).
     pub limits: CsvLimits,
+    /// Data rows parsed so far, added to per record batch (a progress display reads it).
+    pub rows_read: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl ConvertOptions {
@@ -201,6 +203,7 @@ impl ConvertOptions {
             cancel: None,
             expect: None,
             limits: CsvLimits::default(),
+            rows_read: None,
         }
     }
 }

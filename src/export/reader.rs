@@ -174,6 +174,9 @@ impl Parse<'_> {
         tx: &mpsc::Sender<ParsedMsg>,
     ) -> Result<bool, ExportError> {
         self.summary.rows += builder.rows() as u64;
+        if let Some(counter) = &self.opts.rows_read {
+            counter.fetch_add(builder.rows() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         while let Ok(done) = self.recycle.try_recv() {
             builder.recycle(done);
         }

@@ -111,22 +111,38 @@ impl AppLimits {
         &self.settings
     }
 
-    /// A slot among the requests in flight; hold it until the response body is read.
+    /// A slot among the requests in flight; hold it until the response body is read. A
+    /// wait for one (all in flight are taken) is charged to the current [`super::waits`]
+    /// meter.
     pub async fn call_permit(&self) -> OwnedSemaphorePermit {
-        loop {
-            if let Ok(p) = self.in_flight.clone().acquire_owned().await {
-                return p;
-            }
-            // The semaphore is never closed; this loop only satisfies the type.
+        if let Ok(p) = self.in_flight.clone().try_acquire_owned() {
+            return p;
         }
+        super::waits::timed(super::waits::WaitKind::InFlight, None, async {
+            loop {
+                if let Ok(p) = self.in_flight.clone().acquire_owned().await {
+                    return p;
+                }
+                // The semaphore is never closed; this loop only satisfies the type.
+            }
+        })
+        .await
     }
 
     /// Waits until a single-cohort request may start without breaking either window and
-    /// a slot in flight is free; records the request at the moment it is let go.
+    /// a slot in flight is free; records the request at the moment it is let go. The wait
+    /// for a window's slot is charged to the current [`super::waits`] meter.
     pub async fn cohort_request_permit(&self) -> OwnedSemaphorePermit {
         loop {
             let wait_until = self.next_free(Instant::now());
-            tokio::time::sleep_until(wait_until).await;
+            if wait_until > Instant::now() {
+                super::waits::timed(
+                    super::waits::WaitKind::RateSlot,
+                    Some(wait_until),
+                    tokio::time::sleep_until(wait_until),
+                )
+                .await;
+            }
             let permit = self.call_permit().await;
             let now = Instant::now();
             let mut guard = match self.windows.lock() {

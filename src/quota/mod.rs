@@ -1,12 +1,14 @@
 //! Amplitude's quotas, enforced on our side so they are never hit: the sliding-window
 //! limits on single-cohort requests, the concurrency gate shared by every call to one app,
 //! bounded retries of what was refused anyway, the monthly download budget and its even
-//! pacing over the month.
+//! pacing over the month; and the time each piece of work spent waiting for them
+//! ([`waits`]).
 
 mod budget;
 mod limits;
 mod pace;
 mod retry;
+pub mod waits;
 mod window;
 
 pub use budget::{BudgetDecision, plan_budget};

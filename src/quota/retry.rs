@@ -89,12 +89,29 @@ impl RetryPolicy {
                         attempt + 1,
                         self.max_attempts
                     );
-                    match stop {
-                        Some(stop) => tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = stop.cancelled() => return Err(ApiError::Stopped),
-                        },
-                        None => tokio::time::sleep(delay).await,
+                    let sleep = async {
+                        match stop {
+                            Some(stop) => tokio::select! {
+                                _ = tokio::time::sleep(delay) => true,
+                                _ = stop.cancelled() => false,
+                            },
+                            None => {
+                                tokio::time::sleep(delay).await;
+                                true
+                            }
+                        }
+                    };
+                    // A 429's backoff is a wait for Amplitude's limits (charged to the
+                    // cohort that waited); a 5xx's or a lost connection's is not.
+                    let slept = if matches!(e, ApiError::RateLimited { .. }) {
+                        let until = tokio::time::Instant::now() + delay;
+                        super::waits::timed(super::waits::WaitKind::RateLimited, Some(until), sleep)
+                            .await
+                    } else {
+                        sleep.await
+                    };
+                    if !slept {
+                        return Err(ApiError::Stopped);
                     }
                     attempt += 1;
                 }

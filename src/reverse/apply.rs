@@ -98,6 +98,8 @@ pub struct ApplySettings<'a> {
     /// Record each applied chunk in the ownership ledger (`mirror_owned`, see
     /// [`super::owned`]).
     pub record_owned: bool,
+    /// The live display: told which chunk is being sent.
+    pub progress: Option<&'a crate::runner::progress::ReverseProgress>,
 }
 
 /// Why one chunk did not get applied.
@@ -173,6 +175,12 @@ pub async fn apply(journal: &mut Journal, s: &ApplySettings<'_>) -> ApplyOutcome
                 error: None,
             });
             continue;
+        }
+        if let Some(p) = s.progress {
+            p.step(crate::runner::progress::ReverseStep::Applying {
+                chunk: i + 1,
+                of: total,
+            });
         }
         let in_doubt = entry.state == ChunkState::Sending;
         let resent_before = out.resent_in_doubt;

@@ -31,13 +31,15 @@ use super::layout::{LayoutValues, render};
 use super::leases::{Fence, LeaseKeeper, LeaseRefused};
 use super::plan::{Action, PlannedCohort};
 use super::poll::{PollError, wait_for_job_until};
-use super::report::{CohortReport, Outcome, RequestReason, SpentRequest};
+use super::progress::{CohortProgress, CohortState, Progress, TransferMeter};
+use super::report::{CohortReport, LimitWaits, Outcome, RequestReason, SpentRequest};
 use super::shared_requests::{RequestKey, SharedRequests};
 use super::staging::Staging;
 use crate::amplitude::types::{Cohort, Timestamp};
 use crate::amplitude::{AmplitudeClient, ApiError};
 use crate::crash;
 use crate::export::{BodyExpectation, ConvertStats, GzipHint, convert_stream};
+use crate::quota::waits::{WaitKind, WaitMeter, current as current_meter, metered};
 use crate::state::{
     CohortRecord, Holder, Ledger, LedgerEntry, LedgerOutcome, RequestRecord, StateStore,
 };
@@ -74,6 +76,8 @@ pub struct CohortJob {
     pub time_scale: f64,
     /// Under `pace = "even"`: every new request first takes a ticket in the ledger.
     pub pace: Option<PaceGuard>,
+    /// The run's live display (off unless on a terminal).
+    pub progress: Progress,
 }
 
 /// Even pacing checked again at each new request, so that runners sharing one state
@@ -97,6 +101,8 @@ pub struct CohortResult {
     pub report: CohortReport,
     pub spent: Vec<SpentRequest>,
     pub file: Option<ManifestFile>,
+    /// Where the cohort's work is, for the live display.
+    pub progress: CohortProgress,
 }
 
 /// A cohort that did not end as planned.
@@ -129,19 +135,31 @@ enum RequestFailure {
 }
 
 impl CohortJob {
-    /// Does one planned cohort; never panics, always reports.
+    /// Does one planned cohort; never panics, always reports. Its waits for Amplitude's
+    /// limits are measured apart (`limit_waits` in its report).
     pub async fn run(&self, item: PlannedCohort) -> CohortResult {
         let started = Instant::now();
+        let progress = self
+            .progress
+            .cohort(&self.settings.name, &item.selected.cohort.id);
+        progress.set(CohortState::Starting);
+        let meter = WaitMeter::new(progress.observer());
         let mut out = CohortResult {
             report: cohort_report(&item, Outcome::Exported),
             spent: Vec::new(),
             file: None,
+            progress,
         };
         out.report.started_at = Some(Utc::now());
-        let out = self.run_into(item, out, started).await;
+        let out = metered(Arc::clone(&meter), self.run_into(item, out, started)).await;
+        out.progress.set(CohortState::Finished {
+            outcome: out.report.outcome.as_str().to_string(),
+            ok: out.report.outcome.is_done(),
+        });
         CohortResult {
             report: CohortReport {
                 finished_at: Some(Utc::now()),
+                limit_waits: LimitWaits::of(&meter.totals()),
                 ..out.report
             },
             ..out
@@ -346,6 +364,7 @@ impl CohortJob {
     ) -> Result<String, Failure> {
         let props = &self.settings.plan;
         let last_computed = cohort.last_computed.clone();
+        out.progress.set(CohortState::Requesting);
         if !self.force
             && let Some(req) = record.request.as_ref().filter(|r| {
                 r.reusable_for(
@@ -369,6 +388,7 @@ impl CohortJob {
         let mut unknown = false;
         let unknown_ref = &mut unknown;
         let rec = &mut *record;
+        let asked = Instant::now();
         let issued = self
             .shared_requests
             .get_or_issue(&key, &issuer, move || async move {
@@ -379,6 +399,13 @@ impl CohortJob {
                 r
             })
             .await;
+        // Waiting for the request another pipeline of this run was issuing is waiting for
+        // the slot it waited for (its own wait is charged to its cohort).
+        if let (Ok(i), Some(meter)) = (&issued, current_meter())
+            && i.issuer != issuer
+        {
+            meter.add(WaitKind::RateSlot, asked.elapsed());
+        }
         // The request's own entry is in the ledger now (spent or unknown), or it was
         // never sent: the ticket has served.
         if let Some(t) = ticket
@@ -419,6 +446,7 @@ impl CohortJob {
         let now = crate::clock::now();
         if issued.issuer == issuer {
             out.report.quota_spent += 1;
+            out.progress.quota_spent();
             out.spent.push(SpentRequest {
                 cohort_id: cohort.id.clone(),
                 request_id: Some(issued.request_id.clone()),
@@ -644,6 +672,9 @@ impl CohortJob {
         out: &mut CohortResult,
         stop: &CancellationToken,
     ) -> Result<(ConvertStats, Staged), RequestFailure> {
+        out.progress.set(CohortState::JobRunning {
+            since: Instant::now(),
+        });
         match wait_for_job_until(&self.client, request_id, &self.settings.poll, Some(stop)).await {
             Ok(_) => {}
             Err(e) if e.request_unusable() => return Err(RequestFailure::Unusable(e.to_string())),
@@ -746,9 +777,18 @@ impl CohortJob {
                 Some(enc) if enc.eq_ignore_ascii_case("gzip") => GzipHint::Encoded,
                 _ => GzipHint::Auto,
             };
-            let body = download
-                .body
-                .inspect(|_| crash::point("export.download.chunk"));
+            // Counted per network chunk and per batch (the display reads the counters).
+            let meter = TransferMeter::new(download.content_length);
+            opts.rows_read = Some(meter.rows_counter());
+            out.progress.set(CohortState::Downloading {
+                meter: Arc::clone(&meter),
+            });
+            let body = download.body.inspect(move |chunk| {
+                if let Ok(bytes) = chunk {
+                    meter.add_bytes(bytes.len() as u64);
+                }
+                crash::point("export.download.chunk");
+            });
             match convert_stream(body, &opts, Arc::clone(&self.output.store), key).await {
                 Ok(stats) => return Ok(stats),
                 Err(e @ crate::export::ExportError::Stopped { .. }) => {
@@ -776,6 +816,7 @@ impl CohortJob {
         fence: &Fence,
     ) -> Result<ManifestFile, Failure> {
         crash::point("export.upload.completed");
+        out.progress.set(CohortState::Writing);
         let staging = Staging::new(&self.output, &self.settings.name, &self.run_id);
         if let Err(lost) = fence.check("publishing the file").await {
             staging.discard(&keys.staged, &keys.final_key).await;

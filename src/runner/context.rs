@@ -1,8 +1,8 @@
 //! What every pipeline execution of one `cohort-sync` invocation shares: the run id, the
 //! mode (plan / dry run / apply), `--force`, the per-app rate limits (one set per app, shared
 //! by every pipeline that talks to it), the time scale used against the emulator, the
-//! stop token that SIGTERM/SIGINT cancel, and the requests issued so far (so a cohort
-//! selected by two pipelines of one run is requested once).
+//! stop token that SIGTERM/SIGINT cancel, the requests issued so far (so a cohort
+//! selected by two pipelines of one run is requested once), and the progress display.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use crate::amplitude::{AmplitudeClient, ApiError, ClientOptions};
 use crate::quota::{LimitSettings, LimitsRegistry, RetryPolicy};
 use crate::state::Holder;
 
+use super::progress::Progress;
 use super::shared_requests::SharedRequests;
 
 /// What a command asks a pipeline to do.
@@ -71,6 +72,8 @@ pub struct RunContext {
     pub answers_429: Arc<AtomicU64>,
     /// `plan --month`: add the month's forecast to each export pipeline's report.
     pub forecast: bool,
+    /// The live display of what the run does (off unless `run` is on a terminal).
+    pub progress: Progress,
 }
 
 impl RunContext {
@@ -96,6 +99,7 @@ impl RunContext {
             shared_requests: Arc::new(SharedRequests::default()),
             answers_429: Arc::new(AtomicU64::new(0)),
             forecast: false,
+            progress: Progress::off(),
         }
     }
 

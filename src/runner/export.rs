@@ -17,8 +17,10 @@ use super::context::RunContext;
 use super::leases::lease_ttl;
 use super::plan::{Action, ExportPlan, PlanOptions, PlannedCohort, plan_export};
 use super::poll::PollSettings;
+use super::progress::Event;
 use super::report::{
-    CohortReport, Outcome, PaceSnapshot, PipelineReport, RequestReason, SpentRequest, UsageSnapshot,
+    CohortReport, LimitWaits, Outcome, PaceSnapshot, PipelineReport, RequestReason, SpentRequest,
+    UsageSnapshot,
 };
 use super::run_history::{forecast_month, record_run};
 use super::select::{Selection, select};
@@ -28,6 +30,7 @@ use crate::amplitude::ClientOptions;
 use crate::amplitude::ids::{IdRole, check_id};
 use crate::exit;
 use crate::export::ConvertOptions;
+use crate::quota::waits::{WaitMeter, metered};
 use crate::state::{Ledger, REQUEST_VALIDITY_DAYS, StateStore};
 use crate::storage::{self, Location};
 
@@ -82,13 +85,33 @@ struct Manifest<'a> {
 pub async fn execute(settings: &ExportSettings, ctx: &RunContext) -> PipelineReport {
     let mut report = PipelineReport::new(&settings.file, &settings.name, "export");
     report.started_at = Some(Utc::now());
-    if let Err((code, message)) = execute_into(settings, ctx, &mut report).await {
+    // The pipeline's own calls (list, usage) wait here; each cohort has its own meter.
+    let meter = WaitMeter::new(None);
+    if let Err((code, message)) =
+        metered(Arc::clone(&meter), execute_into(settings, ctx, &mut report)).await
+    {
         tracing::error!("{message}");
         report.error = Some(message);
         report.exit_code = code;
     }
+    report.limit_waits = pipeline_waits(&meter.totals(), &report.cohorts);
     report.finished_at = Some(Utc::now());
     report
+}
+
+/// A pipeline's waits for Amplitude's limits: its own calls' and its cohorts'.
+pub(crate) fn pipeline_waits(
+    own: &crate::quota::waits::WaitTotals,
+    cohorts: &[CohortReport],
+) -> Option<LimitWaits> {
+    let mut sum = LimitWaits::of(own).unwrap_or_default();
+    for w in cohorts.iter().filter_map(|c| c.limit_waits.as_ref()) {
+        sum.total_ms += w.total_ms;
+        sum.rate_slot_ms += w.rate_slot_ms;
+        sum.in_flight_ms += w.in_flight_ms;
+        sum.rate_limited_ms += w.rate_limited_ms;
+    }
+    (sum.total_ms > 0).then_some(sum)
 }
 
 async fn execute_into(
@@ -194,6 +217,7 @@ async fn execute_into(
             reserve: plan_opts.reserve,
             beyond_ledger,
         }),
+        progress: ctx.progress.clone(),
     });
 
     let mut order = Vec::new();
@@ -221,6 +245,12 @@ async fn execute_into(
         }
     }
 
+    ctx.progress.emit(|| Event::Planned {
+        pipeline: settings.name.as_str().into(),
+        downloads: downloads.len(),
+        quota: plan.budget.spend,
+        skipped: report.cohorts.len(),
+    });
     let parallel = settings.max_parallel.max(1);
     let results: Vec<CohortResult> = futures::stream::iter(downloads.into_iter().map(|item| {
         let job = Arc::clone(&job);

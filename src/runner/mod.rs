@@ -12,6 +12,7 @@ pub mod leases;
 pub mod metrics;
 pub mod plan;
 pub mod poll;
+pub mod progress;
 pub mod report;
 pub mod run_history;
 pub mod select;

@@ -31,6 +31,22 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome as the report writes it (`exported`, `deferred_quota`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Exported => "exported",
+            Outcome::Planned => "planned",
+            Outcome::SkippedUnchanged => "skipped_unchanged",
+            Outcome::SkippedArchived => "skipped_archived",
+            Outcome::FreshEnough => "fresh_enough",
+            Outcome::Paced => "paced",
+            Outcome::SkippedLeased => "skipped_leased",
+            Outcome::DeferredQuota => "deferred_quota",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Failed => "failed",
+        }
+    }
+
     /// Whether the cohort needs nothing more from this run: a run whose cohorts all end so
     /// (or deferred by quota, which exits 3) may write `_SUCCESS`.
     pub fn is_done(self) -> bool {
@@ -128,7 +144,13 @@ pub struct CohortReport {
     /// if nothing else spends meanwhile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_at: Option<DateTime<Utc>>,
+    /// Wall time of the cohort's work, waits for Amplitude's limits included (see
+    /// `limit_waits`: the rest is lease, job, transfer and writing time).
     pub duration_ms: u64,
+    /// Of `duration_ms`, the time spent waiting for Amplitude's limits (absent when the
+    /// cohort did not wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_waits: Option<LimitWaits>,
     /// When this run started and ended the cohort's work (absent for a cohort it only
     /// planned, skipped or deferred).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,6 +178,7 @@ impl CohortReport {
             sha256: None,
             expected_at: None,
             duration_ms: 0,
+            limit_waits: None,
             started_at: None,
             finished_at: None,
         }
@@ -164,6 +187,35 @@ impl CohortReport {
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
+    }
+}
+
+/// Time a piece of work (a cohort, a pipeline) spent waiting for Amplitude's limits
+/// rather than transferring or waiting for its job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitWaits {
+    /// The three below added up.
+    pub total_ms: u64,
+    /// Waiting for a slot of the single-cohort request windows (4 a minute, 60 in 10
+    /// minutes), or for the same request another pipeline of the run was waiting to issue.
+    pub rate_slot_ms: u64,
+    /// Waiting for a free slot among the 5 requests in flight.
+    pub in_flight_ms: u64,
+    /// Backing off after HTTP 429 answers.
+    pub rate_limited_ms: u64,
+}
+
+impl LimitWaits {
+    /// `None` when nothing was waited (the report leaves the field out).
+    pub fn of(t: &crate::quota::waits::WaitTotals) -> Option<Self> {
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let w = LimitWaits {
+            total_ms: ms(t.total()),
+            rate_slot_ms: ms(t.rate_slot),
+            in_flight_ms: ms(t.in_flight),
+            rate_limited_ms: ms(t.rate_limited),
+        };
+        (w.total_ms > 0).then_some(w)
     }
 }
 
@@ -258,6 +310,10 @@ pub struct PipelineReport {
     /// Reverse pipelines: the ids this run's calls changed (metrics and history read it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverse_totals: Option<ReverseTotals>,
+    /// Time the whole pipeline spent waiting for Amplitude's limits (its cohorts' and its
+    /// own calls'; concurrent cohorts' waits add up). Absent when nothing waited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_waits: Option<LimitWaits>,
     /// When the pipeline's execution started and ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
@@ -320,6 +376,7 @@ impl PipelineReport {
             error: None,
             reverse: None,
             reverse_totals: None,
+            limit_waits: None,
             started_at: None,
             finished_at: None,
             pace: None,
@@ -367,6 +424,25 @@ mod tests {
         assert_eq!(combine_exit_codes([0, 3, 0]), 3);
         assert_eq!(combine_exit_codes([3, 1, 0]), 1);
         assert_eq!(combine_exit_codes([]), 0);
+    }
+
+    #[test]
+    fn as_str_is_the_serialized_name() {
+        for o in [
+            Outcome::Exported,
+            Outcome::Planned,
+            Outcome::SkippedUnchanged,
+            Outcome::SkippedArchived,
+            Outcome::FreshEnough,
+            Outcome::Paced,
+            Outcome::SkippedLeased,
+            Outcome::DeferredQuota,
+            Outcome::Interrupted,
+            Outcome::Failed,
+        ] {
+            let json = serde_json::to_value(o).unwrap_or_default();
+            assert_eq!(json.as_str(), Some(o.as_str()));
+        }
     }
 
     #[test]

@@ -167,8 +167,30 @@ lists_dir = "lists"
     /// the caller's [`SCRUBBED`] environment.
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cohort-sync"));
-        cmd.args(args)
-            .current_dir(self.dir.path())
+        cmd.args(args);
+        self.prepare(cmd)
+    }
+
+    /// [`Harness::command`] with stderr on a pseudo-terminal (`tests/py/pty_run.py`):
+    /// what the binary drew there goes to `raw` as written and to `text` without escape
+    /// sequences; stdout stays a pipe.
+    pub fn command_on_terminal(
+        &self,
+        raw: &Path,
+        text: &Path,
+        args: &[&str],
+    ) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(super::peers::python());
+        cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/pty_run.py"))
+            .arg(raw)
+            .arg(text)
+            .arg(env!("CARGO_BIN_EXE_cohort-sync"))
+            .args(args);
+        self.prepare(cmd)
+    }
+
+    fn prepare(&self, mut cmd: tokio::process::Command) -> tokio::process::Command {
+        cmd.current_dir(self.dir.path())
             .env("COHORT_SYNC_TIME_SCALE", TIME_SCALE.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

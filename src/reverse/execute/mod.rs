@@ -35,17 +35,20 @@ use crate::config::{
     CreateCohort, MAX_CHUNK_SIZE, Pipeline, PipelineSpec, Reconcile, ReconcileMode, ReverseSpec,
     Target,
 };
+use crate::quota::waits::{WaitMeter, metered};
 use crate::runner::context::RunContext;
 use crate::runner::layout::sanitize;
 use crate::runner::leases::{LeaseKeeper, LeaseRefused, lease_ttl};
 use crate::runner::poll::PollSettings;
-use crate::runner::report::PipelineReport;
+use crate::runner::progress::{ReverseProgress, ReverseStep};
+use crate::runner::report::{LimitWaits, PipelineReport};
 use crate::state::Ledger;
 use crate::state::{REQUEST_VALIDITY_DAYS, StateStore};
 use crate::storage;
 use crate::{crash, exit};
 use std::collections::HashSet;
 use std::ops::Range;
+use std::sync::Arc;
 
 mod ledgers;
 mod settle;
@@ -89,9 +92,16 @@ pub async fn execute(pipeline: &Pipeline, ctx: &RunContext) -> PipelineReport {
         cohort_id = tracing::field::Empty,
         request_id = tracing::field::Empty
     );
-    let result = run(pipeline, spec, ctx, &mut report, &mut rev)
-        .instrument(span)
-        .await;
+    let progress = ctx.progress.reverse(&pipeline.name);
+    // Every wait of the pipeline's calls for Amplitude's limits, shown and added up.
+    let meter = WaitMeter::new(progress.observer());
+    let result = metered(
+        Arc::clone(&meter),
+        run(pipeline, spec, ctx, &progress, &mut report, &mut rev),
+    )
+    .instrument(span)
+    .await;
+    report.limit_waits = LimitWaits::of(&meter.totals());
     if let Err(f) = &result {
         report.error = Some(f.message.clone());
         report.exit_code = f.code;
@@ -121,6 +131,10 @@ pub async fn execute(pipeline: &Pipeline, ctx: &RunContext) -> PipelineReport {
         rev.calls_sent,
         rev.outcome
     );
+    progress.step(ReverseStep::Finished {
+        outcome: rev.outcome.clone(),
+        ok: report.exit_code == exit::OK,
+    });
     report.reverse_totals = Some(rev.totals());
     report.reverse = serde_json::to_value(&rev).ok();
     report.finished_at = Some(chrono::Utc::now());
@@ -140,6 +154,8 @@ struct Setup {
     cohort_id: Option<String>,
     /// Set while the cohort is still to be created.
     create: Option<CreateCohort>,
+    /// The live display's line of this pipeline.
+    progress: ReverseProgress,
 }
 
 /// The run, as its steps: finish (or supersede) an unfinished plan; read the source; look
@@ -149,10 +165,11 @@ async fn run(
     pipeline: &Pipeline,
     spec: &ReverseSpec,
     ctx: &RunContext,
+    progress: &ReverseProgress,
     report: &mut PipelineReport,
     rev: &mut ReverseReport,
 ) -> Result<(), Failure> {
-    let mut setup = open(pipeline, spec, ctx).await?;
+    let mut setup = open(pipeline, spec, ctx, progress.clone()).await?;
     if !ctx.mode.applies() {
         return run_steps(&mut setup, pipeline, spec, ctx, report, rev).await;
     }
@@ -227,11 +244,14 @@ async fn run_steps(
     } else {
         None
     };
+    setup.progress.step(ReverseStep::ReadingSource);
     let source = read_source(&file, spec).await?;
     let cohort = current_cohort(setup, rev).await?;
     refuse_empty_source(&source, &cohort, &file, spec, ctx, rev)?;
+    setup.progress.step(ReverseStep::Baseline);
     let base = get_baseline(setup, &cohort, pipeline, spec, ctx, report, rev).await?;
     let baseline_known = base.is_some();
+    setup.progress.step(ReverseStep::Diffing);
     let (diffs, retried) =
         diff_with_ledgers(source.ids, base, setup, pipeline, spec, ctx, rev).await?;
     rev.source = Some(source_report(
@@ -281,7 +301,12 @@ async fn run_steps(
 
 /// The client, the state, and the target: an existing cohort, one this pipeline created
 /// earlier, or one to create.
-async fn open(pipeline: &Pipeline, spec: &ReverseSpec, ctx: &RunContext) -> Result<Setup, Failure> {
+async fn open(
+    pipeline: &Pipeline,
+    spec: &ReverseSpec,
+    ctx: &RunContext,
+    progress: ReverseProgress,
+) -> Result<Setup, Failure> {
     let mut conn = pipeline
         .connection
         .resolve()
@@ -313,6 +338,7 @@ async fn open(pipeline: &Pipeline, spec: &ReverseSpec, ctx: &RunContext) -> Resu
         target_key,
         cohort_id,
         create,
+        progress,
     })
 }
 
@@ -1058,6 +1084,7 @@ async fn apply_journal(
         run_id: &ctx.run_id,
         stop: &ctx.stop,
         record_owned: spec.reconcile.mode == ReconcileMode::MirrorOwned,
+        progress: Some(&setup.progress),
     };
     let outcome = apply(journal, &settings).await;
     let closed = journal.doc.status == JournalStatus::Closed;
