@@ -25,6 +25,7 @@ const EXAMPLE_ENV: &[(&str, &str)] = &[
     ("EXPORT_BUCKET", "warehouse-bucket"),
     ("AMPLITUDE_EU_API_KEY", "eu-key-value"),
     ("AMPLITUDE_EU_SECRET_KEY", "eu-secret-value"),
+    ("OPENLINEAGE_API_KEY", "lineage-key-value"),
 ];
 
 struct Output {

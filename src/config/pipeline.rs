@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::connection::Connection;
 use super::download::Download;
+use super::lineage::Lineage;
 use super::export::{ExportSpec, Output, Quota, Select};
 use super::reverse::{Reconcile, ReverseSpec, Source, Target, TargetTable};
 use super::values::StorageUrl;
@@ -24,6 +25,8 @@ pub struct Pipeline {
     pub state: State,
     pub download: Download,
     pub spec: PipelineSpec,
+    /// `[lineage]`: where OpenLineage run events go (none: not emitted).
+    pub lineage: Option<Lineage>,
     /// Where some values sit in the file, for errors found when files are checked
     /// together ([`super::check_together`]).
     pub(crate) positions: Positions,
@@ -194,4 +197,7 @@ pub(crate) struct PipelineFile {
     /// Reverse only: how membership is reconciled.
     #[serde(default)]
     pub reconcile: Option<Reconcile>,
+    /// OpenLineage run events of each run (optional).
+    #[serde(default)]
+    pub lineage: Option<Lineage>,
 }

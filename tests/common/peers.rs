@@ -114,3 +114,10 @@ pub fn read_history(root: &str) -> Value {
 pub fn parse_metrics(file: &Path) -> Value {
     json("parse_metrics.py", &[file.to_str().expect("utf-8 path")])
 }
+
+/// OpenLineage events (an NDJSON file: events, or the receiver's records) validated by
+/// jsonschema against the spec's schema and each facet's, with the row count pyarrow reads
+/// from every local Parquet output (see tests/py/check_lineage.py).
+pub fn check_lineage(file: &Path) -> Value {
+    json("check_lineage.py", &[file.to_str().expect("utf-8 path")])
+}
