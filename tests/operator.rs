@@ -973,7 +973,7 @@ fn the_readme_quick_start_runs_verbatim() {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let child = std::process::Command::new("bash")
+    let mut child = std::process::Command::new("bash")
         .args(["-e", "-c", &script])
         .current_dir(dir.path())
         .env("PATH", path)

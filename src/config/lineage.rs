@@ -106,9 +106,10 @@ pub(crate) fn check_url(url: &str, has_key: bool) -> Result<(), String> {
         ));
     }
     if authority.contains('@') {
-        return Err(format!(
-            "lineage.url must not hold user info (user@host): set lineage.api_key = \"${{VAR}}\" instead"
-        ));
+        return Err(
+            "lineage.url must not hold user info (user@host): set lineage.api_key = \"${VAR}\" instead"
+                .to_string(),
+        );
     }
     Ok(())
 }

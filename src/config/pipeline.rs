@@ -197,7 +197,8 @@ pub(crate) struct PipelineFile {
     /// Reverse only: how membership is reconciled.
     #[serde(default)]
     pub reconcile: Option<Reconcile>,
-    /// OpenLineage run events of each run (optional).
+    /// Optional: OpenLineage run events of each `run` (START, then COMPLETE, FAIL or ABORT)
+    /// to an HTTP endpoint or a file; the README's *Lineage* section says what they hold.
     #[serde(default)]
     pub lineage: Option<Lineage>,
 }
