@@ -69,7 +69,10 @@ fn start_then(events: &[Value], job: &str, end: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_sends_start_and_complete_with_its_cohorts_and_parquet_files() {
     let h = harness::start(
-        vec![cohort("alpha", 1_500).props(&["gp:plan"]), cohort("beta", 400)],
+        vec![
+            cohort("alpha", 1_500).props(&["gp:plan"]),
+            cohort("beta", 400),
+        ],
         |_| {},
     )
     .await;
@@ -96,7 +99,10 @@ async fn an_export_sends_start_and_complete_with_its_cohorts_and_parquet_files()
     for r in records {
         assert_eq!(r["authorization"], format!("Bearer {key}"));
         assert_eq!(r["path"], "/api/v1/lineage");
-        assert!(!r["event"].to_string().contains(key), "the key is in an event");
+        assert!(
+            !r["event"].to_string().contains(key),
+            "the key is in an event"
+        );
     }
     let events = events(&checked);
     let complete = start_then(&events, "nightly", "COMPLETE");
@@ -113,7 +119,10 @@ async fn an_export_sends_start_and_complete_with_its_cohorts_and_parquet_files()
             let name = d["name"].as_str().expect("name").to_string();
             let facet = &d["facets"]["amplitudeCohort"];
             assert_eq!(facet["cohortId"], name.as_str());
-            (name, facet["cohortName"].as_str().expect("name").to_string())
+            (
+                name,
+                facet["cohortName"].as_str().expect("name").to_string(),
+            )
         })
         .collect();
     assert_eq!(
@@ -127,7 +136,10 @@ async fn an_export_sends_start_and_complete_with_its_cohorts_and_parquet_files()
     // Outputs: every Parquet file the report lists, with pyarrow's row count and its size.
     let rows = checked["parquet_rows"].as_object().expect("rows");
     let mut seen = BTreeSet::new();
-    for c in report["pipelines"][0]["cohorts"].as_array().expect("cohorts") {
+    for c in report["pipelines"][0]["cohorts"]
+        .as_array()
+        .expect("cohorts")
+    {
         let path = h.dir.path().join(c["output"].as_str().expect("output"));
         let name = path.to_string_lossy().into_owned();
         let out = complete["outputs"]
@@ -204,10 +216,7 @@ async fn a_reverse_run_names_its_source_and_the_cohort_it_changed() {
         assert_eq!(e["job"]["facets"]["jobType"]["jobType"], "REVERSE");
         let input = &e["inputs"][0];
         assert_eq!(input["namespace"], "file");
-        assert_eq!(
-            input["name"],
-            h.path("crm.csv").to_string_lossy().as_ref()
-        );
+        assert_eq!(input["name"], h.path("crm.csv").to_string_lossy().as_ref());
         assert_eq!(e["outputs"][0]["name"], "rev");
     }
     let types: Vec<&Value> = events.iter().map(|e| &e["eventType"]).collect();
@@ -266,7 +275,10 @@ async fn a_failing_run_sends_fail_and_a_quota_deferred_one_complete() {
     let complete = start_then(&events, "monthly", "COMPLETE");
     let facet = &complete["run"]["facets"]["cohortSync"];
     assert_eq!(facet["exitCode"], 3);
-    assert_eq!(facet["deferredCohorts"], serde_json::json!(["alpha", "beta"]));
+    assert_eq!(
+        facet["deferredCohorts"],
+        serde_json::json!(["alpha", "beta"])
+    );
     assert!(complete["run"]["facets"].get("errorMessage").is_none());
 }
 

@@ -704,7 +704,9 @@ fn block_after<'a>(text: &'a str, marker: &str) -> Vec<&'a str> {
     let at = text
         .find(marker)
         .unwrap_or_else(|| panic!("no {marker:?} in the docs"));
-    let mut lines = text[at + marker.len()..].lines().skip_while(|l| !l.starts_with("```"));
+    let mut lines = text[at + marker.len()..]
+        .lines()
+        .skip_while(|l| !l.starts_with("```"));
     lines.next();
     lines.take_while(|l| !l.starts_with("```")).collect()
 }
@@ -762,13 +764,19 @@ fn matches_quoted(pattern: &str, line: &str) -> bool {
 
 #[test]
 fn quoted_patterns_match_as_documented() {
-    assert!(matches_quoted("run <run>: exit code 3", "run 2026-1: exit code 3"));
-    assert!(!matches_quoted("run <run>: exit code 3", "run : exit code 3"));
-    assert!(!matches_quoted("run <run>: exit code 3", "run x: exit code 1"));
     assert!(matches_quoted(
-        "<time>  INFO a <x> b",
-        "2026Z  INFO a 12 b"
+        "run <run>: exit code 3",
+        "run 2026-1: exit code 3"
     ));
+    assert!(!matches_quoted(
+        "run <run>: exit code 3",
+        "run : exit code 3"
+    ));
+    assert!(!matches_quoted(
+        "run <run>: exit code 3",
+        "run x: exit code 1"
+    ));
+    assert!(matches_quoted("<time>  INFO a <x> b", "2026Z  INFO a 12 b"));
     assert!(matches_quoted("a < b", "a < b"));
     assert!(matches_quoted("`<A>` <dir>/x", "`<A>` /tmp/x"));
 }
@@ -796,10 +804,18 @@ fn the_guide_shows_the_ddl_the_binary_prints() {
             .env("EXPORT_BUCKET", "my-bucket")
             .output()
             .expect("run ddl");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let printed = String::from_utf8_lossy(&out.stdout);
         let quoted = block_after(&guide, &format!("<!-- ddl: {dialect} -->")).join("\n");
-        assert_eq!(quoted, printed.trim_end(), "docs/guide.md's {dialect} block is stale");
+        assert_eq!(
+            quoted,
+            printed.trim_end(),
+            "docs/guide.md's {dialect} block is stale"
+        );
     }
 }
 
@@ -807,7 +823,10 @@ fn the_guide_shows_the_ddl_the_binary_prints() {
 fn is_stopped(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('T')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('T'))
+        })
         .unwrap_or(false)
 }
 
@@ -821,7 +840,10 @@ async fn troubleshoot_case(h: &Harness, name: &str, base: &str) -> String {
         ("AMPLITUDE_SECRET_KEY", secret.as_str()),
     ];
     let nightly = |from: &str, to: &str| {
-        assert!(base.contains(from), "{from:?} is not in the guide's nightly.toml");
+        assert!(
+            base.contains(from),
+            "{from:?} is not in the guide's nightly.toml"
+        );
         std::fs::write(h.path("nightly.toml"), base.replacen(from, to, 1)).expect("write");
     };
     let ids = "ids = [\"d3m0a01\"]";
@@ -837,7 +859,10 @@ async fn troubleshoot_case(h: &Harness, name: &str, base: &str) -> String {
         }
         "missing-env" => {
             let app = format!("app_id = {APP_ID}");
-            nightly(&app, &format!("{app}\napi_key = \"${{AMPLITUDE_PROD_KEY}}\""));
+            nightly(
+                &app,
+                &format!("{app}\napi_key = \"${{AMPLITUDE_PROD_KEY}}\""),
+            );
             both(h.exec(&["validate", "nightly.toml"], &[]).await)
         }
         "no-credentials" => {
@@ -846,12 +871,18 @@ async fn troubleshoot_case(h: &Harness, name: &str, base: &str) -> String {
         }
         "wrong-secret" => {
             nightly(ids, ids);
-            let env = [("AMPLITUDE_API_KEY", key.as_str()), ("AMPLITUDE_SECRET_KEY", "wrong")];
+            let env = [
+                ("AMPLITUDE_API_KEY", key.as_str()),
+                ("AMPLITUDE_SECRET_KEY", "wrong"),
+            ];
             both(h.exec(&["run", "nightly.toml"], &env).await)
         }
         "unknown-api-key" => {
             nightly(ids, ids);
-            let env = [("AMPLITUDE_API_KEY", "not-a-key"), ("AMPLITUDE_SECRET_KEY", "wrong")];
+            let env = [
+                ("AMPLITUDE_API_KEY", "not-a-key"),
+                ("AMPLITUDE_SECRET_KEY", "wrong"),
+            ];
             both(h.exec(&["run", "nightly.toml"], &env).await)
         }
         "quota-spent" => {
@@ -903,7 +934,9 @@ async fn troubleshoot_case(h: &Harness, name: &str, base: &str) -> String {
             );
             both(h.exec(&["run", "crm.toml"], &keys).await)
         }
-        other => panic!("docs/guide.md has a troubleshooting case {other:?} this test cannot reproduce"),
+        other => {
+            panic!("docs/guide.md has a troubleshooting case {other:?} this test cannot reproduce")
+        }
     }
 }
 
@@ -943,11 +976,17 @@ async fn the_guide_quotes_the_messages_the_binary_prints() {
         assert!(!quoted.is_empty(), "{case}: nothing quoted");
         for line in quoted.iter().filter(|l| !l.starts_with("$ ")) {
             if !printed.lines().any(|p| matches_quoted(line, p)) {
-                stale.push(format!("{case}: {line:?} is not in what the binary printed:\n{printed}"));
+                stale.push(format!(
+                    "{case}: {line:?} is not in what the binary printed:\n{printed}"
+                ));
             }
         }
     }
-    assert!(stale.is_empty(), "docs/guide.md is stale:\n{}", stale.join("\n"));
+    assert!(
+        stale.is_empty(),
+        "docs/guide.md is stale:\n{}",
+        stale.join("\n")
+    );
 }
 
 /// README's "Quick start by hand" block, run verbatim by bash in a copy of `pipelines/`,

@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::connection::Connection;
 use super::download::Download;
-use super::lineage::Lineage;
 use super::export::{ExportSpec, Output, Quota, Select};
+use super::lineage::Lineage;
 use super::reverse::{Reconcile, ReverseSpec, Source, Target, TargetTable};
 use super::values::StorageUrl;
 use crate::export::Compression;

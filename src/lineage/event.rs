@@ -23,8 +23,7 @@ const EVENT_SCHEMA: &str = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/
 const JOB_TYPE_SCHEMA: &str =
     "https://openlineage.io/spec/facets/2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet";
 const OUTPUT_STATISTICS_SCHEMA: &str = "https://openlineage.io/spec/facets/1-0-2/OutputStatisticsOutputDatasetFacet.json#/$defs/OutputStatisticsOutputDatasetFacet";
-const ERROR_MESSAGE_SCHEMA: &str =
-    "https://openlineage.io/spec/facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet";
+const ERROR_MESSAGE_SCHEMA: &str = "https://openlineage.io/spec/facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet";
 /// This tool's own facets, described by `schemas/openlineage-facets.json`.
 const OWN_FACETS: &str = "urn:cohort-sync:schemas/openlineage-facets.json#/$defs/";
 
@@ -224,7 +223,13 @@ impl JobInfo {
     }
 
     /// The end event, from the pipeline's report.
-    pub fn end(&self, run_uuid: &str, run_id: &str, report: &PipelineReport, ended: Ended) -> Value {
+    pub fn end(
+        &self,
+        run_uuid: &str,
+        run_id: &str,
+        report: &PipelineReport,
+        ended: Ended,
+    ) -> Value {
         let at = report.finished_at.unwrap_or_else(crate::clock::now);
         let mut run_facets = Map::new();
         let deferred: Vec<&str> = report
@@ -275,7 +280,11 @@ impl JobInfo {
     /// Inputs: the cohorts this run downloaded; outputs: the Parquet files it published.
     fn export_datasets(&self, report: &PipelineReport) -> (Vec<Value>, Vec<Value>) {
         let (mut inputs, mut outputs) = (Vec::new(), Vec::new());
-        for c in report.cohorts.iter().filter(|c| c.outcome == Outcome::Exported) {
+        for c in report
+            .cohorts
+            .iter()
+            .filter(|c| c.outcome == Outcome::Exported)
+        {
             let mut input = Dataset::cohort(&self.base_url, &c.cohort_id).json();
             input.insert(
                 "facets".into(),

@@ -134,7 +134,9 @@ impl Emitter {
             Err(_) => Err(format!("no answer within {} s", self.timeout.as_secs())),
         };
         match sent {
-            Ok(()) => tracing::debug!(pipeline = %self.pipeline, "lineage: {what} event sent to {}", self.destination()),
+            Ok(()) => {
+                tracing::debug!(pipeline = %self.pipeline, "lineage: {what} event sent to {}", self.destination())
+            }
             Err(e) => {
                 if !self.failed.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
