@@ -5,6 +5,7 @@
 //! against what the run did — the Parquet row counts as pyarrow reads them, the reverse
 //! calls as the emulator holds them. A failing run emits FAIL, a quota-deferred one
 //! COMPLETE with the deferred cohorts, and a dead receiver never fails or stalls a sync.
+//! One test writes to S3 (moto): run with `scripts/test.sh --test lineage`.
 
 mod common;
 
@@ -324,4 +325,45 @@ async fn a_plan_and_a_dry_run_emit_no_events() {
     let dry = h.invoke("run", &[&file], &["--dry-run"], &[]).await;
     assert_eq!(dry.code, 0, "{}", dry.stderr);
     assert!(!h.path("events.ndjson").exists());
+}
+
+/// On S3 (moto on loopback) an output is named `s3://BUCKET` + key, and its rowCount and
+/// size are what pyarrow reads and what the bucket lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_to_s3_names_its_files_by_bucket_and_key() {
+    let h = harness::start(vec![cohort("alpha", 900), cohort("beta", 250)], |_| {}).await;
+    let bucket = common::s3::create_bucket("lineage");
+    let file = h.export_pipeline(
+        "to-s3",
+        &["alpha", "beta"],
+        &format!("s3://{bucket}/cohorts"),
+        &format!("s3://{bucket}/state"),
+        "[lineage]\nfile = \"events.ndjson\"\n",
+    );
+    let (code, report, stderr) = h.run(&file, &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let events = events(&check_lineage(&h.path("events.ndjson")));
+    let complete = start_then(&events, "to-s3", "COMPLETE");
+    let objects: BTreeMap<String, u64> =
+        common::s3::list(&bucket, "cohorts/").into_iter().collect();
+    let outputs = complete["outputs"].as_array().expect("outputs");
+    assert_eq!(outputs.len(), 2, "{complete:#}");
+    for c in report["pipelines"][0]["cohorts"]
+        .as_array()
+        .expect("cohorts")
+    {
+        let url = c["output"].as_str().expect("output");
+        let key = url
+            .strip_prefix(&format!("s3://{bucket}/"))
+            .unwrap_or_else(|| panic!("{url} is not in the bucket"));
+        let out = outputs
+            .iter()
+            .find(|d| d["name"] == key)
+            .unwrap_or_else(|| panic!("no output {key} in {complete:#}"));
+        assert_eq!(out["namespace"], format!("s3://{bucket}"));
+        let stats = &out["outputFacets"]["outputStatistics"];
+        let read = common::peers::parquet_digest(url, &[]);
+        assert_eq!(stats["rowCount"], read["rows"], "{read:#}");
+        assert_eq!(stats["size"].as_u64(), objects.get(key).copied());
+    }
 }
