@@ -11,6 +11,8 @@
 //! - at most one download request per cohort was spent (two only for a kill between the
 //!   request's answer and the state write, and then the rerun reports it possibly spent);
 //! - `_SUCCESS` exists only for runs that did every cohort;
+//! - the OpenLineage file (`[lineage] file`) holds whole, valid events only, the rerun's
+//!   START and COMPLETE last;
 //! - exit codes: -9 (killed), 143 (SIGTERM), 0 (rerun).
 //!
 //! Points are armed with the test-only `COHORT_SYNC_CRASH_AT` (src/crash.rs): the binary

@@ -204,7 +204,6 @@ async fn a_reverse_run_names_its_source_and_the_cohort_it_changed() {
         "cohort_id = \"rev\"",
         "mode = \"mirror\"\n\n[lineage]\nfile = \"lineage/events.ndjson\"\nnamespace = \"crm-sync\"\njob_name = \"vip-mirror\"\n",
     );
-    std::fs::create_dir_all(h.path("lineage")).expect("mkdir");
     let (code, report, stderr) = h.run(&file, &[]).await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(h.member_ids("rev").await, source);

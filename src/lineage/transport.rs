@@ -195,11 +195,15 @@ impl Emitter {
     }
 }
 
-/// Appends one line in a single write to a file opened for appending (so lines of
+/// Appends one line (creating the file and its folder if missing) in a single write to a file opened for appending (so lines of
 /// concurrent writers never interleave), after a line break if the file's last line was
 /// left unfinished (a full disk, a killed writer), then syncs it.
 fn append_line(path: &Path, line: &[u8]) -> Result<(), String> {
     let shown = path.display();
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create the folder of {shown}: {e}"))?;
+    }
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -233,8 +237,8 @@ mod tests {
     #[test]
     fn an_unfinished_last_line_is_closed_before_the_next() -> Result<(), String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let path = dir.path().join("events.ndjson");
-        std::fs::write(&path, b"{\"torn\":").map_err(|e| e.to_string())?;
+        let path = dir.path().join("new/events.ndjson");
+        append_line(&path, b"{\"torn\":")?;
         append_line(&path, b"{\"a\":1}\n")?;
         append_line(&path, b"{\"b\":2}\n")?;
         let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
