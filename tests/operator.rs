@@ -2,7 +2,9 @@
 //! lines (every line parsed, the ids checked against the report and the emulator's log),
 //! the `--metrics-file` (parsed by prometheus_client's text parser), the sync history
 //! (read by DuckDB, and by pyarrow.dataset on S3), shell completions (bash's own parser),
-//! `--help` examples and `--version`.
+//! `--help` examples and `--version`; and the docs an operator follows: README's quick
+//! start run verbatim, docs/guide.md's `ddl` output and every error message it quotes
+//! reproduced from the binary.
 
 mod common;
 
