@@ -1,7 +1,9 @@
 //! OpenLineage run events (`[lineage]`), end to end: the real binary against the emulator
 //! on loopback sends its events to a Python http.server receiver on 127.0.0.1, or appends
-//! them to a file; every event is validated by jsonschema against the OpenLineage spec's
-//! schema and each facet's (tests/py/check_lineage.py), and its datasets are checked
+//! them to a file; every event is validated with OpenLineage's Python client (built into
+//! its generated classes, serialised back unchanged) and each cohort-sync facet by
+//! jsonschema against schemas/openlineage-facets.json (tests/py/check_lineage.py), and a
+//! test proves that checker rejects broken events; its datasets are checked
 //! against what the run did — the Parquet row counts as pyarrow reads them, the reverse
 //! calls as the emulator holds them. A failing run emits FAIL, a quota-deferred one
 //! COMPLETE with the deferred cohorts, and a dead receiver never fails or stalls a sync.
@@ -280,6 +282,118 @@ async fn a_failing_run_sends_fail_and_a_quota_deferred_one_complete() {
         serde_json::json!(["alpha", "beta"])
     );
     assert!(complete["run"]["facets"].get("errorMessage").is_none());
+}
+
+/// One broken copy of a real event: what is changed, and where in the event.
+type Breakage = (&'static str, fn(&mut Value));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_rejects_events_the_spec_or_our_facet_schema_forbids() {
+    let h = harness::start(vec![cohort("alpha", 300)], |_| {}).await;
+    std::fs::write(h.path("blocker"), b"not a folder").expect("write");
+    let failing = h.export_pipeline(
+        "broken",
+        &["alpha"],
+        "blocker/out",
+        "state",
+        "[lineage]\nfile = \"events.ndjson\"\n",
+    );
+    let (code, _, stderr) = h.run(&failing, &[]).await;
+    assert_eq!(code, 2, "{stderr}");
+    let good = h.export_pipeline(
+        "nightly",
+        &["alpha"],
+        "out",
+        "state",
+        "[lineage]\nfile = \"events.ndjson\"\n",
+    );
+    let (code, _, stderr) = h.run(&good, &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    // The real events pass: START, FAIL (errorMessage), START, COMPLETE (outputStatistics).
+    let real = events(&check_lineage(&h.path("events.ndjson")));
+    let types: Vec<&Value> = real.iter().map(|e| &e["eventType"]).collect();
+    assert_eq!(types, ["START", "FAIL", "START", "COMPLETE"]);
+    let (fail, complete) = (&real[1], &real[3]);
+
+    let on_fail: &[Breakage] = &[
+        ("event.run: Run refused it", |e| {
+            e["run"]["runId"] = "not-a-uuid".into()
+        }),
+        ("event.producer: 'cohort sync' is not a URI", |e| {
+            e["producer"] = "cohort sync".into()
+        }),
+        (
+            "ErrorMessageRunFacet requires ['programmingLanguage']",
+            |e| {
+                e["run"]["facets"]["errorMessage"]
+                    .as_object_mut()
+                    .map(|f| f.remove("programmingLanguage"));
+            },
+        ),
+        ("JobTypeJobFacet requires ['processingType']", |e| {
+            e["job"]["facets"]["jobType"]
+                .as_object_mut()
+                .map(|f| f.remove("processingType"));
+        }),
+        ("'2' is not of type 'integer' at ['exitCode']", |e| {
+            e["run"]["facets"]["cohortSync"]["exitCode"] = "2".into()
+        }),
+        ("RunEvent requires ['eventTime']", |e| {
+            e.as_object_mut().map(|f| f.remove("eventTime"));
+        }),
+        ("RunEvent has no field ['runFacets']", |e| {
+            e["runFacets"] = serde_json::json!({})
+        }),
+        ("is not an RFC 3339 date-time", |e| {
+            e["eventTime"] = "2026-11-29T20:00:00".into()
+        }),
+        ("is not one of ['START'", |e| {
+            e["eventType"] = "FAILED".into()
+        }),
+        ("is not RunEvent's", |e| {
+            e["schemaURL"] =
+                "https://openlineage.io/spec/2-0-1/OpenLineage.json#/$defs/RunEvent".into()
+        }),
+        ("is not a standard facet of openlineage-python", |e| {
+            e["run"]["facets"]["errorMessage"]["_schemaURL"] =
+                "https://openlineage.io/spec/facets/1-0-0/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet".into()
+        }),
+    ];
+    let on_complete: &[Breakage] = &[
+        ("outputStatistics.rowCount: expected int, got '300'", |e| {
+            e["outputs"][0]["outputFacets"]["outputStatistics"]["rowCount"] = "300".into()
+        }),
+        (
+            "changed event.outputs[0].outputFacets.outputStatistics.size: sent null",
+            |e| e["outputs"][0]["outputFacets"]["outputStatistics"]["size"] = Value::Null,
+        ),
+        (
+            "OutputStatisticsOutputDatasetFacet has no field ['rows']",
+            |e| e["outputs"][0]["outputFacets"]["outputStatistics"]["rows"] = 300.into(),
+        ),
+        ("'1' is not of type 'integer' at ['quotaSpent']", |e| {
+            e["run"]["facets"]["cohortSync"]["quotaSpent"] = "1".into()
+        }),
+        ("Additional properties are not allowed", |e| {
+            e["inputs"][0]["facets"]["amplitudeCohort"]["rows"] = 300.into()
+        }),
+    ];
+    let cases = on_fail
+        .iter()
+        .map(|b| (fail, b))
+        .chain(on_complete.iter().map(|b| (complete, b)));
+    for (n, (event, (expected, breaks))) in cases.enumerate() {
+        let mut broken = event.clone();
+        breaks(&mut broken);
+        assert_ne!(&broken, event, "case {n} changes nothing");
+        let file = h.path(&format!("broken-{n}.ndjson"));
+        std::fs::write(&file, format!("{broken}\n")).expect("write");
+        let message = common::peers::check_lineage_rejects(&file);
+        assert!(
+            message.contains(expected),
+            "case {n}: expected {expected:?}, got {message}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
