@@ -8,6 +8,7 @@ pub mod ddl;
 pub mod emulator;
 pub mod exit;
 pub mod export;
+pub mod lineage;
 pub mod memory;
 pub mod panics;
 pub mod quota;

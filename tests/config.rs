@@ -25,6 +25,7 @@ const EXAMPLE_ENV: &[(&str, &str)] = &[
     ("EXPORT_BUCKET", "warehouse-bucket"),
     ("AMPLITUDE_EU_API_KEY", "eu-key-value"),
     ("AMPLITUDE_EU_SECRET_KEY", "eu-secret-value"),
+    ("OPENLINEAGE_API_KEY", "lineage-key-value"),
 ];
 
 struct Output {
@@ -360,6 +361,36 @@ fn bad_files() -> Vec<Bad> {
             export("[select]\nids = [\"a\"]\n[output]\nurl = \"st/out\"\n[state]\nurl = \"st\"\n"),
             "5:7",
             "output \"st/out\" is inside the state folder \"st\"",
+        ),
+        bad(
+            "lineage_url_and_file",
+            export(&format!(
+                "{EXPORT_TAIL}[lineage]\nurl = \"https://m.example.com/api/v1/lineage\"\nfile = \"e.ndjson\"\n"
+            )),
+            "8:1",
+            "set either lineage.url (an HTTP endpoint) or lineage.file",
+        ),
+        bad(
+            "lineage_key_over_plain_http",
+            export(&format!(
+                "{EXPORT_TAIL}[lineage]\nurl = \"http://marquez:5000/api/v1/lineage\"\napi_key = \"k\"\n"
+            )),
+            "7:7",
+            "lineage.api_key would travel unencrypted; use https://",
+        ),
+        bad(
+            "lineage_timeout",
+            export(&format!(
+                "{EXPORT_TAIL}[lineage]\nfile = \"e.ndjson\"\ntimeout_secs = 0\n"
+            )),
+            "8:16",
+            "lineage.timeout_secs must be at least 1 (allowed 1..=60 seconds), not 0",
+        ),
+        bad(
+            "lineage_unknown_key",
+            export(&format!("{EXPORT_TAIL}[lineage]\nendpoint = \"x\"\n")),
+            "7:1",
+            "unknown field `endpoint`",
         ),
         bad(
             "state_inside_output",

@@ -11,6 +11,8 @@
 //! - at most one download request per cohort was spent (two only for a kill between the
 //!   request's answer and the state write, and then the rerun reports it possibly spent);
 //! - `_SUCCESS` exists only for runs that did every cohort;
+//! - the OpenLineage file (`[lineage] file`) holds whole, valid events only, the rerun's
+//!   START and COMPLETE last;
 //! - exit codes: -9 (killed), 143 (SIGTERM), 0 (rerun).
 //!
 //! Points are armed with the test-only `COHORT_SYNC_CRASH_AT` (src/crash.rs): the binary
@@ -88,6 +90,9 @@ fn export_cases() -> Vec<Case> {
     };
     vec![
         kill("export.history.before", 1),
+        kill("lineage.start.sent", 1),
+        kill("lineage.end.before", 1),
+        term("lineage.start.sent", 1),
         kill("export.history.written", 1),
         kill("export.output.probed", 1),
         kill("export.lease.acquired", 1),
@@ -224,7 +229,7 @@ async fn export_case(case: Case) -> Result<String, String> {
         &["big", "small"],
         &output,
         &state,
-        "[download]\nprops = true\n",
+        "[download]\nprops = true\n\n[lineage]\nfile = \"lineage.ndjson\"\n",
     );
     let files = [file.as_path()];
 
@@ -259,6 +264,7 @@ async fn export_case(case: Case) -> Result<String, String> {
     })?;
     let second_report = second_report.ok_or("rerun wrote no report")?;
     check_outputs(&h, &root, &second_report)?;
+    check_lineage_events(&h, &second_report)?;
 
     // Quota: one request per cohort, two only across the answer → state-write window.
     let log = h.requests().await;
@@ -288,6 +294,23 @@ async fn export_case(case: Case) -> Result<String, String> {
             String::new()
         }
     ))
+}
+
+/// The OpenLineage file after the rerun: every line a whole event valid against the spec
+/// (whatever the kill cut), and the rerun's own START and COMPLETE last.
+fn check_lineage_events(h: &Harness, rerun: &Value) -> Result<(), String> {
+    let checked = common::peers::check_lineage(&h.path("lineage.ndjson"));
+    let events = checked["events"].as_array().ok_or("no events")?;
+    let n = events.len();
+    ensure(n >= 2, || format!("{n} lineage events"))?;
+    let (start, end) = (&events[n - 2], &events[n - 1]);
+    ensure(
+        start["eventType"] == "START"
+            && end["eventType"] == "COMPLETE"
+            && start["run"]["runId"] == end["run"]["runId"]
+            && end["run"]["facets"]["cohortSync"]["runId"] == rerun["run_id"],
+        || format!("the rerun's events are not START, COMPLETE: {start:#} {end:#}"),
+    )
 }
 
 /// The tree after the rerun: each cohort once, exact, readable whole by pyarrow and

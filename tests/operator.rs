@@ -2,7 +2,9 @@
 //! lines (every line parsed, the ids checked against the report and the emulator's log),
 //! the `--metrics-file` (parsed by prometheus_client's text parser), the sync history
 //! (read by DuckDB, and by pyarrow.dataset on S3), shell completions (bash's own parser),
-//! `--help` examples and `--version`.
+//! `--help` examples and `--version`; and the docs an operator follows: README's quick
+//! start run verbatim, docs/guide.md's `ddl` output and every error message it quotes
+//! reproduced from the binary.
 
 mod common;
 
@@ -697,4 +699,351 @@ fn version_names_the_commit_it_was_built_from() {
             env!("CARGO_PKG_VERSION")
         )
     );
+}
+
+/// The fenced block that follows `marker` in `text` (its lines between the fences).
+fn block_after<'a>(text: &'a str, marker: &str) -> Vec<&'a str> {
+    let at = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker:?} in the docs"));
+    let mut lines = text[at + marker.len()..]
+        .lines()
+        .skip_while(|l| !l.starts_with("```"));
+    lines.next();
+    lines.take_while(|l| !l.starts_with("```")).collect()
+}
+
+/// The names of every `<!-- KIND: NAME -->` marker in `text`.
+fn markers(text: &str, kind: &str) -> Vec<String> {
+    let open = format!("<!-- {kind}: ");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(open.as_str())?.strip_suffix(" -->"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether `line` matches `pattern`, where each `<name>` (lowercase letters) stands for a
+/// non-empty run of any characters and everything else must be equal.
+fn matches_quoted(pattern: &str, line: &str) -> bool {
+    // The literal pieces between placeholders.
+    let mut pieces: Vec<String> = vec![String::new()];
+    let mut rest = pattern;
+    while let Some(c) = rest.chars().next() {
+        if c == '<'
+            && let Some(close) = rest.find('>')
+            && close > 1
+            && rest[1..close].chars().all(|c| c.is_ascii_lowercase())
+        {
+            pieces.push(String::new());
+            rest = &rest[close + 1..];
+            continue;
+        }
+        if let Some(last) = pieces.last_mut() {
+            last.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    if pieces.len() == 1 {
+        return line == pattern;
+    }
+    let (first, last) = (&pieces[0], &pieces[pieces.len() - 1]);
+    let Some(mut tail) = line.strip_prefix(first.as_str()) else {
+        return false;
+    };
+    for piece in &pieces[1..pieces.len() - 1] {
+        // Each placeholder takes at least one character.
+        let Some(found) = tail
+            .char_indices()
+            .nth(1)
+            .and_then(|(i, _)| tail[i..].find(piece.as_str()).map(|f| i + f))
+        else {
+            return false;
+        };
+        tail = &tail[found + piece.len()..];
+    }
+    tail.len() > last.len() && tail.ends_with(last.as_str())
+}
+
+#[test]
+fn quoted_patterns_match_as_documented() {
+    assert!(matches_quoted(
+        "run <run>: exit code 3",
+        "run 2026-1: exit code 3"
+    ));
+    assert!(!matches_quoted(
+        "run <run>: exit code 3",
+        "run : exit code 3"
+    ));
+    assert!(!matches_quoted(
+        "run <run>: exit code 3",
+        "run x: exit code 1"
+    ));
+    assert!(matches_quoted("<time>  INFO a <x> b", "2026Z  INFO a 12 b"));
+    assert!(matches_quoted("a < b", "a < b"));
+    assert!(matches_quoted("`<A>` <dir>/x", "`<A>` /tmp/x"));
+}
+
+fn repo_file(rel: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel))
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// docs/guide.md's worked export: the pipeline shown is the reviewed file and each SQL
+/// block is what `cohort-sync ddl` prints for it today.
+#[test]
+fn the_guide_shows_the_ddl_the_binary_prints() {
+    let guide = repo_file("docs/guide.md");
+    let shown = block_after(&guide, "<!-- pipeline: tests/ddl/nightly-eu.toml -->").join("\n");
+    let file = repo_file("tests/ddl/nightly-eu.toml");
+    let without_comments: Vec<&str> = file.lines().skip_while(|l| l.starts_with('#')).collect();
+    assert_eq!(shown, without_comments.join("\n"));
+    let dialects = markers(&guide, "ddl");
+    assert_eq!(dialects, ["duckdb", "snowflake"]);
+    for dialect in dialects {
+        let out = std::process::Command::new(bin())
+            .args(["ddl", "tests/ddl/nightly-eu.toml", "--dialect", &dialect])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("EXPORT_BUCKET", "my-bucket")
+            .output()
+            .expect("run ddl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed = String::from_utf8_lossy(&out.stdout);
+        let quoted = block_after(&guide, &format!("<!-- ddl: {dialect} -->")).join("\n");
+        assert_eq!(
+            quoted,
+            printed.trim_end(),
+            "docs/guide.md's {dialect} block is stale"
+        );
+    }
+}
+
+/// Whether process `pid` is stopped (state `T` in /proc/PID/stat).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('T'))
+        })
+        .unwrap_or(false)
+}
+
+/// Reproduces one troubleshooting case of docs/guide.md; returns everything the binary
+/// printed (stdout, then stderr).
+async fn troubleshoot_case(h: &Harness, name: &str, base: &str) -> String {
+    use common::emulator::{APP_ID, api_key, secret_key};
+    let (key, secret) = (api_key(APP_ID), secret_key(APP_ID));
+    let keys = [
+        ("AMPLITUDE_API_KEY", key.as_str()),
+        ("AMPLITUDE_SECRET_KEY", secret.as_str()),
+    ];
+    let nightly = |from: &str, to: &str| {
+        assert!(
+            base.contains(from),
+            "{from:?} is not in the guide's nightly.toml"
+        );
+        std::fs::write(h.path("nightly.toml"), base.replacen(from, to, 1)).expect("write");
+    };
+    let ids = "ids = [\"d3m0a01\"]";
+    let both = |f: harness::Finished| format!("{}{}", f.stdout, f.stderr);
+    match name {
+        "toml-syntax" => {
+            nightly(ids, "ids = [\"d3m0a01\"");
+            both(h.exec(&["validate", "nightly.toml"], &[]).await)
+        }
+        "unknown-key" => {
+            nightly("url = \"out\"", "url = \"out\"\ncompresion = \"zstd\"");
+            both(h.exec(&["validate", "nightly.toml"], &[]).await)
+        }
+        "missing-env" => {
+            let app = format!("app_id = {APP_ID}");
+            nightly(
+                &app,
+                &format!("{app}\napi_key = \"${{AMPLITUDE_PROD_KEY}}\""),
+            );
+            both(h.exec(&["validate", "nightly.toml"], &[]).await)
+        }
+        "no-credentials" => {
+            nightly(ids, ids);
+            both(h.exec(&["run", "nightly.toml"], &[]).await)
+        }
+        "wrong-secret" => {
+            nightly(ids, ids);
+            let env = [
+                ("AMPLITUDE_API_KEY", key.as_str()),
+                ("AMPLITUDE_SECRET_KEY", "wrong"),
+            ];
+            both(h.exec(&["run", "nightly.toml"], &env).await)
+        }
+        "unknown-api-key" => {
+            nightly(ids, ids);
+            let env = [
+                ("AMPLITUDE_API_KEY", "not-a-key"),
+                ("AMPLITUDE_SECRET_KEY", "wrong"),
+            ];
+            both(h.exec(&["run", "nightly.toml"], &env).await)
+        }
+        "quota-spent" => {
+            nightly(ids, ids);
+            let (used, limit) = h.usage().await;
+            h.set_usage(limit).await;
+            let out = both(h.exec(&["run", "nightly.toml"], &keys).await);
+            h.set_usage(used).await;
+            out
+        }
+        "lease-held" => {
+            nightly(ids, ids);
+            // The first run freezes (SIGSTOP) holding the cohort's lease.
+            let mut first = h.command(&["run", "nightly.toml"]);
+            first
+                .envs(keys)
+                .env("COHORT_SYNC_CRASH_AT", "export.lease.acquired:stop");
+            let mut first = first.spawn().expect("spawn the first run");
+            let pid = first.id().expect("pid");
+            while !is_stopped(pid) {
+                assert!(
+                    first.try_wait().ok().flatten().is_none(),
+                    "the first run ended before its stop point"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            let out = both(h.exec(&["run", "nightly.toml"], &keys).await);
+            first.kill().await.expect("kill the first run");
+            out
+        }
+        "unwritable-output" => {
+            std::fs::write(h.path("reports.txt"), b"a file").expect("write");
+            nightly("url = \"out\"", "url = \"reports.txt/out\"");
+            both(h.exec(&["run", "nightly.toml"], &keys).await)
+        }
+        "bad-crm-row" | "crm-missing-column" => {
+            let text = if name == "bad-crm-row" {
+                "amplitude_id\n1001\n1002\nabc-17\n"
+            } else {
+                "email\na@example.com\n"
+            };
+            std::fs::write(h.path("crm.csv"), text).expect("write");
+            h.reverse_pipeline(
+                "crm",
+                "crm.csv",
+                "amplitude_id",
+                "cohort_id = \"d3m0a01\"",
+                "mode = \"add_only\"",
+            );
+            both(h.exec(&["run", "crm.toml"], &keys).await)
+        }
+        other => {
+            panic!("docs/guide.md has a troubleshooting case {other:?} this test cannot reproduce")
+        }
+    }
+}
+
+/// Every message docs/guide.md quotes in its troubleshooting section still comes out of
+/// the binary verbatim for that case (`<…>` placeholders aside), so the guide cannot go
+/// stale; and every case is reproduced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guide_quotes_the_messages_the_binary_prints() {
+    use common::emulator::APP_ID;
+    let guide = repo_file("docs/guide.md");
+    let cases = markers(&guide, "troubleshoot");
+    assert_eq!(
+        cases,
+        [
+            "toml-syntax",
+            "unknown-key",
+            "missing-env",
+            "no-credentials",
+            "wrong-secret",
+            "unknown-api-key",
+            "quota-spent",
+            "lease-held",
+            "unwritable-output",
+            "bad-crm-row",
+            "crm-missing-column"
+        ]
+    );
+    let h = harness::start(vec![cohort("d3m0a01", 300).named("Trial users")], |_| {}).await;
+    let base = block_after(&guide, "The cases below use this pipeline")
+        .join("\n")
+        .replace("http://127.0.0.1:8080", h.base_url())
+        .replace("app_id = 100001", &format!("app_id = {APP_ID}"));
+    let mut stale = Vec::new();
+    for case in &cases {
+        let printed = troubleshoot_case(&h, case, &base).await;
+        let quoted = block_after(&guide, &format!("<!-- troubleshoot: {case} -->"));
+        assert!(!quoted.is_empty(), "{case}: nothing quoted");
+        for line in quoted.iter().filter(|l| !l.starts_with("$ ")) {
+            if !printed.lines().any(|p| matches_quoted(line, p)) {
+                stale.push(format!(
+                    "{case}: {line:?} is not in what the binary printed:\n{printed}"
+                ));
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "docs/guide.md is stale:\n{}",
+        stale.join("\n")
+    );
+}
+
+/// README's "Quick start by hand" block, run verbatim by bash in a copy of `pipelines/`,
+/// with the built binary first on the PATH.
+#[test]
+fn the_readme_quick_start_runs_verbatim() {
+    use std::os::unix::process::CommandExt;
+    let readme = repo_file("README.md");
+    let script = block_after(&readme, "<!-- quickstart -->").join("\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let (out_file, err_file) = (logs.path().join("stdout"), logs.path().join("stderr"));
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines"))
+        .arg(dir.path())
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    let bin_dir = Path::new(bin()).parent().expect("bin dir");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut child = std::process::Command::new("bash")
+        .args(["-e", "-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env_remove("AMPLITUDE_API_KEY")
+        .env_remove("AMPLITUDE_SECRET_KEY")
+        .env_remove(cohort_sync::crash::ENV)
+        // Files, not pipes: an emulator left running would hold a pipe open.
+        .stdout(std::fs::File::create(&out_file).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_file).expect("stderr file"))
+        .process_group(0)
+        .spawn()
+        .expect("run bash");
+    let group = i32::try_from(child.id()).expect("pid");
+    let status = child.wait().expect("bash ends");
+    // Whatever the script did, nothing it started (the emulator) outlives it.
+    // SAFETY: kill(2) on the process group this test created; no memory is involved.
+    unsafe {
+        libc::kill(-group, libc::SIGKILL);
+    }
+    let stdout = std::fs::read_to_string(&out_file).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_file).unwrap_or_default();
+    assert!(status.success(), "{stdout}\n{stderr}");
+    let exits: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("run ") && l.contains(": exit code "))
+        .collect();
+    assert_eq!(exits.len(), 3, "{stdout}");
+    assert!(exits.iter().all(|l| l.ends_with("exit code 0")), "{stdout}");
+    assert!(stdout.contains("quota spent: 0"), "{stdout}");
+    assert!(stdout.contains("outcome: applied"), "{stdout}");
+    assert!(stdout.contains("cohort_id=d3m0a01"), "{stdout}");
 }

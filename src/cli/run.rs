@@ -9,6 +9,7 @@ use clap::Args;
 use cohort_sync::config::{self, Pipeline, PipelineSpec};
 use cohort_sync::exit;
 use cohort_sync::export::{ConvertOptions, ParquetOptions};
+use cohort_sync::lineage::Emitter;
 use cohort_sync::quota::time_scale_from_env;
 use cohort_sync::runner::context::{RunContext, RunMode};
 use cohort_sync::runner::export::{ExportSettings, execute as execute_export, request_validity};
@@ -133,8 +134,8 @@ impl Prepared {
 }
 
 async fn execute(files: &[PathBuf], mode: RunMode, flags: Flags, outputs: Outputs<'_>) -> u8 {
-    let prepared = match prepare_all(files) {
-        Ok(p) => p,
+    let (prepared, pipelines): (Vec<Prepared>, Vec<Pipeline>) = match prepare_all(files) {
+        Ok(p) => p.into_iter().unzip(),
         Err(errors) => {
             for e in errors {
                 eprintln!("{}", escape(&e.to_string()));
@@ -158,12 +159,24 @@ async fn execute(files: &[PathBuf], mode: RunMode, flags: Flags, outputs: Output
     }
     tracing::info!(run_id = %ctx.run_id, mode = mode.as_str(), pipelines = prepared.len(), "starting");
     let signals = super::signals::stop_on_signals(ctx.clone());
+    // OpenLineage events: only a run that applies emits them (plan / dry run: none).
+    let lineage: Vec<Option<Emitter>> = pipelines
+        .iter()
+        .map(|p| {
+            mode.applies()
+                .then(|| Emitter::new(p, &ctx.base_dir))
+                .flatten()
+        })
+        .collect();
 
-    let runs = prepared.iter().map(|p| {
+    let runs = prepared.iter().zip(&lineage).map(|(p, lineage)| {
         let ctx = &ctx;
         // Every event of a pipeline's work carries the run id and the pipeline's name.
         let span = tracing::info_span!("pipeline", run_id = %ctx.run_id, pipeline = %p.name());
         async move {
+            if let Some(emitter) = lineage {
+                emitter.start(ctx).await;
+            }
             match p {
                 Prepared::Export(settings) => execute_export(settings, ctx).await,
                 Prepared::Reverse(pipeline) => cohort_sync::reverse::execute(pipeline, ctx).await,
@@ -193,6 +206,11 @@ async fn execute(files: &[PathBuf], mode: RunMode, flags: Flags, outputs: Output
     if let Some(signal) = ctx.stopped_by() {
         report.exit_code = exit::stopped_by_signal(signal);
     }
+    let ends = lineage
+        .iter()
+        .zip(&report.pipelines)
+        .filter_map(|(l, p)| l.as_ref().map(|l| l.finish(&ctx, p)));
+    futures::future::join_all(ends).await;
     let mut exit_code = report.exit_code;
     if let Some(path) = outputs.metrics {
         if mode.applies() {
@@ -259,7 +277,7 @@ async fn append_history(prepared: &[Prepared], report: &mut RunReport, ctx: &Run
 }
 
 /// Loads and checks every file; all errors are collected so the user sees them at once.
-fn prepare_all(files: &[PathBuf]) -> Result<Vec<Prepared>, Vec<String>> {
+fn prepare_all(files: &[PathBuf]) -> Result<Vec<(Prepared, Pipeline)>, Vec<String>> {
     let mut prepared = Vec::new();
     let mut errors = Vec::new();
     for file in files {
@@ -282,7 +300,7 @@ fn prepare_all(files: &[PathBuf]) -> Result<Vec<Prepared>, Vec<String>> {
     }
 }
 
-fn prepare(file: &Path) -> Result<Prepared, String> {
+fn prepare(file: &Path) -> Result<(Prepared, Pipeline), String> {
     let pipeline = config::load(file).map_err(|e| e.to_string())?;
     let mut resolved = pipeline.connection.resolve().map_err(|e| e.to_string())?;
     if pipeline.connection.insecure() {
@@ -294,7 +312,7 @@ fn prepare(file: &Path) -> Result<Prepared, String> {
     }
     resolved.options.transfer = pipeline.download.transfer_limits(time_scale_from_env());
     match &pipeline.spec {
-        PipelineSpec::Reverse(_) => Ok(Prepared::Reverse(Box::new(pipeline))),
+        PipelineSpec::Reverse(_) => Ok((Prepared::Reverse(Box::new(pipeline.clone())), pipeline)),
         PipelineSpec::Export(spec) => {
             let time_scale = time_scale_from_env();
             let download = &pipeline.download;
@@ -323,7 +341,7 @@ fn prepare(file: &Path) -> Result<Prepared, String> {
                 state_url: pipeline.state.url.as_str().to_string(),
                 convert: convert_options(download, &spec.output),
             };
-            Ok(Prepared::Export(Box::new(settings)))
+            Ok((Prepared::Export(Box::new(settings)), pipeline))
         }
     }
 }

@@ -5,6 +5,7 @@ use super::download::Download;
 use super::error::ConfigError;
 use super::export::{CompressionCodec, ExportSpec, Output, Quota, Select};
 use super::keys::{RESERVED_OUTPUT_DIRS, reserved_dir};
+use super::lineage::{Lineage, TIMEOUT_SECS, check_url};
 use super::locate::Locator;
 use super::location::Place;
 use super::pipeline::{Kind, Pipeline, PipelineFile, PipelineSpec, Positions, State};
@@ -41,6 +42,7 @@ pub(crate) fn build(loc: &Locator<'_>, raw: PipelineFile) -> Result<Pipeline, Co
     }
     check_connection(loc, &raw)?;
     check_download(loc, &raw.download)?;
+    check_lineage(loc, raw.lineage.as_ref())?;
     let spec = match raw.kind {
         Kind::Export => {
             let spec = export_spec(loc, raw.select, raw.output, raw.quota)?;
@@ -67,12 +69,66 @@ pub(crate) fn build(loc: &Locator<'_>, raw: PipelineFile) -> Result<Pipeline, Co
         state: raw.state,
         download: raw.download,
         spec,
+        lineage: raw.lineage,
         positions: Positions {
             name: loc.position(&["name"]),
             state_url: loc.position(&["state", "url"]),
             output_url: loc.position(&["output", "url"]),
         },
     })
+}
+
+/// `[lineage]`: exactly one of `url` / `file`, a usable URL, a key only with a URL, a
+/// timeout in range.
+fn check_lineage(loc: &Locator<'_>, lineage: Option<&Lineage>) -> Result<(), ConfigError> {
+    let Some(l) = lineage else {
+        return Ok(());
+    };
+    match (&l.url, &l.file) {
+        (Some(_), Some(_)) => {
+            return Err(loc.at_key(
+                &["lineage", "file"],
+                "set either lineage.url (an HTTP endpoint) or lineage.file (a file of events), not both",
+            ));
+        }
+        (None, None) => {
+            return Err(loc.at_key(
+                &["lineage"],
+                "[lineage] needs url = \"https://…/api/v1/lineage\" or file = \"lineage.ndjson\"",
+            ));
+        }
+        (Some(url), None) => {
+            check_url(url, l.api_key.is_some())
+                .map_err(|e| loc.at_value(&["lineage", "url"], e))?;
+        }
+        (None, Some(file)) => {
+            if l.api_key.is_some() {
+                return Err(loc.at_key(
+                    &["lineage", "api_key"],
+                    "lineage.api_key goes with lineage.url; a file transport sends no key",
+                ));
+            }
+            if file.as_os_str().is_empty() {
+                return Err(loc.at_value(&["lineage", "file"], "lineage.file is empty"));
+            }
+        }
+    }
+    if l.namespace.trim().is_empty() {
+        return Err(loc.at_value(&["lineage", "namespace"], "lineage.namespace is empty"));
+    }
+    if l.job_name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(loc.at_value(
+            &["lineage", "job_name"],
+            "lineage.job_name is empty (leave it out to use the pipeline name)",
+        ));
+    }
+    in_range(
+        loc,
+        &["lineage", "timeout_secs"],
+        l.timeout_secs,
+        TIMEOUT_SECS,
+        "seconds",
+    )
 }
 
 /// The output must not be the state folder, inside it, or hold it: the state would be

@@ -22,6 +22,7 @@ mod export;
 mod export_types;
 mod interpolate;
 mod keys;
+mod lineage;
 mod locate;
 mod location;
 mod pipeline;
@@ -38,6 +39,7 @@ pub use download::Download;
 pub use error::ConfigError;
 pub use export::{CompressionCodec, ExportSpec, Output, Quota, Select};
 pub use keys::RESERVED_OUTPUT_DIRS;
+pub use lineage::{DEFAULT_NAMESPACE, Lineage, LineageTransport};
 pub use pipeline::{Kind, Pipeline, PipelineSpec, State};
 pub use reverse::{
     Baseline, CreateCohort, MAX_CHUNK_SIZE, Reconcile, ReconcileMode, ReverseSpec, Source,

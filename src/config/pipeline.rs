@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::connection::Connection;
 use super::download::Download;
 use super::export::{ExportSpec, Output, Quota, Select};
+use super::lineage::Lineage;
 use super::reverse::{Reconcile, ReverseSpec, Source, Target, TargetTable};
 use super::values::StorageUrl;
 use crate::export::Compression;
@@ -24,6 +25,8 @@ pub struct Pipeline {
     pub state: State,
     pub download: Download,
     pub spec: PipelineSpec,
+    /// `[lineage]`: where OpenLineage run events go (none: not emitted).
+    pub lineage: Option<Lineage>,
     /// Where some values sit in the file, for errors found when files are checked
     /// together ([`super::check_together`]).
     pub(crate) positions: Positions,
@@ -194,4 +197,8 @@ pub(crate) struct PipelineFile {
     /// Reverse only: how membership is reconciled.
     #[serde(default)]
     pub reconcile: Option<Reconcile>,
+    /// Optional: OpenLineage run events of each `run` (START, then COMPLETE, FAIL or ABORT)
+    /// to an HTTP endpoint or a file; the README's *Lineage* section says what they hold.
+    #[serde(default)]
+    pub lineage: Option<Lineage>,
 }

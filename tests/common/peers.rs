@@ -19,6 +19,17 @@ pub fn python() -> PathBuf {
 /// a multi-threaded runtime, the wait is announced to tokio (`block_in_place`), so the
 /// in-process emulator's tasks move to another worker instead of stalling behind it.
 pub fn run_python(script: &str, args: &[&str]) -> String {
+    let out = run_python_output(script, args);
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("python output is UTF-8")
+}
+
+/// Runs `tests/py/<script>` with arguments, whatever its exit status (see `run_python`).
+fn run_python_output(script: &str, args: &[&str]) -> std::process::Output {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
@@ -28,11 +39,11 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
     }
 }
 
-fn run_python_blocking(script: &str, args: &[&str]) -> String {
+fn run_python_blocking(script: &str, args: &[&str]) -> std::process::Output {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/py")
         .join(script);
-    let out = Command::new(python())
+    Command::new(python())
         .arg(&path)
         .args(args)
         .output()
@@ -41,13 +52,7 @@ fn run_python_blocking(script: &str, args: &[&str]) -> String {
                 "cannot run {} (run `make venv` first): {e}",
                 python().display()
             )
-        });
-    assert!(
-        out.status.success(),
-        "{script} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("python output is UTF-8")
+        })
 }
 
 fn json(script: &str, args: &[&str]) -> Value {
@@ -113,4 +118,25 @@ pub fn read_history(root: &str) -> Value {
 /// with type, help and samples (see tests/py/parse_metrics.py).
 pub fn parse_metrics(file: &Path) -> Value {
     json("parse_metrics.py", &[file.to_str().expect("utf-8 path")])
+}
+
+/// OpenLineage events (an NDJSON file: events, or the receiver's records) validated with
+/// OpenLineage's Python client (each event built into its generated classes and
+/// serialised back unchanged) and cohort-sync's facets by jsonschema against
+/// schemas/openlineage-facets.json, with the row count pyarrow reads from every local
+/// Parquet output (see tests/py/check_lineage.py).
+pub fn check_lineage(file: &Path) -> Value {
+    json("check_lineage.py", &[file.to_str().expect("utf-8 path")])
+}
+
+/// The message with which tests/py/check_lineage.py rejects `file`; panics if it accepts it.
+pub fn check_lineage_rejects(file: &Path) -> String {
+    let path = file.to_str().expect("utf-8 path");
+    let out = run_python_output("check_lineage.py", &[path]);
+    assert!(
+        !out.status.success(),
+        "check_lineage.py accepted {path}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
