@@ -18,7 +18,9 @@ Examples:
 
 Tables: <pipeline>_snapshots, one row per member per snapshot, with the layout's
 `name={placeholder}` folders as partition columns (`{date}` as DATE) and the file columns
-known from the pipeline (amplitude_id, user_id, download.prop_keys, download.column_types).
+known from the pipeline (amplitude_id, user_id, download.prop_keys, download.column_types);
+with output.changes = true also <pipeline>_changes, one row per member that entered or
+exited since the previous snapshot (output.changes_layout).
 The one-time setup each warehouse needs (stage, storage integration, connection, external
 location) is written as comments above the statements. Snowflake, BigQuery, Athena and
 Databricks read object storage only: a local output is refused (exit 2) with the reason.")]
@@ -42,7 +44,15 @@ pub fn ddl(args: DdlArgs) -> u8 {
         }
     };
     let cwd = std::env::current_dir().unwrap_or_default();
-    let rendered = Dataset::of(&pipeline, &cwd).and_then(|ds| args.dialect.render(&ds));
+    let rendered = Dataset::of(&pipeline, &cwd)
+        .and_then(|ds| args.dialect.render(&ds))
+        .and_then(|mut sql| {
+            if let Some(changes) = Dataset::changes_of(&pipeline, &cwd)? {
+                sql.push('\n');
+                sql.push_str(&args.dialect.render(&changes)?);
+            }
+            Ok(sql)
+        });
     match rendered {
         Ok(sql) => {
             print!("{sql}");

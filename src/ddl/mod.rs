@@ -22,11 +22,62 @@ pub struct PartitionColumn {
     pub is_date: bool,
 }
 
+/// The type of a column stored in the Parquet files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlType {
+    /// A type the export's parser produces.
+    Export(ColumnType),
+    Date,
+    /// A UTC timestamp.
+    Timestamp,
+}
+
+impl From<ColumnType> for SqlType {
+    fn from(t: ColumnType) -> Self {
+        SqlType::Export(t)
+    }
+}
+
 /// A column stored in the Parquet files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileColumn {
     pub name: String,
-    pub ty: ColumnType,
+    pub ty: SqlType,
+}
+
+/// Which files of a pipeline a dataset describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Files {
+    /// The snapshots: one row per cohort member per snapshot (`<pipeline>_snapshots`).
+    Snapshots,
+    /// The membership change files (`output.changes = true`): one row per member that
+    /// entered or exited since the previous snapshot (`<pipeline>_changes`).
+    Changes,
+}
+
+impl Files {
+    /// The table name's suffix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Files::Snapshots => "snapshots",
+            Files::Changes => "changes",
+        }
+    }
+
+    /// What the files are and what a row is, for the header comment.
+    pub fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            Files::Snapshots => (
+                "the Parquet snapshots",
+                "one row per cohort member per snapshot",
+            ),
+            Files::Changes => (
+                "the membership change files",
+                "one row per member that entered or exited since the cohort's previous snapshot",
+            ),
+        }
+    }
+}
 }
 
 /// What an export pipeline writes, as a warehouse sees it.
@@ -46,11 +97,68 @@ pub struct Dataset {
     /// Why the layout is not Hive-style, when it is not.
     pub not_hive: Option<String>,
     /// Columns known before any file is read: `amplitude_id`, `user_id`, then the
-    /// properties named in `download.prop_keys` and `download.column_types`.
+    /// properties named in `download.prop_keys` and `download.column_types` (snapshots), or
+    /// the change file's columns (changes).
     pub columns: Vec<FileColumn>,
+    pub files: Files,
 }
 
 impl Dataset {
+    /// The change files of an export pipeline that writes them (`output.changes = true`).
+    pub fn changes_of(
+        pipeline: &Pipeline,
+        cwd: &std::path::Path,
+    ) -> Result<Option<Dataset>, String> {
+        let snapshots = Dataset::of(pipeline, cwd)?;
+        let PipelineSpec::Export(spec) = &pipeline.spec else {
+            return Ok(None);
+        };
+        if !spec.output.changes {
+            return Ok(None);
+        }
+        let layout = spec.output.changes_layout.as_str();
+        let (partitions, not_hive) = partitions_of(layout);
+        let id_type = snapshots
+            .columns
+            .first()
+            .map_or(SqlType::Export(ColumnType::Int64), |c| c.ty);
+        let user_type = snapshots
+            .columns
+            .iter()
+            .find(|c| c.name == "user_id")
+            .map_or(SqlType::Export(ColumnType::Utf8), |c| c.ty);
+        let col = |name: &str, ty: SqlType| FileColumn {
+            name: name.to_string(),
+            ty,
+        };
+        let columns = vec![
+            col("amplitude_id", id_type),
+            col("user_id", user_type),
+            col("change", SqlType::Export(ColumnType::Utf8)),
+            col("previous_snapshot_date", SqlType::Date),
+            col("snapshot_date", SqlType::Date),
+            col("previous_last_computed", SqlType::Timestamp),
+            col("last_computed", SqlType::Timestamp),
+        ];
+        Ok(Some(Dataset {
+            file_glob: replace_placeholders(layout, "*"),
+            file_regex: layout_regex(layout),
+            partitions,
+            not_hive,
+            columns,
+            files: Files::Changes,
+            ..snapshots
+        }))
+    }
+
+    /// The file columns that are not partition columns too (engines that declare
+    /// partition columns apart refuse a name twice; the values are the same).
+    pub fn columns_beside_partitions(&self) -> impl Iterator<Item = &FileColumn> {
+        self.columns
+            .iter()
+            .filter(|c| !self.partitions.iter().any(|p| p.name == c.name))
+    }
+
     /// The dataset of an export pipeline; `cwd` resolves a relative local output.
     pub fn of(pipeline: &Pipeline, cwd: &std::path::Path) -> Result<Dataset, String> {
         let PipelineSpec::Export(spec) = &pipeline.spec else {
@@ -76,11 +184,11 @@ impl Dataset {
         let mut columns = vec![
             FileColumn {
                 name: "amplitude_id".into(),
-                ty: ColumnType::Int64,
+                ty: ColumnType::Int64.into(),
             },
             FileColumn {
                 name: "user_id".into(),
-                ty: ColumnType::Utf8,
+                ty: ColumnType::Utf8.into(),
             },
         ];
         let declared = &pipeline.download.column_types;
@@ -89,7 +197,7 @@ impl Dataset {
                 let ty = declared.get(name).copied().unwrap_or(ColumnType::Utf8);
                 columns.push(FileColumn {
                     name: name.to_string(),
-                    ty,
+                    ty: ty.into(),
                 });
             }
         };
@@ -102,7 +210,7 @@ impl Dataset {
         if let Some(c) = columns.iter_mut().find(|c| c.name == "user_id")
             && let Some(t) = declared.get("user_id")
         {
-            c.ty = *t;
+            c.ty = (*t).into();
         }
         Ok(Dataset {
             pipeline: pipeline.name.clone(),
@@ -112,6 +220,7 @@ impl Dataset {
             partitions,
             not_hive,
             columns,
+            files: Files::Snapshots,
         })
     }
 
