@@ -610,8 +610,9 @@ async fn changes_case(case: Case) -> Result<String, String> {
         )
         .map_err(|e| e.to_string())?;
         let old = h.path(&format!("old-{id}.parquet"));
+        let dir = h.path("");
         let checked = std::panic::catch_unwind(|| {
-            check_change_file(&h.path(""), &old, &new, &changes, added, removed)
+            check_change_file(&dir, &old, &new, &changes, added, removed)
         });
         ensure(checked.is_ok(), || format!("cohort {id}: change file wrong"))?;
     }

@@ -78,7 +78,6 @@ impl Files {
         }
     }
 }
-}
 
 /// What an export pipeline writes, as a warehouse sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,7 +31,7 @@ pub async fn churn(h: &Harness, cohort_id: &str, nth: usize, add: usize) -> (Vec
 pub fn duckdb(dir: &Path, setup: &str, sql: &str) -> Vec<Vec<Value>> {
     let script = dir.join(format!("setup-{}.sql", fastrand::u32(..)));
     std::fs::write(&script, setup).expect("write sql");
-    let out = common::peers::run_python("duckdb_sql.py", &[&script.to_string_lossy(), sql]);
+    let out = super::peers::run_python("duckdb_sql.py", &[&script.to_string_lossy(), sql]);
     let v: Value = serde_json::from_str(out.trim()).expect("JSON");
     v["rows"]
         .as_array()
