@@ -36,7 +36,10 @@ fn today() -> String {
 }
 
 fn snapshot_rel() -> String {
-    format!("cohort_id={COHORT}/snapshot_date={}/part-0.parquet", today())
+    format!(
+        "cohort_id={COHORT}/snapshot_date={}/part-0.parquet",
+        today()
+    )
 }
 
 fn changes_rel() -> String {
@@ -54,7 +57,13 @@ async fn two_exports(
     file: &Path,
     read: impl Fn(&str) -> Vec<u8>,
     crash: Option<&str>,
-) -> (Value, Value, Vec<cohort_sync::emulator::LoggedRequest>, Vec<i64>, Vec<i64>) {
+) -> (
+    Value,
+    Value,
+    Vec<cohort_sync::emulator::LoggedRequest>,
+    Vec<i64>,
+    Vec<i64>,
+) {
     let (code, first, err) = h.run(file, &[]).await;
     assert_eq!(code, 0, "{err}");
     std::fs::write(h.path("old.parquet"), read(&snapshot_rel())).expect("keep old");
@@ -77,8 +86,13 @@ async fn change_file_equals_except_both_ways_and_costs_nothing() {
     let h = harness::start(vec![cohort(COHORT, SIZE)], |_| {}).await;
     let file = pipeline(&h, "out", "state");
     let out = h.path("out");
-    let (first, second, log, added, removed) =
-        two_exports(&h, &file, |rel| std::fs::read(out.join(rel)).expect("read"), None).await;
+    let (first, second, log, added, removed) = two_exports(
+        &h,
+        &file,
+        |rel| std::fs::read(out.join(rel)).expect("read"),
+        None,
+    )
+    .await;
 
     // The first export has nothing to compare with: no change file.
     let c = report_cohort(&first, COHORT);
@@ -93,8 +107,12 @@ async fn change_file_equals_except_both_ways_and_costs_nothing() {
     assert_eq!(c["changes"]["exited"], removed.len() as u64, "{c:#}");
     assert_eq!(c["changes"]["previous_snapshot_date"], today());
     let manifest: Value = serde_json::from_slice(
-        &std::fs::read(second["pipelines"][0]["manifest"].as_str().expect("manifest"))
-            .expect("read manifest"),
+        &std::fs::read(
+            second["pipelines"][0]["manifest"]
+                .as_str()
+                .expect("manifest"),
+        )
+        .expect("read manifest"),
     )
     .expect("manifest JSON");
     assert_eq!(
@@ -118,7 +136,10 @@ async fn change_file_equals_except_both_ways_and_costs_nothing() {
     let since = h.last_seq().await;
     let (code, third, err) = h.run(&file, &[]).await;
     assert_eq!(code, 0, "{err}");
-    assert_eq!(report_cohort(&third, COHORT)["outcome"], "skipped_unchanged");
+    assert_eq!(
+        report_cohort(&third, COHORT)["outcome"],
+        "skipped_unchanged"
+    );
     assert!(spent_requests(&h.requests_since(since).await).is_empty());
 }
 
@@ -161,7 +182,11 @@ async fn a_kill_while_writing_changes_is_completed_by_the_rerun_for_free() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_files_on_s3() {
-    for crash in [None, Some("export.changes.previous_copied"), Some("export.changes.written")] {
+    for crash in [
+        None,
+        Some("export.changes.previous_copied"),
+        Some("export.changes.written"),
+    ] {
         let h = harness::start(vec![cohort(COHORT, SIZE)], |_| {}).await;
         let bucket = common::s3::create_bucket("changes");
         let file = pipeline(
@@ -183,8 +208,11 @@ async fn change_files_on_s3() {
         assert_eq!(c["outcome"], "exported", "{crash:?}: {c:#}");
         let new = h.path("new.parquet");
         let changes = h.path("changes.parquet");
-        std::fs::write(&new, common::s3::get(&bucket, &format!("out/{}", snapshot_rel())))
-            .expect("write");
+        std::fs::write(
+            &new,
+            common::s3::get(&bucket, &format!("out/{}", snapshot_rel())),
+        )
+        .expect("write");
         std::fs::write(
             &changes,
             common::s3::get(&bucket, &format!("out/{}", changes_rel())),

@@ -592,14 +592,18 @@ async fn changes_case(case: Case) -> Result<String, String> {
         format!("killed export exited {first}, expected {expected_first}\n{first_err}")
     })?;
     let (second, report, second_err) = h.run_env(&files, &[], &[]).await;
-    ensure(second == 0, || format!("rerun exited {second}\n{second_err}"))?;
+    ensure(second == 0, || {
+        format!("rerun exited {second}\n{second_err}")
+    })?;
     let report = report.ok_or("rerun wrote no report")?;
     for (id, (added, removed)) in &churned {
         let new = h.path(&format!("new-{id}.parquet"));
         let changes = h.path(&format!("changes-{id}.parquet"));
         std::fs::write(
             &new,
-            read(&format!("cohort_id={id}/snapshot_date={today}/part-0.parquet")),
+            read(&format!(
+                "cohort_id={id}/snapshot_date={today}/part-0.parquet"
+            )),
         )
         .map_err(|e| e.to_string())?;
         std::fs::write(
@@ -614,7 +618,9 @@ async fn changes_case(case: Case) -> Result<String, String> {
         let checked = std::panic::catch_unwind(|| {
             check_change_file(&dir, &old, &new, &changes, added, removed)
         });
-        ensure(checked.is_ok(), || format!("cohort {id}: change file wrong"))?;
+        ensure(checked.is_ok(), || {
+            format!("cohort {id}: change file wrong")
+        })?;
     }
     let log = h.requests_since(since).await;
     let spent = spent_by_cohort(&log);
@@ -622,9 +628,10 @@ async fn changes_case(case: Case) -> Result<String, String> {
         .as_u64()
         .unwrap_or(0);
     let extra: usize = spent.values().map(|n| n.saturating_sub(1)).sum();
-    ensure(spent.values().all(|n| *n <= 2) && extra as u64 <= possibly, || {
-        format!("requests after the change: {spent:?}, {possibly} reported possibly spent")
-    })?;
+    ensure(
+        spent.values().all(|n| *n <= 2) && extra as u64 <= possibly,
+        || format!("requests after the change: {spent:?}, {possibly} reported possibly spent"),
+    )?;
     let staged: Vec<String> = match &bucket {
         Some(b) => common::s3::keys(b, "out/_staging/"),
         None => {

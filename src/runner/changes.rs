@@ -29,8 +29,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Date32Builder, RecordBatch, StringArray, StringBuilder,
-    TimestampSecondBuilder,
+    Array, ArrayRef, Date32Builder, RecordBatch, StringArray, StringBuilder, TimestampSecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use futures::{FutureExt, TryStreamExt};
@@ -237,7 +236,10 @@ async fn write_unguarded(
         .set_key_value_metadata(Some(vec![
             KeyValue::new(KIND_KEY.to_string(), KIND_CHANGES.to_string()),
             KeyValue::new(COHORT_ID_KEY.to_string(), meta.cohort_id.to_string()),
-            KeyValue::new("cohort_sync.tool_version".into(), env!("CARGO_PKG_VERSION").to_string()),
+            KeyValue::new(
+                "cohort_sync.tool_version".into(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
         ]))
         .build();
     let sink = object_store::buffered::BufWriter::new(Arc::clone(&output.store), key.clone());
@@ -246,10 +248,25 @@ async fn write_unguarded(
     let mut rows = Rows::new(meta, Arc::clone(&schema));
     let mut counts = ChangeCounts::default();
     let described = output.describe(key);
-    counts.entered = attach(&mut stream, &d.add, "entered", &mut rows, &mut writer, &described).await?;
+    counts.entered = attach(
+        &mut stream,
+        &d.add,
+        "entered",
+        &mut rows,
+        &mut writer,
+        &described,
+    )
+    .await?;
     let mut old_stream = pairs(previous).await?;
-    counts.exited =
-        attach(&mut old_stream, &d.remove, "exited", &mut rows, &mut writer, &described).await?;
+    counts.exited = attach(
+        &mut old_stream,
+        &d.remove,
+        "exited",
+        &mut rows,
+        &mut writer,
+        &described,
+    )
+    .await?;
     rows.flush(&mut writer, &described).await?;
     writer
         .close()

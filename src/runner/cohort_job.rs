@@ -40,8 +40,8 @@ use super::staging::Staging;
 use crate::amplitude::types::{Cohort, Timestamp};
 use crate::amplitude::{AmplitudeClient, ApiError};
 use crate::crash;
-use crate::reverse::bytes::FileRef;
 use crate::export::{BodyExpectation, ConvertStats, GzipHint, convert_stream};
+use crate::reverse::bytes::FileRef;
 use crate::state::{
     CohortRecord, Holder, Ledger, LedgerEntry, LedgerOutcome, RequestRecord, StateStore,
 };
@@ -672,7 +672,10 @@ impl CohortJob {
         let staged = staging.key_for(&cohort.id, &final_key);
         // Found before the new file is written: it may be about to be overwritten.
         let previous = match &self.settings.changes_layout {
-            Some(_) => self.find_previous(cohort, request_id, &final_key, out).await,
+            Some(_) => {
+                self.find_previous(cohort, request_id, &final_key, out)
+                    .await
+            }
             None => None,
         };
         let stats = self

@@ -14,11 +14,12 @@ pub async fn churn(h: &Harness, cohort_id: &str, nth: usize, add: usize) -> (Vec
     let members = h.members(cohort_id).await;
     let removed: Vec<i64> = members.iter().step_by(nth).map(|(id, _)| *id).collect();
     let known: std::collections::BTreeSet<i64> = members.iter().map(|(id, _)| *id).collect();
-    let added: Vec<i64> = member_numbers(99, &format!("newcomers-{cohort_id}"), add as u64 * 2 + 100)
-        .map(amplitude_id)
-        .filter(|id| !known.contains(id))
-        .take(add)
-        .collect();
+    let added: Vec<i64> =
+        member_numbers(99, &format!("newcomers-{cohort_id}"), add as u64 * 2 + 100)
+            .map(amplitude_id)
+            .filter(|id| !known.contains(id))
+            .take(add)
+            .collect();
     h.patch_cohort(
         cohort_id,
         json!({ "add_members": added, "remove_members": removed }),
@@ -42,7 +43,14 @@ pub fn duckdb(dir: &Path, setup: &str, sql: &str) -> Vec<Vec<Value>> {
 }
 
 /// Checks the change file against DuckDB's EXCEPT of the two snapshots, both ways.
-pub fn check_change_file(dir: &Path, old: &Path, new: &Path, changes: &Path, added: &[i64], removed: &[i64]) {
+pub fn check_change_file(
+    dir: &Path,
+    old: &Path,
+    new: &Path,
+    changes: &Path,
+    added: &[i64],
+    removed: &[i64],
+) {
     let setup = format!(
         "CREATE VIEW old AS SELECT amplitude_id, user_id FROM read_parquet('{}');\n\
          CREATE VIEW new AS SELECT amplitude_id, user_id FROM read_parquet('{}');\n\
@@ -72,7 +80,11 @@ pub fn check_change_file(dir: &Path, old: &Path, new: &Path, changes: &Path, add
         .iter()
         .map(|v| v.as_str().and_then(|s| s.parse().ok()).expect("count"))
         .collect();
-    assert_eq!(&n[..4], &[0, 0, 0, 0], "change file differs from EXCEPT: {n:?}");
+    assert_eq!(
+        &n[..4],
+        &[0, 0, 0, 0],
+        "change file differs from EXCEPT: {n:?}"
+    );
     assert_eq!(n[4], added.len() as u64, "entered: {n:?}");
     assert_eq!(n[5], removed.len() as u64, "exited: {n:?}");
     assert_eq!((n[6], n[7]), (n[4], n[5]), "EXCEPT counts: {n:?}");
@@ -104,4 +116,3 @@ pub fn check_change_file(dir: &Path, old: &Path, new: &Path, changes: &Path, add
         "{rows:?}"
     );
 }
-
