@@ -5,7 +5,7 @@
 //! with the two snapshot dates and `lastComputed` values on every row; the first export
 //! writes none; the change costs no request (the emulator's log shows one request per
 //! export); a kill at each step of writing it, then a rerun, leaves the same file and spends
-//! nothing more; the same on S3 (moto).
+//! nothing more; the same on S3 (moto); `cohort-sync ddl` exposes them as a DuckDB view.
 
 mod common;
 
@@ -130,6 +130,42 @@ async fn change_file_equals_except_both_ways_and_costs_nothing() {
     assert!(
         !out.join("_staging").exists(),
         "nothing staged is left behind"
+    );
+
+    // `cohort-sync ddl` exposes them as a table beside the snapshots; DuckDB reads both.
+    let (code, sql, err) = h
+        .cli(&["ddl", &file.to_string_lossy(), "--dialect", "duckdb"])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        sql.contains("changes_snapshots") && sql.contains("changes_changes"),
+        "{sql}"
+    );
+    let rows = common::changes::duckdb(
+        &h.path(""),
+        &sql,
+        "SELECT change, count(*), min(cohort_id), min(snapshot_date)::VARCHAR, \
+         (SELECT count(*) FROM changes_snapshots) FROM changes_changes GROUP BY ALL ORDER BY 1",
+    );
+    let snapshot_rows = (SIZE + added.len() as u64 - removed.len() as u64).to_string();
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                Value::from("entered"),
+                Value::from(added.len().to_string()),
+                Value::from(COHORT),
+                Value::from(today()),
+                Value::from(snapshot_rows.clone()),
+            ],
+            vec![
+                Value::from("exited"),
+                Value::from(removed.len().to_string()),
+                Value::from(COHORT),
+                Value::from(today()),
+                Value::from(snapshot_rows),
+            ],
+        ]
     );
 
     // Unchanged since: skipped, no new change file, no request.
