@@ -87,7 +87,7 @@ differ = con.sql(f'''
   SELECT (SELECT count(*) FROM (SELECT amplitude_id, user_id, change FROM ch EXCEPT SELECT * FROM want)),
          (SELECT count(*) FROM (SELECT * FROM want EXCEPT SELECT amplitude_id, user_id, change FROM ch)),
          (SELECT count(*) FROM ch)
-''').fetchone()
+''').fetchall()[0]
 print(json.dumps({"counts": dict(rows), "wall_s": wall, "differ": list(differ[:2]), "rows": differ[2]}))
 """
 

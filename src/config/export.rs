@@ -90,7 +90,8 @@ pub struct Output {
     /// under the output.
     #[serde(default)]
     pub changes: bool,
-    /// Object key template of change files (same placeholders as `layout`); it must not
+    /// Object key template of change files (same placeholders as `layout`; default
+    /// `_changes/cohort_id={cohort_id}/snapshot_date={date}/part-0.parquet`); it must not
     /// be able to render a snapshot's key.
     #[serde(default = "default_changes_layout")]
     pub changes_layout: Layout,
