@@ -14,8 +14,9 @@
 //!      previous_last_computed, last_computed), streamed to the staged change file
 //! ```
 //!
-//! Memory: the two id sets are the diff's (bounded, spilled to temporary files); what stays
-//! in memory is the changed ids only, and the output is written batch by batch.
+//! Memory: the two id sets are the diff's, each spilled to temporary files past
+//! [`CHANGE_MEMORY_MIB`] (or `COHORT_SYNC_DIFF_MEMORY_MIB`); what stays in memory is one
+//! hash partition at a time and the changed ids, and the output is written batch by batch.
 //!
 //! Which snapshot is "previous": the newest snapshot of the cohort (by `lastComputed` in its
 //! footer, see [`crate::reverse::snapshot`]) that is not the file of the request being
@@ -46,7 +47,7 @@ use crate::amplitude::types::IdKind;
 use crate::export::ParquetOptions;
 use crate::reverse::bytes::FileRef;
 use crate::reverse::diff::diff;
-use crate::reverse::idset::{IdCollector, IdList};
+use crate::reverse::idset::{IdCollector, IdList, MEMORY_ENV};
 use crate::reverse::parquet_ids::{ColumnError, check_chunks, open, read_column};
 use crate::reverse::snapshot::{
     COHORT_ID_KEY, KIND_CHANGES, KIND_KEY, Snapshot, newest_in, read_snapshot,
@@ -59,6 +60,21 @@ pub const DEFAULT_CHANGES_LAYOUT: &str =
 
 /// Rows per written batch.
 const BATCH_ROWS: usize = 64 * 1024;
+
+/// MiB of ids each side of the change keeps in memory before spilling its hash partitions
+/// to temporary files, unless [`MEMORY_ENV`] says otherwise: small, so that computing the
+/// change stays within the export's own memory (a 2,000,000-member cohort's ids are
+/// ~50 MB a side; spilled, the diff loads 1/64 of them at a time).
+pub const CHANGE_MEMORY_MIB: usize = 16;
+
+fn memory_budget() -> usize {
+    std::env::var(MEMORY_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|m| *m > 0)
+        .unwrap_or(CHANGE_MEMORY_MIB)
+        .saturating_mul(1 << 20)
+}
 
 /// The snapshot a change file compares the new one with.
 #[derive(Debug, Clone)]
@@ -277,7 +293,7 @@ async fn write_unguarded(
 
 /// The amplitude ids of a snapshot (nulls and blanks left out).
 async fn collect_ids(file: &FileRef) -> Result<IdCollector, String> {
-    let mut ids = IdCollector::new();
+    let mut ids = IdCollector::with_budget(memory_budget());
     read_column(file, "amplitude_id", IdKind::AmplitudeId, |_, v| match v {
         Some(v) if !v.is_empty() => ids.push(v),
         _ => Ok(()),
