@@ -344,10 +344,10 @@ fn bad_files() -> Vec<Bad> {
         bad(
             "changes_layout_like_the_snapshots",
             export(
-                "[select]\nids = [\"a\"]\n[output]\nurl = \"out\"\nchanges = true\nchanges_layout = \"cohort_id={cohort_id}/day={date}/part-0.parquet\"\n",
+                "[select]\nids = [\"a\"]\n[output]\nurl = \"out\"\nchanges = true\nchanges_layout = \"cohort_id={cohort_id}/{date}/part-0.parquet\"\n",
             ),
             "7:18",
-            "changes_layout \"cohort_id={cohort_id}/day={date}/part-0.parquet\" can render the same keys as layout",
+            "changes_layout \"cohort_id={cohort_id}/{date}/part-0.parquet\" can render the same keys as layout",
         ),
         bad(
             "changes_layout_in_staging",
