@@ -343,6 +343,22 @@ fn bad_files() -> Vec<Bad> {
             "layout \"_runs/{cohort_id}.parquet\" writes under _runs/, which cohort-sync keeps for its own files (_runs/, _staging/, _history/)",
         ),
         bad(
+            "changes_layout_like_the_snapshots",
+            export(
+                "[select]\nids = [\"a\"]\n[output]\nurl = \"out\"\nchanges = true\nchanges_layout = \"cohort_id={cohort_id}/{date}/part-0.parquet\"\n",
+            ),
+            "7:18",
+            "changes_layout \"cohort_id={cohort_id}/{date}/part-0.parquet\" can render the same keys as layout",
+        ),
+        bad(
+            "changes_layout_in_staging",
+            export(
+                "[select]\nids = [\"a\"]\n[output]\nurl = \"out\"\nchanges = true\nchanges_layout = \"_staging/{cohort_id}.parquet\"\n",
+            ),
+            "7:18",
+            "writes under _staging/",
+        ),
+        bad(
             "layout_in_history",
             export(
                 "[select]\nids = [\"a\"]\n[output]\nurl = \"out\"\nlayout = \"_history/{cohort_id}/{date}.parquet\"\n",

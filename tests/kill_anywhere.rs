@@ -13,7 +13,9 @@
 //! - `_SUCCESS` exists only for runs that did every cohort;
 //! - the OpenLineage file (`[lineage] file`) holds whole, valid events only, the rerun's
 //!   START and COMPLETE last;
-//! - exit codes: -9 (killed), 143 (SIGTERM), 0 (rerun).
+//! - exit codes: -9 (killed), 143 (SIGTERM), 0 (rerun);
+//! - with `output.changes = true`, a second export killed while writing its change files
+//!   leaves, after the rerun, change files equal to DuckDB's `EXCEPT` of the two snapshots.
 //!
 //! Points are armed with the test-only `COHORT_SYNC_CRASH_AT` (src/crash.rs): the binary
 //! signals itself exactly there, so each case is deterministic. The outcome of every case
@@ -40,6 +42,8 @@ const PIPELINE: &str = "killable";
 enum Kind {
     Export,
     Reverse,
+    /// A second export with `output.changes = true`, after the members changed.
+    Changes,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -190,6 +194,43 @@ fn reverse_cases() -> Vec<Case> {
         term("reverse.chunk.sending", 2),
         term("reverse.chunk.journaled", 1),
         term("reverse.chunk.journaled", 3),
+    ]
+}
+
+/// The change file's steps (the second export of a cohort whose members changed): the
+/// previous snapshot's copy aside (S3, same key), the change file written and published,
+/// the snapshot published after it.
+fn changes_cases() -> Vec<Case> {
+    let kill = |point, hit| Case {
+        kind: Kind::Changes,
+        point,
+        hit,
+        term: false,
+        s3: false,
+    };
+    let term = |point, hit| Case {
+        term: true,
+        ..kill(point, hit)
+    };
+    let s3 = |point, hit| Case {
+        s3: true,
+        ..kill(point, hit)
+    };
+    vec![
+        kill("export.upload.completed", 1),
+        kill("export.changes.written", 1),
+        kill("export.changes.written", 2),
+        kill("export.changes.published", 1),
+        kill("export.changes.published", 2),
+        kill("export.published", 1),
+        kill("export.state.saved", 1),
+        term("export.changes.written", 1),
+        term("export.changes.published", 1),
+        s3("export.changes.previous_copied", 1),
+        s3("export.changes.previous_copied", 2),
+        s3("export.changes.written", 1),
+        s3("export.published", 1),
+        s3("export.state.saved", 1),
     ]
 }
 
@@ -519,7 +560,116 @@ async fn run_case(case: Case) -> Result<String, String> {
     match case.kind {
         Kind::Export => export_case(case).await,
         Kind::Reverse => reverse_case(case).await,
+        Kind::Changes => changes_case(case).await,
     }
+}
+
+/// Runs one change-file case: two cohorts exported, their members changed, exported again
+/// with the kill armed, then rerun. The change files must equal DuckDB's `EXCEPT` of the
+/// two snapshots both ways, the killed export and its rerun spend one request per cohort
+/// (two only across the answer → state-write window, reported), nothing is left staged.
+async fn changes_case(case: Case) -> Result<String, String> {
+    use common::changes::{check_change_file, churn};
+    let cohorts = vec![cohort("big", 20_000), cohort("small", 3_000)];
+    let h = harness::start(cohorts, |c| c.redirect_threshold_rows = 10_000).await;
+    let (output, state, bucket) = if case.s3 {
+        let bucket = common::s3::create_bucket("killch");
+        (
+            format!("s3://{bucket}/out"),
+            format!("s3://{bucket}/state"),
+            Some(bucket),
+        )
+    } else {
+        ("out".to_string(), "state".to_string(), None)
+    };
+    let file = h.write(
+        PIPELINE,
+        &format!(
+            "kind = \"export\"\nname = \"{PIPELINE}\"\n\n{}\n[select]\nids = [\"big\", \"small\"]\n\n[output]\nurl = \"{output}\"\nchanges = true\n\n[state]\nurl = \"{state}\"\n",
+            h.connection()
+        ),
+    );
+    let files = [file.as_path()];
+    let today = chrono::Utc::now().date_naive().to_string();
+    let read = |rel: &str| -> Vec<u8> {
+        match &bucket {
+            Some(b) => common::s3::get(b, &format!("out/{rel}")),
+            None => std::fs::read(h.path("out").join(rel)).unwrap_or_default(),
+        }
+    };
+    let (code, _, err) = h.run_env(&files, &[], &[]).await;
+    ensure(code == 0, || format!("first export exited {code}\n{err}"))?;
+    let mut churned = Vec::new();
+    for id in ["big", "small"] {
+        let rel = format!("cohort_id={id}/snapshot_date={today}/part-0.parquet");
+        std::fs::write(h.path(&format!("old-{id}.parquet")), read(&rel))
+            .map_err(|e| e.to_string())?;
+        churned.push((id, churn(&h, id, 25, 60).await));
+    }
+    let since = h.last_seq().await;
+    let (first, _, first_err) = h
+        .run_env(&files, &[], &[("COHORT_SYNC_CRASH_AT", &case.arm())])
+        .await;
+    let expected_first = if case.term { 143 } else { -9 };
+    ensure(first == expected_first || (case.term && first == 0), || {
+        format!("killed export exited {first}, expected {expected_first}\n{first_err}")
+    })?;
+    let (second, report, second_err) = h.run_env(&files, &[], &[]).await;
+    ensure(second == 0, || {
+        format!("rerun exited {second}\n{second_err}")
+    })?;
+    let report = report.ok_or("rerun wrote no report")?;
+    for (id, (added, removed)) in &churned {
+        let new = h.path(&format!("new-{id}.parquet"));
+        let changes = h.path(&format!("changes-{id}.parquet"));
+        std::fs::write(
+            &new,
+            read(&format!(
+                "cohort_id={id}/snapshot_date={today}/part-0.parquet"
+            )),
+        )
+        .map_err(|e| e.to_string())?;
+        std::fs::write(
+            &changes,
+            read(&format!(
+                "_changes/cohort_id={id}/snapshot_date={today}/part-0.parquet"
+            )),
+        )
+        .map_err(|e| e.to_string())?;
+        let old = h.path(&format!("old-{id}.parquet"));
+        let dir = h.path("");
+        let checked = std::panic::catch_unwind(|| {
+            check_change_file(&dir, &old, &new, &changes, added, removed)
+        });
+        ensure(checked.is_ok(), || {
+            format!("cohort {id}: change file wrong")
+        })?;
+    }
+    let log = h.requests_since(since).await;
+    let spent = spent_by_cohort(&log);
+    let possibly = report["pipelines"][0]["quota_possibly_spent"]
+        .as_u64()
+        .unwrap_or(0);
+    let extra: usize = spent.values().map(|n| n.saturating_sub(1)).sum();
+    ensure(
+        spent.values().all(|n| *n <= 2) && extra as u64 <= possibly,
+        || format!("requests after the change: {spent:?}, {possibly} reported possibly spent"),
+    )?;
+    let staged: Vec<String> = match &bucket {
+        Some(b) => common::s3::keys(b, "out/_staging/"),
+        None => {
+            let dir = h.path("out/_staging");
+            if dir.exists() {
+                vec![dir.display().to_string()]
+            } else {
+                vec![]
+            }
+        }
+    };
+    ensure(staged.is_empty(), || format!("left staged: {staged:?}"))?;
+    Ok(format!(
+        "first exit {first}, rerun exit 0, requests after the change {spent:?}"
+    ))
 }
 
 async fn run_all(cases: Vec<Case>, parallel: usize, name: &str) {
@@ -558,6 +708,12 @@ async fn export_survives_a_kill_or_stop_at_every_point() {
     let cases = export_cases();
     assert!(cases.len() >= 50, "{} export cases", cases.len());
     run_all(cases, 3, "export").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn change_files_survive_a_kill_or_stop_at_every_point() {
+    let cases = changes_cases();
+    run_all(cases, 3, "changes").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

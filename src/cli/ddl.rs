@@ -20,7 +20,9 @@ Tables: <pipeline>_snapshots, one row per member per snapshot, with the layout's
 `name={placeholder}` folders as partition columns (`{date}` as DATE) and the file columns
 known from the pipeline (amplitude_id, user_id, download.prop_keys, download.column_types);
 <pipeline>_history, the sync history under `_history/` (one row per cohort per run,
-partitioned by pipeline and date).
+partitioned by pipeline and date); with output.changes = true also <pipeline>_changes,
+one row per member that entered or exited since the previous snapshot
+(output.changes_layout).
 The one-time setup each warehouse needs (stage, storage integration, connection, external
 location) is written as comments above the statements. Snowflake, BigQuery, Athena and
 Databricks read object storage only: a local output is refused (exit 2) with the reason.")]

@@ -338,6 +338,10 @@ fn prepare(file: &Path) -> Result<(Prepared, Pipeline), String> {
                 max_parallel: spec.quota.max_parallel,
                 output_url: spec.output.url.as_str().to_string(),
                 layout: spec.output.layout.as_str().to_string(),
+                changes_layout: spec
+                    .output
+                    .changes
+                    .then(|| spec.output.changes_layout.as_str().to_string()),
                 state_url: pipeline.state.url.as_str().to_string(),
                 convert: convert_options(download, &spec.output),
             };

@@ -239,6 +239,15 @@ fn cohort_detail(c: &CohortReport) -> String {
         if let Some(o) = &c.output {
             parts.push(safe(o));
         }
+        if let Some(ch) = &c.changes {
+            parts.push(format!(
+                "{} entered, {} exited since {} ({})",
+                ch.entered,
+                ch.exited,
+                safe(&ch.previous_snapshot_date),
+                safe(&ch.key)
+            ));
+        }
         if c.request_reused {
             parts.push("earlier request reused (no quota)".into());
         }

@@ -4,7 +4,7 @@
 use super::download::Download;
 use super::error::ConfigError;
 use super::export::{CompressionCodec, ExportSpec, Output, Quota, Select};
-use super::keys::{RESERVED_OUTPUT_DIRS, reserved_dir};
+use super::keys::{RESERVED_OUTPUT_DIRS, can_render_same_key, reserved_dir};
 use super::lineage::{Lineage, TIMEOUT_SECS, check_url};
 use super::locate::Locator;
 use super::location::Place;
@@ -391,6 +391,28 @@ fn export_spec(
                     .join(", ")
             ),
         ));
+    }
+    if output.changes {
+        let changes = output.changes_layout.as_str();
+        if let Some(dir) = reserved_dir(changes) {
+            return Err(loc.at_value(
+                &["output", "changes_layout"],
+                format!(
+                    "changes_layout {changes:?} writes under {dir}/, which cohort-sync keeps for its own files; start it with another folder (the default is {:?})",
+                    crate::runner::changes::DEFAULT_CHANGES_LAYOUT
+                ),
+            ));
+        }
+        if can_render_same_key(changes, output.layout.as_str()) {
+            return Err(loc.at_value(
+                &["output", "changes_layout"],
+                format!(
+                    "changes_layout {changes:?} can render the same keys as layout {:?}: a change file could overwrite a snapshot or be read as one; give change files a folder of their own (the default is {:?})",
+                    output.layout.as_str(),
+                    crate::runner::changes::DEFAULT_CHANGES_LAYOUT
+                ),
+            ));
+        }
     }
     if let Some(level) = output.compression_level {
         if output.compression != CompressionCodec::Zstd {

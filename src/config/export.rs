@@ -84,6 +84,21 @@ pub struct Output {
     #[serde(default = "default_row_group_rows")]
     #[schemars(range(min = 1))]
     pub row_group_rows: usize,
+    /// Also write a membership change file when a cohort is exported and an earlier
+    /// snapshot of it is in the output: one row per member that entered or exited since
+    /// (computed locally, no quota). Off by default: it adds files of another schema
+    /// under the output.
+    #[serde(default)]
+    pub changes: bool,
+    /// Object key template of change files (same placeholders as `layout`; default
+    /// `_changes/cohort_id={cohort_id}/snapshot_date={date}/part-0.parquet`); it must not
+    /// be able to render a snapshot's key.
+    #[serde(default = "default_changes_layout")]
+    pub changes_layout: Layout,
+}
+
+fn default_changes_layout() -> Layout {
+    Layout::changes_default()
 }
 
 fn default_row_group_rows() -> usize {

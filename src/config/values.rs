@@ -269,6 +269,13 @@ impl Layout {
 /// Where export snapshots go unless the file says otherwise.
 pub const DEFAULT_LAYOUT: &str = "cohort_id={cohort_id}/snapshot_date={date}/part-0.parquet";
 
+impl Layout {
+    /// The default `output.changes_layout`.
+    pub fn changes_default() -> Layout {
+        Layout(crate::runner::changes::DEFAULT_CHANGES_LAYOUT.to_string())
+    }
+}
+
 impl Default for Layout {
     fn default() -> Self {
         Layout(DEFAULT_LAYOUT.to_string())

@@ -3,7 +3,7 @@
 //! reads object storage only; one whose engine cannot read the datasets' store or layout
 //! gets an error saying why, not SQL that fails later.
 
-use super::{Dataset, FileColumn, SqlType};
+use super::{Contents, Dataset, FileColumn, SqlType};
 
 /// A warehouse's SQL dialect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -89,6 +89,7 @@ impl Dialect {
             (Dialect::Bigquery, Boolean) => "BOOL",
             (Dialect::Bigquery, Utf8) => "STRING",
             (Dialect::Bigquery, Timestamp) => "TIMESTAMP",
+            (_, Date) => "DATE",
             (_, Int64) => "BIGINT",
             (Dialect::Snowflake, Float64) => "FLOAT",
             (_, Float64) => "DOUBLE",
@@ -219,7 +220,7 @@ fn snowflake(ds: &Dataset) -> String {
             }
         })
         .collect();
-    cols.extend(ds.columns.iter().map(|c: &FileColumn| {
+    cols.extend(ds.columns_beside_partitions().map(|c: &FileColumn| {
         let ty = d.type_name(c.ty);
         format!(
             "  {} {ty} AS (VALUE:{}::{ty})",
@@ -241,7 +242,7 @@ fn snowflake(ds: &Dataset) -> String {
         ds.base_name(),
         sql_string(&ds.file_regex)
     ));
-    if ds.contents == super::Contents::Snapshots {
+    if ds.contents == Contents::Snapshots {
         out.push_str(
             "-- Property columns not listed in download.prop_keys / column_types: VALUE:\"name\".\n",
         );
@@ -382,10 +383,9 @@ fn databricks(ds: &Dataset) -> Result<String, String> {
     ))
 }
 
-/// `  name TYPE` lines of the file columns.
+/// `  name TYPE` lines of the file columns (those that are not partition columns too).
 fn columns(d: Dialect, ds: &Dataset) -> String {
-    ds.columns
-        .iter()
+    ds.columns_beside_partitions()
         .map(|c| format!("  {} {}", d.ident(&c.name), d.type_name(c.ty)))
         .collect::<Vec<_>>()
         .join(",\n")
@@ -444,7 +444,7 @@ fn after_scheme(url: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ddl::{Contents, PartitionColumn};
+    use crate::ddl::PartitionColumn;
 
     fn dataset(root: &str) -> Dataset {
         Dataset {

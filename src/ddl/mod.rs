@@ -1,6 +1,7 @@
 //! `cohort-sync ddl`: the statements that expose an export pipeline's output as warehouse
 //! tables, ready to paste. [`Dataset`] reads what a pipeline writes — where, in which key
-//! layout, with which columns: the snapshots and the sync history beside them — and
+//! layout, with which columns: the snapshots, the sync history beside them and, with
+//! `output.changes = true`, the membership change files — and
 //! [`dialect`] renders it for DuckDB, Snowflake, BigQuery, Athena or Databricks.
 //!
 //! A layout whose folders are all `name={placeholder}` (the default,
@@ -32,6 +33,8 @@ pub enum SqlType {
     Float64,
     Boolean,
     Utf8,
+    /// A calendar day.
+    Date,
     /// An instant (Parquet timestamp adjusted to UTC).
     Timestamp,
 }
@@ -61,6 +64,9 @@ pub enum Contents {
     Snapshots,
     /// The sync history (`runner::history`): one row per cohort per run.
     History,
+    /// The membership change files (`output.changes = true`, `runner::changes`): one row
+    /// per member that entered or exited since the cohort's previous snapshot.
+    Changes,
 }
 
 impl Contents {
@@ -69,6 +75,7 @@ impl Contents {
         match self {
             Contents::Snapshots => "snapshots",
             Contents::History => "history",
+            Contents::Changes => "changes",
         }
     }
 
@@ -77,6 +84,10 @@ impl Contents {
         match self {
             Contents::Snapshots => "one row per cohort member per snapshot",
             Contents::History => "the sync history, one row per cohort per run",
+            Contents::Changes => {
+                "the membership changes, one row per member that entered or exited since the \
+                 cohort's previous snapshot"
+            }
         }
     }
 }
@@ -90,8 +101,9 @@ pub struct Dataset {
     /// The output's root URL without a trailing slash: `s3://bucket/prefix` or an absolute
     /// local path. Every dataset of a pipeline shares it.
     pub root: String,
-    /// The folder under `root` holding this dataset and nothing else (`_history`), or
-    /// empty for the snapshots, which start at the root.
+    /// The layout's leading folders without placeholders (`_history`, `_changes`), where
+    /// this dataset's files are; empty when the first folder already varies (the default
+    /// snapshot layout starts at the root).
     pub dir: String,
     /// The file pattern with every placeholder replaced by `*` (relative to `root`).
     pub file_glob: String,
@@ -108,12 +120,16 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// The datasets of an export pipeline's output — its snapshots, then its sync
-    /// history; `cwd` resolves a relative local output.
+    /// The datasets of an export pipeline's output — its snapshots, its sync history and,
+    /// when it writes them, its change files; `cwd` resolves a relative local output.
     pub fn all_of(pipeline: &Pipeline, cwd: &std::path::Path) -> Result<Vec<Dataset>, String> {
         let snapshots = Dataset::snapshots(pipeline, cwd)?;
         let history = Dataset::history(&snapshots);
-        Ok(vec![snapshots, history])
+        let changes = Dataset::changes(pipeline, &snapshots);
+        Ok([Some(snapshots), Some(history), changes]
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     /// The snapshots of an export pipeline; `cwd` resolves a relative local output.
@@ -173,7 +189,7 @@ impl Dataset {
             pipeline: pipeline.name.clone(),
             contents: Contents::Snapshots,
             root,
-            dir: String::new(),
+            dir: leading_dir(layout),
             file_glob: replace_placeholders(layout, "*"),
             file_regex: layout_regex(layout),
             partitions,
@@ -194,13 +210,65 @@ impl Dataset {
             pipeline: snapshots.pipeline.clone(),
             contents: Contents::History,
             root: snapshots.root.clone(),
-            dir: history::HISTORY_DIR.to_string(),
+            dir: leading_dir(&layout),
             file_glob: replace_placeholders(&layout, "*"),
             file_regex: layout_regex(&layout),
             partitions,
             not_hive,
             columns: columns_of(&history::schema()),
         }
+    }
+
+    /// The change files written beside `snapshots` when the pipeline sets
+    /// `output.changes = true` (the columns of `runner::changes`, the ids typed like the
+    /// snapshots').
+    pub fn changes(pipeline: &Pipeline, snapshots: &Dataset) -> Option<Dataset> {
+        let PipelineSpec::Export(spec) = &pipeline.spec else {
+            return None;
+        };
+        if !spec.output.changes {
+            return None;
+        }
+        let layout = spec.output.changes_layout.as_str();
+        let (partitions, not_hive) = partitions_of(layout);
+        let type_of = |name: &str, default| {
+            snapshots
+                .columns
+                .iter()
+                .find(|c| c.name == name)
+                .map_or(default, |c| c.ty)
+        };
+        let col = |name: &str, ty| FileColumn {
+            name: name.to_string(),
+            ty,
+        };
+        Some(Dataset {
+            pipeline: snapshots.pipeline.clone(),
+            contents: Contents::Changes,
+            root: snapshots.root.clone(),
+            dir: leading_dir(layout),
+            file_glob: replace_placeholders(layout, "*"),
+            file_regex: layout_regex(layout),
+            partitions,
+            not_hive,
+            columns: vec![
+                col("amplitude_id", type_of("amplitude_id", SqlType::Int64)),
+                col("user_id", type_of("user_id", SqlType::Utf8)),
+                col("change", SqlType::Utf8),
+                col("previous_snapshot_date", SqlType::Date),
+                col("snapshot_date", SqlType::Date),
+                col("previous_last_computed", SqlType::Timestamp),
+                col("last_computed", SqlType::Timestamp),
+            ],
+        })
+    }
+
+    /// The file columns that are not partition columns too (engines that declare
+    /// partition columns apart refuse a name twice; the values are the same).
+    pub fn columns_beside_partitions(&self) -> impl Iterator<Item = &FileColumn> {
+        self.columns
+            .iter()
+            .filter(|c| !self.partitions.iter().any(|p| p.name == c.name))
     }
 
     /// `s3`, `gs`, `az`, `abfss`, or `file` for a local output.
@@ -247,6 +315,18 @@ impl Dataset {
     }
 }
 
+/// The leading folders of `layout` that hold no placeholder, joined by `/`.
+fn leading_dir(layout: &str) -> String {
+    let parts: Vec<&str> = layout.split('/').collect();
+    let folders = &parts[..parts.len().saturating_sub(1)];
+    folders
+        .iter()
+        .take_while(|f| !f.contains('{'))
+        .copied()
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The stored columns of a Parquet schema written by this tool.
 fn columns_of(schema: &Schema) -> Vec<FileColumn> {
     schema
@@ -259,6 +339,7 @@ fn columns_of(schema: &Schema) -> Vec<FileColumn> {
                 DataType::Float64 => SqlType::Float64,
                 DataType::Boolean => SqlType::Boolean,
                 DataType::Timestamp(..) => SqlType::Timestamp,
+                DataType::Date32 | DataType::Date64 => SqlType::Date,
                 _ => SqlType::Utf8,
             },
         })

@@ -93,6 +93,7 @@ pub use options::{
     DEFAULT_BATCH_ROWS, DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL, GzipHint, MAX_COHORT_MEMBERS,
     ParquetOptions,
 };
+pub use props::writer_properties;
 pub use records::FieldSink;
 pub use schema::{AMPLITUDE_ID, ColumnSpec, Columns, columns_from_header};
 pub use stages::{encode_to_parquet, parse_batches, parse_to_batches};

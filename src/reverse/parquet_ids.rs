@@ -201,7 +201,7 @@ fn refused(column: &str, t: &DataType, kind: IdKind) -> String {
 /// length is negative, or whose end does not fit in 64 bits (the reader asserts on the
 /// first and overflows on the second — a crafted file must fail, not crash; found by
 /// fuzzing, `fuzz/regressions/reverse_source/`).
-fn check_chunks(meta: &ParquetMetaData) -> Result<(), String> {
+pub(crate) fn check_chunks(meta: &ParquetMetaData) -> Result<(), String> {
     for (g, group) in meta.row_groups().iter().enumerate() {
         for (c, chunk) in group.columns().iter().enumerate() {
             let start = chunk

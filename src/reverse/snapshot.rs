@@ -14,12 +14,21 @@ use super::parquet_ids::footer_metadata;
 use crate::amplitude::types::Timestamp;
 use crate::config::{Layout, StorageUrl};
 use crate::runner::layout::sanitize;
-use crate::storage;
+use crate::storage::{self, Location};
 
 /// Footer key holding the cohort's `lastComputed` at export time.
 pub const LAST_COMPUTED_KEY: &str = "cohort_sync.last_computed";
 /// Footer key holding the cohort id.
 pub const COHORT_ID_KEY: &str = "cohort_sync.cohort_id";
+/// Footer key holding the request id whose file the snapshot is.
+pub const REQUEST_ID_KEY: &str = "cohort_sync.request_id";
+/// Footer key holding the snapshot's date (`YYYY-MM-DD`, the run's `{date}`).
+pub const SNAPSHOT_DATE_KEY: &str = "cohort_sync.snapshot_date";
+/// Footer key naming what a file is; change files say [`KIND_CHANGES`] and are never
+/// taken for a snapshot.
+pub const KIND_KEY: &str = "cohort_sync.kind";
+/// [`KIND_KEY`] of a membership change file.
+pub const KIND_CHANGES: &str = "changes";
 /// Footers read at most (the most recently written candidates).
 const MAX_FOOTERS: usize = 8;
 
@@ -30,6 +39,12 @@ pub struct Snapshot {
     /// `cohort_sync.last_computed` as epoch seconds (`None` when absent or unreadable).
     pub last_computed: Option<i64>,
     pub modified: DateTime<Utc>,
+    /// The footer's `cohort_sync.last_computed` as written (empty when absent).
+    pub last_computed_text: String,
+    /// The footer's `cohort_sync.request_id`.
+    pub request_id: Option<String>,
+    /// The footer's `cohort_sync.snapshot_date`, else the day the file was written (UTC).
+    pub date: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,7 +138,19 @@ pub async fn newest(
         }
     }
     let loc = storage::open(url, base_dir).map_err(|e| e.to_string())?;
-    let (pattern, prefix) = pattern_for(layout.as_str(), cohort_id);
+    newest_in(&loc, layout.as_str(), cohort_id, None).await
+}
+
+/// [`newest`] in an opened output, leaving out the file of request `except_request`
+/// (the export in progress: a rerun after a kill may find its own file published).
+/// Ties on `lastComputed` go to the most recently written file.
+pub async fn newest_in(
+    loc: &Location,
+    layout: &str,
+    cohort_id: &str,
+    except_request: Option<&str>,
+) -> Result<Option<Snapshot>, String> {
+    let (pattern, prefix) = pattern_for(layout, cohort_id);
     let glob = glob::Pattern::new(&pattern).map_err(|e| format!("layout {layout:?}: {e}"))?;
     let opts = glob::MatchOptions {
         case_sensitive: true,
@@ -144,7 +171,7 @@ pub async fn newest(
         })
         .try_collect()
         .await
-        .map_err(|e| format!("listing {url}: {e}"))?;
+        .map_err(|e| format!("listing {}: {e}", loc.display))?;
     candidates.sort_by_key(|m| std::cmp::Reverse(m.last_modified));
     let mut best: Option<Snapshot> = None;
     for meta in candidates.into_iter().take(MAX_FOOTERS) {
@@ -153,26 +180,12 @@ pub async fn newest(
             key: meta.location.clone(),
             url: loc.describe(&meta.location),
         };
-        let footer = match footer_metadata(&file).await {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!("skipping snapshot {}: {e}", file.label());
-                continue;
-            }
+        let Some(snap) = read_snapshot(file, meta.last_modified, cohort_id).await else {
+            continue;
         };
-        if footer
-            .get(COHORT_ID_KEY)
-            .is_some_and(|id| id.as_str() != cohort_id)
-        {
+        if except_request.is_some() && snap.request_id.as_deref() == except_request {
             continue;
         }
-        let snap = Snapshot {
-            last_computed: footer
-                .get(LAST_COMPUTED_KEY)
-                .and_then(|v| parse_last_computed(v)),
-            modified: meta.last_modified,
-            file,
-        };
         let better = match &best {
             None => true,
             Some(b) => snap.last_computed > b.last_computed,
@@ -182,6 +195,41 @@ pub async fn newest(
         }
     }
     Ok(best)
+}
+
+/// The snapshot `file` is, from its footer: `None` (logged) when the footer cannot be read,
+/// names another cohort, or marks a change file.
+pub async fn read_snapshot(
+    file: FileRef,
+    modified: DateTime<Utc>,
+    cohort_id: &str,
+) -> Option<Snapshot> {
+    let footer = match footer_metadata(&file).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("skipping snapshot {}: {e}", file.label());
+            return None;
+        }
+    };
+    if footer
+        .get(COHORT_ID_KEY)
+        .is_some_and(|id| id.as_str() != cohort_id)
+        || footer.get(KIND_KEY).is_some_and(|k| k == KIND_CHANGES)
+    {
+        return None;
+    }
+    let text = footer.get(LAST_COMPUTED_KEY).cloned().unwrap_or_default();
+    Some(Snapshot {
+        last_computed: parse_last_computed(&text),
+        last_computed_text: text,
+        request_id: footer.get(REQUEST_ID_KEY).cloned(),
+        date: footer
+            .get(SNAPSHOT_DATE_KEY)
+            .cloned()
+            .unwrap_or_else(|| modified.format("%Y-%m-%d").to_string()),
+        modified,
+        file,
+    })
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@
 //! (`crate::crash`) mark every boundary between two steps for the kill-anywhere tests:
 //! `export.output.probed` (export.rs), `export.lease.acquired`, `export.request.intent_saved`, `export.request.answered`,
 //! `export.request.saved`, `export.poll`, `export.download.chunk`, `export.upload.part`,
-//! `export.upload.completed`, `export.published`, `export.state.saved`; under even pacing
+//! `export.upload.completed`, `export.changes.previous_copied` (S3), `export.changes.written`,
+//! `export.changes.published` (with `output.changes = true` and an earlier snapshot),
+//! `export.published`, `export.state.saved`; under even pacing
 //! also `export.pace.reserved` and `export.pace.released` around the request.
 
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::changes::{self, Previous};
 use super::export::{ExportSettings, ManifestFile, cohort_report};
 use super::layout::{LayoutValues, render};
 use super::leases::{Fence, LeaseKeeper, LeaseRefused};
@@ -40,6 +43,7 @@ use crate::amplitude::{AmplitudeClient, ApiError};
 use crate::crash;
 use crate::export::{BodyExpectation, ConvertStats, GzipHint, convert_stream};
 use crate::quota::waits::{WaitKind, WaitMeter, current as current_meter, metered};
+use crate::reverse::bytes::FileRef;
 use crate::state::{
     CohortRecord, Holder, Ledger, LedgerEntry, LedgerOutcome, RequestRecord, StateStore,
 };
@@ -697,10 +701,25 @@ impl CohortJob {
         let final_key = self.output.key(&key_text);
         let staging = Staging::new(&self.output, &self.settings.name, &self.run_id);
         let staged = staging.key_for(&cohort.id, &final_key);
+        // Found before the new file is written: it may be about to be overwritten.
+        let previous = match &self.settings.changes_layout {
+            Some(_) => {
+                self.find_previous(cohort, request_id, &final_key, out)
+                    .await
+            }
+            None => None,
+        };
         let stats = self
             .fetch_and_convert(cohort, last_computed, request_id, &staged, out, stop)
             .await?;
-        Ok((stats, Staged { staged, final_key }))
+        Ok((
+            stats,
+            Staged {
+                staged,
+                final_key,
+                previous,
+            },
+        ))
     }
 
     /// Downloads `/file` and converts it; a body that fails or a link that expired is asked
@@ -728,6 +747,10 @@ impl CohortJob {
                 last_computed.map(|t| t.to_string()).unwrap_or_default(),
             ),
             ("cohort_sync.request_id".into(), request_id.to_string()),
+            (
+                crate::reverse::snapshot::SNAPSHOT_DATE_KEY.into(),
+                self.snapshot_date.clone(),
+            ),
             (
                 "cohort_sync.tool_version".into(),
                 env!("CARGO_PKG_VERSION").to_string(),
@@ -822,12 +845,22 @@ impl CohortJob {
             staging.discard(&keys.staged, &keys.final_key).await;
             return Err(Failure::failed(lost));
         }
+        let changes = match &keys.previous {
+            Some(previous) => {
+                self.write_changes(cohort, previous, &keys, &staging, out)
+                    .await
+            }
+            None => None,
+        };
         staging
             .publish(&keys.staged, &keys.final_key)
             .await
             .map_err(Failure::failed)?;
         staging.tidy();
         crash::point("export.published");
+        if let Some(previous) = &keys.previous {
+            previous.release(&self.output).await;
+        }
         let described = self.output.describe(&keys.final_key);
         let report = &mut out.report;
         report.rows = stats.rows;
@@ -874,7 +907,125 @@ impl CohortJob {
             sha256: stats.sha256,
             request_id: request_id.to_string(),
             last_computed: last_computed.map(|t| t.to_string()),
+            changes,
         })
+    }
+
+    /// The snapshot the change file will compare with (see [`changes::find_previous`]);
+    /// a failure to look is reported on the cohort and writes no change file.
+    async fn find_previous(
+        &self,
+        cohort: &Cohort,
+        request_id: &str,
+        final_key: &object_store::path::Path,
+        out: &mut CohortResult,
+    ) -> Option<Previous> {
+        match changes::find_previous(
+            &self.output,
+            &self.settings.name,
+            &self.settings.layout,
+            &cohort.id,
+            request_id,
+            final_key,
+        )
+        .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                self.change_failed(out, &format!("finding the previous snapshot: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Writes the change file of the staged snapshot and publishes it (before the snapshot,
+    /// so that a kill in between leaves the previous snapshot to compute it again from).
+    /// A failure is reported on the cohort; the snapshot is published all the same.
+    async fn write_changes(
+        &self,
+        cohort: &Cohort,
+        previous: &Previous,
+        keys: &Staged,
+        staging: &Staging<'_>,
+        out: &mut CohortResult,
+    ) -> Option<changes::ChangeFile> {
+        let layout = self.settings.changes_layout.as_deref()?;
+        let result = async {
+            let request_id = out.report.request_id.clone().unwrap_or_default();
+            let key_text = render(
+                layout,
+                &LayoutValues {
+                    cohort_id: &cohort.id,
+                    cohort_name: &cohort.name,
+                    date: &self.snapshot_date,
+                    request_id: &request_id,
+                    run_id: &self.run_id,
+                },
+            )?;
+            let final_key = self.output.key(&key_text);
+            let staged = staging.key_named(&cohort.id, "changes", &final_key);
+            let new = FileRef::Store {
+                store: Arc::clone(&self.output.store),
+                key: keys.staged.clone(),
+                url: self.output.describe(&keys.staged),
+            };
+            let snap = &previous.snapshot;
+            let meta = changes::ChangeMeta {
+                cohort_id: &cohort.id,
+                previous_date: &snap.date,
+                date: &self.snapshot_date,
+                previous_last_computed: snap.last_computed,
+                last_computed: cohort
+                    .last_computed
+                    .as_ref()
+                    .and_then(|t| t.epoch_seconds()),
+                parquet: &self.settings.convert.parquet,
+            };
+            let started = Instant::now();
+            let counts = changes::write(&snap.file, &new, &meta, &self.output, &staged).await?;
+            crash::point("export.changes.written");
+            staging.publish(&staged, &final_key).await?;
+            crash::point("export.changes.published");
+            tracing::info!(
+                entered = counts.entered,
+                exited = counts.exited,
+                previous = previous.url.as_str(),
+                ms = started.elapsed().as_millis() as u64,
+                "membership changes written"
+            );
+            Ok::<_, String>(changes::ChangeFile {
+                key: self.output.describe(&final_key),
+                entered: counts.entered,
+                exited: counts.exited,
+                previous_snapshot: previous.url.clone(),
+                previous_snapshot_date: snap.date.clone(),
+                previous_last_computed: (!snap.last_computed_text.is_empty())
+                    .then(|| snap.last_computed_text.clone()),
+                duration_ms: started.elapsed().as_millis() as u64,
+            })
+        }
+        .await;
+        match result {
+            Ok(file) => {
+                out.report.changes = Some(file.clone());
+                Some(file)
+            }
+            Err(e) => {
+                self.change_failed(out, &format!("writing the change file: {e}"));
+                None
+            }
+        }
+    }
+
+    fn change_failed(&self, out: &mut CohortResult, why: &str) {
+        let message = format!(
+            "no membership change file: {why} (the snapshot is exported all the same; the next export compares with it)"
+        );
+        tracing::error!("{message}");
+        out.report.detail = Some(match out.report.detail.take() {
+            Some(d) => format!("{d}; {message}"),
+            None => message,
+        });
     }
 }
 
@@ -882,4 +1033,6 @@ impl CohortJob {
 struct Staged {
     staged: object_store::path::Path,
     final_key: object_store::path::Path,
+    /// The snapshot a change file compares with (`output.changes = true`).
+    previous: Option<Previous>,
 }

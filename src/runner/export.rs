@@ -52,6 +52,8 @@ pub struct ExportSettings {
     pub max_parallel: usize,
     pub output_url: String,
     pub layout: String,
+    /// `output.changes_layout` when `output.changes = true` (see [`super::changes`]).
+    pub changes_layout: Option<String>,
     pub state_url: String,
     /// Parser and Parquet settings; `source_name`, gzip hint and metadata are set per cohort.
     pub convert: ConvertOptions,
@@ -68,6 +70,9 @@ pub struct ManifestFile {
     pub sha256: String,
     pub request_id: String,
     pub last_computed: Option<String>,
+    /// The membership change file written beside it, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<super::changes::ChangeFile>,
 }
 
 #[derive(Debug, Serialize)]

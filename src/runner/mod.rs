@@ -2,6 +2,7 @@
 //! each through the asynchronous cohort API, streams it to Parquet, publishes, remembers
 //! what was done, and reports every request it spent.
 
+pub mod changes;
 pub mod cohort_job;
 pub mod context;
 pub mod export;

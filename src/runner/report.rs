@@ -140,6 +140,10 @@ pub struct CohortReport {
     pub output: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The membership change file written with the snapshot (`output.changes = true` and
+    /// an earlier snapshot found): entered/exited counts and where it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<super::changes::ChangeFile>,
     /// When a `paced` cohort is expected to run (the hour the month's allowance reaches it,
     /// if nothing else spends meanwhile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +180,7 @@ impl CohortReport {
             bytes: 0,
             output: None,
             sha256: None,
+            changes: None,
             expected_at: None,
             duration_ms: 0,
             limit_waits: None,

@@ -55,6 +55,21 @@ impl<'a> Staging<'a> {
         ))
     }
 
+    /// Where another file of cohort `cohort_id` (`{cohort_id}.{what}.parquet`) is written
+    /// before it is published at `final_key` (the final key itself on object stores).
+    pub fn key_named(&self, cohort_id: &str, what: &str, final_key: &Path) -> Path {
+        if !self.output.is_local {
+            return final_key.clone();
+        }
+        self.output.key(&format!(
+            "{STAGING_DIR}/{}/{}/{}.{}.parquet",
+            self.pipeline,
+            self.run_id,
+            sanitize(cohort_id),
+            sanitize(what)
+        ))
+    }
+
     /// Moves a complete staged file to its final key (an atomic rename on a local
     /// directory; nothing to do where the upload went straight to the final key).
     pub async fn publish(&self, staged: &Path, final_key: &Path) -> Result<(), String> {

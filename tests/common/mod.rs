@@ -11,10 +11,12 @@
 //! - [`azure`]: the Azure Blob Storage emulator it starts (containers, objects);
 //! - [`expect`]: what an output must hold, computed without the code under test (the
 //!   emulator's universe, SHA-256 of the bytes);
-//! - [`files`]: input files the tests write (gzip, id lists).
+//! - [`files`]: input files the tests write (gzip, id lists);
+//! - [`changes`]: membership change files (churn between exports, DuckDB `EXCEPT` check).
 #![allow(dead_code)]
 
 pub mod azure;
+pub mod changes;
 pub mod emulator;
 pub mod expect;
 pub mod files;
