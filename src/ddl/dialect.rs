@@ -169,8 +169,14 @@ fn duckdb(ds: &Dataset) -> String {
     }
     // Cohorts exported with different properties have different columns.
     options.push("union_by_name = true".into());
+    let note = if ds.contents == Contents::Changes {
+        "-- DuckDB checks the files when the view is created: run this once a cohort has been\n\
+         -- exported twice (the first export has no previous snapshot, so no change file).\n"
+    } else {
+        ""
+    };
     format!(
-        "CREATE OR REPLACE VIEW {} AS\nSELECT * FROM read_parquet({}, {});\n",
+        "{note}CREATE OR REPLACE VIEW {} AS\nSELECT * FROM read_parquet({}, {});\n",
         d.ident(&ds.table_name()),
         sql_string(&format!("{}/{}", ds.root, ds.file_glob)),
         options.join(", ")

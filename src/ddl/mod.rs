@@ -107,8 +107,10 @@ pub struct Dataset {
     pub dir: String,
     /// The file pattern with every placeholder replaced by `*` (relative to `root`).
     pub file_glob: String,
-    /// The file pattern as a regular expression over the key under `root` (for
-    /// Snowflake's `PATTERN`).
+    /// The file pattern as a regular expression matched whole (Snowflake's `PATTERN`),
+    /// whether the engine names a file by its key or by its path under the root: the
+    /// root's last folder comes right before the layout, so the snapshots' pattern never
+    /// takes the `_changes/` files, whose folders look the same.
     pub file_regex: String,
     /// Partition columns in key order; empty when the layout is not Hive-style.
     pub partitions: Vec<PartitionColumn>,
@@ -188,10 +190,10 @@ impl Dataset {
         Ok(Dataset {
             pipeline: pipeline.name.clone(),
             contents: Contents::Snapshots,
-            root,
             dir: leading_dir(layout),
             file_glob: replace_placeholders(layout, "*"),
-            file_regex: layout_regex(layout),
+            file_regex: layout_regex(&root, layout),
+            root,
             partitions,
             not_hive,
             columns,
@@ -212,7 +214,7 @@ impl Dataset {
             root: snapshots.root.clone(),
             dir: leading_dir(&layout),
             file_glob: replace_placeholders(&layout, "*"),
-            file_regex: layout_regex(&layout),
+            file_regex: layout_regex(&snapshots.root, &layout),
             partitions,
             not_hive,
             columns: columns_of(&history::schema()),
@@ -248,7 +250,7 @@ impl Dataset {
             root: snapshots.root.clone(),
             dir: leading_dir(layout),
             file_glob: replace_placeholders(layout, "*"),
-            file_regex: layout_regex(layout),
+            file_regex: layout_regex(&snapshots.root, layout),
             partitions,
             not_hive,
             columns: vec![
@@ -400,16 +402,34 @@ fn replace_placeholders(layout: &str, with: &str) -> String {
     out
 }
 
-/// The layout as a regular expression over keys: placeholders match one path segment's
-/// worth of characters, everything else literally.
-fn layout_regex(layout: &str) -> String {
+/// The layout under `root` as a regular expression matched whole: placeholders match one
+/// path segment's worth of characters, everything else literally; the path before the
+/// layout is either empty (a path under the root) or ends with the root's last folder.
+fn layout_regex(root: &str, layout: &str) -> String {
     const MARK: &str = "\u{1}";
-    let marked = replace_placeholders(layout, MARK);
-    let mut out = String::from(".*");
-    for c in marked.chars() {
+    let under_bucket = root.split_once("://").map_or(root, |(_, rest)| {
+        rest.split_once('/').map_or("", |(_, path)| path)
+    });
+    let mut out = match under_bucket.trim_matches('/').rsplit('/').next() {
+        Some(last) if !last.is_empty() => format!("(.*{}/)?", regex_literal(last)),
+        _ => String::new(),
+    };
+    for part in replace_placeholders(layout, MARK).split(MARK) {
+        if !out.is_empty() || !part.is_empty() {
+            out.push_str(&regex_literal(part));
+        }
+        out.push_str("[^/]+");
+    }
+    out.truncate(out.len() - "[^/]+".len());
+    out
+}
+
+/// `s` with every regular-expression character in brackets (`.` → `[.]`).
+fn regex_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
         match c {
-            '\u{1}' => out.push_str("[^/]+"),
-            '.' | '+' | '(' | ')' | '[' | ']' | '^' | '$' | '|' | '?' | '*' | '\\' => {
+            '.' | '+' | '(' | ')' | '[' | ']' | '^' | '$' | '|' | '?' | '*' | '\\' | '{' | '}' => {
                 out.push('[');
                 if c == '\\' || c == '^' || c == ']' {
                     out.push('\\');
@@ -452,9 +472,17 @@ mod tests {
             "cohort_id=*/snapshot_date=*/part-0.parquet"
         );
         assert_eq!(
-            layout_regex("cohort_id={cohort_id}/d={date}/run={run_id}.parquet"),
-            ".*cohort_id=[^/]+/d=[^/]+/run=[^/]+[.]parquet"
+            layout_regex(
+                "s3://b/amplitude/cohorts",
+                "cohort_id={cohort_id}/d={date}/run={run_id}.parquet"
+            ),
+            "(.*cohorts/)?cohort_id=[^/]+/d=[^/]+/run=[^/]+[.]parquet"
         );
+        assert_eq!(
+            layout_regex("gs://b", "_changes/{cohort_id}.parquet"),
+            "_changes/[^/]+[.]parquet"
+        );
+        assert_eq!(layout_regex("s3://b/", "{date}"), "[^/]+");
     }
 
     #[test]

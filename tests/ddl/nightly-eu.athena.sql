@@ -44,3 +44,18 @@ STORED AS PARQUET
 LOCATION 's3://my-bucket/amplitude/cohorts/_history/';
 -- After each export run, load the new partitions:
 MSCK REPAIR TABLE nightly_eu_history;
+
+-- nightly_eu_changes: the membership changes, one row per member that entered or exited since the cohort's previous snapshot.
+CREATE EXTERNAL TABLE IF NOT EXISTS nightly_eu_changes (
+  amplitude_id BIGINT,
+  user_id STRING,
+  `change` STRING,
+  previous_snapshot_date DATE,
+  previous_last_computed TIMESTAMP,
+  last_computed TIMESTAMP
+)
+PARTITIONED BY (cohort_id STRING, snapshot_date DATE)
+STORED AS PARQUET
+LOCATION 's3://my-bucket/amplitude/cohorts/_changes/';
+-- After each export run, load the new partitions:
+MSCK REPAIR TABLE nightly_eu_changes;

@@ -24,3 +24,14 @@ OPTIONS (
   hive_partition_uri_prefix = 's3://my-bucket/amplitude/cohorts/_history/',
   require_hive_partition_filter = false
 );
+
+-- nightly_eu_changes: the membership changes, one row per member that entered or exited since the cohort's previous snapshot.
+CREATE OR REPLACE EXTERNAL TABLE `PROJECT.DATASET.nightly_eu_changes`
+WITH PARTITION COLUMNS (cohort_id STRING, snapshot_date DATE)
+WITH CONNECTION `aws-us-east-1.cohort_sync_s3`
+OPTIONS (
+  format = 'PARQUET',
+  uris = ['s3://my-bucket/amplitude/cohorts/_changes/cohort_id=*'],
+  hive_partition_uri_prefix = 's3://my-bucket/amplitude/cohorts/_changes/',
+  require_hive_partition_filter = false
+);

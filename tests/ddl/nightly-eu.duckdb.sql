@@ -12,3 +12,9 @@ SELECT * FROM read_parquet('s3://my-bucket/amplitude/cohorts/cohort_id=*/snapsho
 -- nightly_eu_history: the sync history, one row per cohort per run.
 CREATE OR REPLACE VIEW nightly_eu_history AS
 SELECT * FROM read_parquet('s3://my-bucket/amplitude/cohorts/_history/pipeline=*/date=*/run-*.parquet', hive_partitioning = true, hive_types = {'pipeline': VARCHAR, 'date': DATE}, union_by_name = true);
+
+-- nightly_eu_changes: the membership changes, one row per member that entered or exited since the cohort's previous snapshot.
+-- DuckDB checks the files when the view is created: run this once a cohort has been
+-- exported twice (the first export has no previous snapshot, so no change file).
+CREATE OR REPLACE VIEW nightly_eu_changes AS
+SELECT * FROM read_parquet('s3://my-bucket/amplitude/cohorts/_changes/cohort_id=*/snapshot_date=*/part-0.parquet', hive_partitioning = true, hive_types = {'cohort_id': VARCHAR, 'snapshot_date': DATE}, union_by_name = true);

@@ -23,7 +23,7 @@ CREATE OR REPLACE EXTERNAL TABLE nightly_eu_snapshots (
 )
 PARTITION BY (cohort_id, snapshot_date)
 LOCATION = @nightly_eu_stage
-PATTERN = '.*cohort_id=[^/]+/snapshot_date=[^/]+/part-0[.]parquet'
+PATTERN = '(.*cohorts/)?cohort_id=[^/]+/snapshot_date=[^/]+/part-0[.]parquet'
 FILE_FORMAT = (TYPE = PARQUET)
 AUTO_REFRESH = FALSE;
 -- After each export run: ALTER EXTERNAL TABLE nightly_eu_snapshots REFRESH;
@@ -56,7 +56,25 @@ CREATE OR REPLACE EXTERNAL TABLE nightly_eu_history (
 )
 PARTITION BY (pipeline, "date")
 LOCATION = @nightly_eu_stage
-PATTERN = '.*_history/pipeline=[^/]+/date=[^/]+/run-[^/]+[.]parquet'
+PATTERN = '(.*cohorts/)?_history/pipeline=[^/]+/date=[^/]+/run-[^/]+[.]parquet'
 FILE_FORMAT = (TYPE = PARQUET)
 AUTO_REFRESH = FALSE;
 -- After each export run: ALTER EXTERNAL TABLE nightly_eu_history REFRESH;
+
+-- nightly_eu_changes: the membership changes, one row per member that entered or exited since the cohort's previous snapshot.
+CREATE OR REPLACE EXTERNAL TABLE nightly_eu_changes (
+  cohort_id VARCHAR AS (SPLIT_PART(SPLIT_PART('/' || METADATA$FILENAME, '/cohort_id=', 2), '/', 1)),
+  snapshot_date DATE AS (TO_DATE(SPLIT_PART(SPLIT_PART('/' || METADATA$FILENAME, '/snapshot_date=', 2), '/', 1))),
+  amplitude_id BIGINT AS (VALUE:amplitude_id::BIGINT),
+  user_id VARCHAR AS (VALUE:user_id::VARCHAR),
+  "change" VARCHAR AS (VALUE:"change"::VARCHAR),
+  previous_snapshot_date DATE AS (VALUE:previous_snapshot_date::DATE),
+  previous_last_computed TIMESTAMP_TZ AS (VALUE:previous_last_computed::TIMESTAMP_TZ),
+  last_computed TIMESTAMP_TZ AS (VALUE:last_computed::TIMESTAMP_TZ)
+)
+PARTITION BY (cohort_id, snapshot_date)
+LOCATION = @nightly_eu_stage
+PATTERN = '(.*cohorts/)?_changes/cohort_id=[^/]+/snapshot_date=[^/]+/part-0[.]parquet'
+FILE_FORMAT = (TYPE = PARQUET)
+AUTO_REFRESH = FALSE;
+-- After each export run: ALTER EXTERNAL TABLE nightly_eu_changes REFRESH;
