@@ -119,18 +119,20 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 class Emulator:
     """`cohort-sync emulate` on the fixture, with the few API calls the curl side needs."""
 
-    def __init__(self, ctx, work, big, small, threshold, apps, extra_args=()):
+    def __init__(self, ctx, work, big, small, threshold, apps, extra_args=(), fixture=None,
+                 timing=("--time-scale", "1.0", "--job-seconds", "0")):
+        """`fixture`: the fixture's text (default: the two cohorts of this case per app);
+        `timing`: the time-scale and job-time flags (empty: the fixture's own)."""
         self.fixture = os.path.join(work, "fixture.toml")
         with open(self.fixture, "w") as f:
-            f.write(fixture_text(apps, big, small, threshold))
+            f.write(fixture or fixture_text(apps, big, small, threshold))
         self.apps = apps
         self.next_app = 0
         out_path = os.path.join(work, "emulator.out")
         self.log_path = os.path.join(work, "emulator.log")
         self.cmd = [
             ctx.bin, "emulate", "--port", "0", "--fixture", self.fixture,
-            "--time-scale", "1.0", "--job-seconds", "0",
-            "--redirect-threshold", str(threshold), *extra_args,
+            *timing, "--redirect-threshold", str(threshold), *extra_args,
         ]
         with open(out_path, "w") as out, open(self.log_path, "w") as err:
             self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=err, cwd=ctx.root)
