@@ -494,3 +494,60 @@ async fn an_output_that_cannot_be_written_spends_no_download() {
         "a download was requested for an output that cannot be written"
     );
 }
+
+/// `plan` predicts when a run's downloads are all written from each cohort's time at its
+/// last export (kept in the state): before any export it says it guessed, after one it
+/// knows every cohort, and the prediction comes after the last request can start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_predicts_the_finish_from_the_last_export() {
+    let h = harness::start(vec![cohort("c1", 300), cohort("c2", 1_200)], |_| {}).await;
+    let state = h.path("state");
+    let file = h.export_pipeline(
+        "predicted",
+        &["c1", "c2"],
+        &h.path("out").to_string_lossy(),
+        &state.to_string_lossy(),
+        "",
+    );
+    let basis = |plan: &Value| plan["pipelines"][0]["predicted_from"].clone();
+    let first = h.plan(&[&file], &[]).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(
+        basis(first.report()),
+        serde_json::json!({"known": 0, "downloads": 2})
+    );
+    assert!(
+        first
+            .stdout
+            .contains("0 of 2 download(s) timed at their last export; the others at"),
+        "{}",
+        first.stdout
+    );
+    let (code, _, stderr) = h.run(&file, &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    for id in ["c1", "c2"] {
+        let record: Value = serde_json::from_str(
+            &std::fs::read_to_string(state.join(format!("predicted/cohorts/{id}.json")))
+                .expect("state record"),
+        )
+        .expect("JSON");
+        assert!(record["exported_work_ms"].as_u64().is_some(), "{record}");
+    }
+    let again = h.plan(&[&file], &["--force"]).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let p = &again.report()["pipelines"][0];
+    assert_eq!(
+        basis(again.report()),
+        serde_json::json!({"known": 2, "downloads": 2})
+    );
+    let at =
+        |k: &str| chrono::DateTime::parse_from_rfc3339(p[k].as_str().expect(k)).expect("a time");
+    assert!(at("predicted_finish") >= at("earliest_finish"), "{p}");
+    assert!(
+        again
+            .stdout
+            .contains("(2 of 2 download(s) timed at their last export)"),
+        "{}",
+        again.stdout
+    );
+}

@@ -170,6 +170,43 @@ impl AppLimits {
         long.next_free(now).max(short.next_free(now))
     }
 
+    /// The factor the windows are scaled by (1.0 against Amplitude).
+    pub fn time_scale(&self) -> f64 {
+        self.settings.time_scale
+    }
+
+    /// How long from now until cohorts that each need `works[k]` after their request are
+    /// all done, `parallel` at a time in this order (the next cohort starts when one ends),
+    /// every request waiting for the windows like [`AppLimits::time_to_issue`].
+    pub fn time_to_finish(&self, works: &[Duration], parallel: usize) -> Duration {
+        let now = Instant::now();
+        let guard = match self.windows.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (long, short) = &*guard;
+        let mut l = long.clone();
+        let mut s = short.clone();
+        drop(guard);
+        // When each of the `parallel` workers is free again; the earliest takes the next
+        // cohort, so start times never go back and the windows see requests in order.
+        let mut free = vec![now; parallel.max(1)];
+        let mut end = now;
+        for work in works {
+            let Some((worker, start)) = free.iter().copied().enumerate().min_by_key(|(_, t)| *t)
+            else {
+                break;
+            };
+            let at = l.next_free(start).max(s.next_free(start));
+            l.record(at);
+            s.record(at);
+            let done = at + *work;
+            free[worker] = done;
+            end = end.max(done);
+        }
+        end - now
+    }
+
     /// How long from now until `count` more single-cohort requests could all have started.
     pub fn time_to_issue(&self, count: usize) -> Duration {
         let now = Instant::now();
@@ -255,6 +292,28 @@ mod tests {
         waiter
             .await
             .expect("fourth call proceeds once one finishes");
+    }
+
+    #[test]
+    fn time_to_finish_follows_the_windows_and_the_workers() {
+        // fast(): 2 requests per 100 ms, 6 per 600 ms.
+        let limits = AppLimits::new(fast());
+        let ms = Duration::from_millis;
+        // One worker: one cohort after the other, the windows never bind.
+        assert_eq!(limits.time_to_finish(&[ms(150), ms(150)], 1), ms(300));
+        // Five workers, 7 short cohorts: requests at 0, 0, 100, 100, 200, 200, 600.
+        assert_eq!(limits.time_to_finish(&[ms(10); 7], 5), ms(610));
+        // The long cohort first keeps its worker; the rest share the others.
+        assert_eq!(
+            limits.time_to_finish(&[ms(1000), ms(10), ms(10)], 2),
+            ms(1000)
+        );
+        // Planned order matters: the long one last starts at its window slot.
+        assert_eq!(
+            limits.time_to_finish(&[ms(10), ms(10), ms(1000)], 2),
+            ms(1100)
+        );
+        assert_eq!(limits.time_to_finish(&[], 5), Duration::ZERO);
     }
 
     #[test]

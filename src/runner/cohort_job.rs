@@ -138,6 +138,11 @@ enum RequestFailure {
     Other(Failure),
 }
 
+/// This cohort's waits for Amplitude's limits so far (its task's meter).
+fn waited_so_far() -> Duration {
+    current_meter().map_or(Duration::ZERO, |m| m.totals().total())
+}
+
 impl CohortJob {
     /// Does one planned cohort; never panics, always reports. Its waits for Amplitude's
     /// limits are measured apart (`limit_waits` in its report).
@@ -310,6 +315,10 @@ impl CohortJob {
             _ => RequestReason::EarlierRequestUnusable,
         };
         let mut replaced = 0;
+        // The cohort's own time from here to its file, without waits for the limits (the
+        // next run's `plan` predicts its length from it).
+        let work_started = Instant::now();
+        let waits_before = waited_so_far();
         loop {
             let request_id = self
                 .obtain_request(cohort, &mut record, reason, out, fence)
@@ -321,6 +330,10 @@ impl CohortJob {
                 .await
             {
                 Ok(stats_and_key) => {
+                    let waited = waited_so_far().saturating_sub(waits_before);
+                    let work = work_started.elapsed().saturating_sub(waited);
+                    record.exported_work_ms =
+                        Some(u64::try_from(work.as_millis()).unwrap_or(u64::MAX));
                     return self
                         .record_export(cohort, &mut record, &request_id, stats_and_key, out, fence)
                         .await

@@ -19,8 +19,8 @@ use super::plan::{Action, ExportPlan, PlanOptions, PlannedCohort, plan_export};
 use super::poll::PollSettings;
 use super::progress::Event;
 use super::report::{
-    CohortReport, LimitWaits, Outcome, PaceSnapshot, PipelineReport, RequestReason, SpentRequest,
-    UsageSnapshot,
+    CohortReport, LimitWaits, Outcome, PaceSnapshot, PipelineReport, PredictionBasis,
+    RequestReason, SpentRequest, UsageSnapshot,
 };
 use super::run_history::{forecast_month, record_run};
 use super::select::{Selection, select};
@@ -168,9 +168,14 @@ async fn execute_into(
     let limits = ctx.limits.for_app(&settings.app_key, &ctx.limit_settings());
     let mut plan_opts = settings.plan.clone();
     plan_opts.force = plan_opts.force || ctx.force;
-    let plan = plan_export(selected, &state, usage, &limits, &plan_opts, now)
+    let mut plan = plan_export(selected, &state, usage, &limits, &plan_opts, now)
         .await
         .map_err(|e| failed(&e))?;
+    plan.prediction = Some(super::finish::predict(
+        &plan,
+        &limits,
+        settings.max_parallel.max(1),
+    ));
     log_plan(&plan);
     report.pace = plan.pace.as_ref().map(PaceSnapshot::of);
     if ctx.forecast {
@@ -451,6 +456,14 @@ fn fill_planned(report: &mut PipelineReport, plan: &ExportPlan, now: DateTime<Ut
     }
     report.quota_spent = plan.spend();
     report.earliest_finish = Some(plan.earliest_finish(now));
+    if let Some(p) = plan.prediction {
+        report.predicted_finish =
+            Some(now + chrono::Duration::from_std(p.time_to_finish).unwrap_or_default());
+        report.predicted_from = Some(PredictionBasis {
+            known: u32::try_from(p.known).unwrap_or(u32::MAX),
+            downloads: u32::try_from(p.downloads).unwrap_or(u32::MAX),
+        });
+    }
 }
 
 /// `_runs/{run_id}/{pipeline}`: where a run's manifest of a pipeline goes.

@@ -6,6 +6,7 @@ pub mod changes;
 pub mod cohort_job;
 pub mod context;
 pub mod export;
+pub mod finish;
 pub mod forecast;
 pub mod history;
 pub mod layout;

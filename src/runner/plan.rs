@@ -116,6 +116,9 @@ pub struct ExportPlan {
     pub time_to_issue: Duration,
     /// Even pacing's allowance (when `pace = "even"`).
     pub pace: Option<Allowance>,
+    /// When the downloads should all be written (see `runner::finish`); set by the runner,
+    /// which knows how many go at a time.
+    pub prediction: Option<super::finish::Prediction>,
 }
 
 impl ExportPlan {
@@ -200,6 +203,7 @@ pub async fn plan_export(
         budget,
         time_to_issue,
         pace,
+        prediction: None,
     })
 }
 

@@ -224,6 +224,14 @@ impl LimitWaits {
     }
 }
 
+/// What a predicted finish rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PredictionBasis {
+    /// Downloads timed at their own last export.
+    pub known: u32,
+    pub downloads: u32,
+}
+
 /// Monthly usage as read before the run: the figure the budget used and both behind it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageSnapshot {
@@ -302,6 +310,13 @@ pub struct PipelineReport {
     /// Earliest time the rate limits let the planned requests all start (plan only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub earliest_finish: Option<DateTime<Utc>>,
+    /// When the planned downloads should all be written (plan only): the windows, the
+    /// cohorts at a time, and each cohort's time at its last export (`runner::finish`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_finish: Option<DateTime<Utc>>,
+    /// How many of the planned downloads the prediction knows from their last export.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_from: Option<PredictionBasis>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
     /// The sync-history file this run added (see `runner::history`).
@@ -376,6 +391,8 @@ impl PipelineReport {
             requests: Vec::new(),
             cohorts: Vec::new(),
             earliest_finish: None,
+            predicted_finish: None,
+            predicted_from: None,
             manifest: None,
             history: None,
             error: None,

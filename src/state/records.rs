@@ -28,6 +28,10 @@ pub struct CohortRecord {
     pub exported_key: Option<String>,
     #[serde(default)]
     pub exported_rows: Option<u64>,
+    /// What the last export took after its request, without waits for Amplitude's limits
+    /// (the job, the transfer, the write): `plan` predicts the next run's length from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exported_work_ms: Option<u64>,
     /// The newest download request (written as soon as it is issued, so a crashed run
     /// leaves it behind for the next one to reuse instead of spending quota again).
     #[serde(default)]
