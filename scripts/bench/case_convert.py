@@ -83,6 +83,9 @@ def run(ctx):
     size_mb = os.path.getsize(src) / 1e6
     verdict_time = "met" if ours["wall"] <= fastest[0] else "NOT met"
     verdict_rss = "met" if ours["rss"] < 64 else "NOT met"
+    # Issue 17, target 1: our whole process against polars' own timing of the conversion.
+    polars_inner = float(internal["polars"])
+    verdict_inner = "met" if ours["wall"] <= 0.9 * polars_inner else "NOT met"
     commands = "\n".join(f"    {ctx.quote(t.cmd)}" for t in contenders)
     return f"""
 ## convert: {rows:,}-row cohort CSV → zstd Parquet
@@ -100,6 +103,10 @@ show what the level costs). Our output was read back with pyarrow: {rows:,} rows
 
 - Target "wall time at or below the fastest peer" ({fastest[1]}, {fastest[0]:.3f} s): **{verdict_time}**
   (cohort-sync {ours['wall']:.3f} s).
+- Target "wall time at most 0.9× polars' in-process time" (issue 17; 0.9 × {polars_inner:.3f} =
+  {0.9 * polars_inner:.3f} s): **{verdict_inner}** (cohort-sync {ours['wall']:.3f} s, ratio
+  {ours['wall'] / polars_inner:.2f}). Not worked on yet; the export case's profile shows where
+  the time goes (zstd about half, CSV → Arrow and Parquet encoding the rest, ~1.5 of 2 cores busy).
 - Target "peak RSS under 64 MiB": **{verdict_rss}** (median {ours['rss']:.0f} MiB).
 - Wall time includes process start (and, for the peers, Python and library imports); the last
   column is the peers' own timing of the conversion alone.
