@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use cohort_sync::emulator::{FaultKind, FaultRule};
 use common::emulator::{EVENT_DEADLINE, cohort};
 use common::expect::{expected_digest, export_columns};
-use common::files::write_ids;
 use common::harness::{self, outcomes};
 use common::log::{self, LIST, MEMBERSHIP, REQUEST_STATUS, spent_requests};
 use serde_json::Value;
@@ -172,21 +171,8 @@ async fn a_second_reverse_run_on_the_same_target_on_a_local_state_dir_sends_noth
 }
 
 async fn a_second_reverse_run_on_the_same_target_sends_nothing_and_says_why(at: StateAt) {
-    use cohort_sync::emulator::universe::{amplitude_id, member_numbers};
-    let spec = cohort("target", 1_000);
-    let h = harness::start(vec![spec.clone()], |_| {}).await;
-    let members: Vec<u64> = member_numbers(spec.seed, "target", 1_000).collect();
-    let known: BTreeSet<u64> = members.iter().copied().collect();
-    let newcomers: Vec<u64> = member_numbers(spec.seed + 1, "others", 2_000)
-        .filter(|n| !known.contains(n))
-        .take(600)
-        .collect();
-    let source: BTreeSet<String> = members[..990]
-        .iter()
-        .chain(&newcomers)
-        .map(|n| amplitude_id(*n).to_string())
-        .collect();
-    write_ids(&h.path("crm.csv"), "amplitude_id", source.iter().cloned());
+    let h = harness::start(vec![cohort("target", 1_000)], |_| {}).await;
+    let source = h.write_crm_source("target", 0..990, 600);
     let file = h.reverse_pipeline(
         "crm",
         "crm.csv",

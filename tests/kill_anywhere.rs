@@ -28,7 +28,6 @@ use std::path::Path;
 
 use common::emulator::{CohortSpecExt, cohort};
 use common::expect::{expected_digest, export_columns};
-use common::files::write_ids;
 use common::harness::{self, Harness};
 use common::log::{changes, spent_by_cohort, spent_requests};
 use common::peers::{check_tree, read_history};
@@ -56,6 +55,26 @@ struct Case {
 }
 
 impl Case {
+    /// Killed with SIGKILL at `point`'s `hit`-th pass, on a local output and state.
+    fn killed(kind: Kind, point: &'static str, hit: u32) -> Case {
+        Case {
+            kind,
+            point,
+            hit,
+            term: false,
+            s3: false,
+        }
+    }
+
+    /// Stopped with SIGTERM there instead.
+    fn by_sigterm(self) -> Case {
+        Case { term: true, ..self }
+    }
+
+    /// On S3 (moto) instead.
+    fn on_s3(self) -> Case {
+        Case { s3: true, ..self }
+    }
     fn arm(&self) -> String {
         format!(
             "{}#{}{}",
@@ -77,21 +96,9 @@ impl Case {
 }
 
 fn export_cases() -> Vec<Case> {
-    let kill = |point, hit| Case {
-        kind: Kind::Export,
-        point,
-        hit,
-        term: false,
-        s3: false,
-    };
-    let term = |point, hit| Case {
-        term: true,
-        ..kill(point, hit)
-    };
-    let s3 = |point, hit| Case {
-        s3: true,
-        ..kill(point, hit)
-    };
+    let kill = |point, hit| Case::killed(Kind::Export, point, hit);
+    let term = |point, hit| kill(point, hit).by_sigterm();
+    let s3 = |point, hit| kill(point, hit).on_s3();
     vec![
         kill("export.history.before", 1),
         kill("lineage.start.sent", 1),
@@ -165,17 +172,8 @@ fn export_cases() -> Vec<Case> {
 /// after a baseline download of the 1,000-member cohort; then the derived baseline's ids
 /// and head.
 fn reverse_cases() -> Vec<Case> {
-    let kill = |point, hit| Case {
-        kind: Kind::Reverse,
-        point,
-        hit,
-        term: false,
-        s3: false,
-    };
-    let term = |point, hit| Case {
-        term: true,
-        ..kill(point, hit)
-    };
+    let kill = |point, hit| Case::killed(Kind::Reverse, point, hit);
+    let term = |point, hit| kill(point, hit).by_sigterm();
     vec![
         kill("export.poll", 1),
         kill("reverse.journal.created", 1),
@@ -201,21 +199,9 @@ fn reverse_cases() -> Vec<Case> {
 /// previous snapshot's copy aside (S3, same key), the change file written and published,
 /// the snapshot published after it.
 fn changes_cases() -> Vec<Case> {
-    let kill = |point, hit| Case {
-        kind: Kind::Changes,
-        point,
-        hit,
-        term: false,
-        s3: false,
-    };
-    let term = |point, hit| Case {
-        term: true,
-        ..kill(point, hit)
-    };
-    let s3 = |point, hit| Case {
-        s3: true,
-        ..kill(point, hit)
-    };
+    let kill = |point, hit| Case::killed(Kind::Changes, point, hit);
+    let term = |point, hit| kill(point, hit).by_sigterm();
+    let s3 = |point, hit| kill(point, hit).on_s3();
     vec![
         kill("export.upload.completed", 1),
         kill("export.changes.written", 1),
@@ -461,21 +447,8 @@ fn check_history(root: &str, run_id: &str, cohorts: usize) -> Result<(), String>
 
 /// Runs one reverse case: a mirror of 1,000 members to a source that drops 50 and adds 700.
 async fn reverse_case(case: Case) -> Result<String, String> {
-    use cohort_sync::emulator::universe::{amplitude_id, member_numbers};
-    let spec = cohort("rev", 1_000);
-    let h = harness::start(vec![spec.clone()], |_| {}).await;
-    let members: Vec<u64> = member_numbers(spec.seed, "rev", 1_000).collect();
-    let known: std::collections::BTreeSet<u64> = members.iter().copied().collect();
-    let newcomers: Vec<u64> = member_numbers(spec.seed + 1, "others", 2_000)
-        .filter(|n| !known.contains(n))
-        .take(700)
-        .collect();
-    let source: std::collections::BTreeSet<String> = members[50..]
-        .iter()
-        .chain(&newcomers)
-        .map(|n| amplitude_id(*n).to_string())
-        .collect();
-    write_ids(&h.path("crm.csv"), "amplitude_id", source.iter().cloned());
+    let h = harness::start(vec![cohort("rev", 1_000)], |_| {}).await;
+    let source = h.write_crm_source("rev", 50..1_000, 700);
     let file = h.reverse_pipeline(
         "mirror",
         "crm.csv",

@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use common::emulator::{CohortSpecExt, cohort};
-use common::files::write_ids;
 use common::harness::{self, Harness};
 use common::peers::check_lineage;
 use serde_json::Value;
@@ -184,21 +183,9 @@ async fn an_export_sends_start_and_complete_with_its_cohorts_and_parquet_files()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reverse_run_names_its_source_and_the_cohort_it_changed() {
-    use cohort_sync::emulator::universe::{amplitude_id, member_numbers};
     let h = harness::start(vec![cohort("rev", 1_000)], |_| {}).await;
-    let spec = h.spec("rev").clone();
-    let members: Vec<u64> = member_numbers(spec.seed, "rev", 1_000).collect();
-    let known: BTreeSet<u64> = members.iter().copied().collect();
-    let newcomers: Vec<u64> = member_numbers(spec.seed + 1, "others", 500)
-        .filter(|n| !known.contains(n))
-        .take(70)
-        .collect();
-    let source: BTreeSet<String> = members[50..]
-        .iter()
-        .chain(&newcomers)
-        .map(|n| amplitude_id(*n).to_string())
-        .collect();
-    write_ids(&h.path("crm.csv"), "amplitude_id", source.clone());
+    let source = h.write_crm_source("rev", 50..1_000, 70);
+    let before = h.member_ids("rev").await;
     let file = h.reverse_pipeline(
         "crm",
         "crm.csv",
@@ -233,8 +220,11 @@ async fn a_reverse_run_names_its_source_and_the_cohort_it_changed() {
     assert_eq!(membership["outcome"], totals["outcome"]);
     // Counts only: no member id is in an event.
     let text = std::fs::read_to_string(h.path("lineage/events.ndjson")).expect("events");
-    let newcomer = amplitude_id(newcomers[0]).to_string();
-    assert!(!text.contains(&newcomer), "a member id is in an event");
+    let newcomer = source.difference(&before).next().expect("an added id");
+    assert!(
+        !text.contains(newcomer.as_str()),
+        "a member id is in an event"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,12 +8,11 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use cohort_sync::emulator::FaultKind;
 use common::emulator::{CohortSpecExt, cohort};
-use common::files::write_ids;
 use common::harness::{self, Harness};
 use common::log::status_count;
 use common::peers::{parse_metrics, read_history};
@@ -22,20 +21,7 @@ use serde_json::Value;
 /// A reverse pipeline `crm` mirroring cohort `rev` (1,000 members) to a source that drops
 /// 50 of them and adds 70 others; returns its file.
 fn mirror_pipeline(h: &Harness, reconcile_extra: &str) -> std::path::PathBuf {
-    use cohort_sync::emulator::universe::{amplitude_id, member_numbers};
-    let spec = h.spec("rev").clone();
-    let members: Vec<u64> = member_numbers(spec.seed, "rev", 1_000).collect();
-    let known: BTreeSet<u64> = members.iter().copied().collect();
-    let newcomers: Vec<u64> = member_numbers(spec.seed + 1, "others", 500)
-        .filter(|n| !known.contains(n))
-        .take(70)
-        .collect();
-    let source: BTreeSet<String> = members[50..]
-        .iter()
-        .chain(&newcomers)
-        .map(|n| amplitude_id(*n).to_string())
-        .collect();
-    write_ids(&h.path("crm.csv"), "amplitude_id", source);
+    h.write_crm_source("rev", 50..1_000, 70);
     h.reverse_pipeline(
         "crm",
         "crm.csv",

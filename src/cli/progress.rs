@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use cohort_sync::quota::waits::WaitKind;
+use cohort_sync::reverse::report::num;
 use cohort_sync::runner::progress::{CohortState, Event, ProgressSink, ReverseStep, TransferMeter};
 use cohort_sync::text::escape;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -352,7 +353,7 @@ fn transfer(meter: &TransferMeter) -> String {
     } else {
         String::new()
     };
-    format!("downloading {size}, {} rows{rate}", thousands(meter.rows()))
+    format!("downloading {size}, {} rows{rate}", num(meter.rows()))
 }
 
 fn secs(d: Duration) -> String {
@@ -368,27 +369,15 @@ fn clock(d: Duration) -> String {
     format!("{}:{:02}", s / 60, s % 60)
 }
 
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn numbers_read_well() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(2_000_000), "2,000,000");
+        assert_eq!(num(0), "0");
+        assert_eq!(num(999), "999");
+        assert_eq!(num(2_000_000), "2,000,000");
         assert_eq!(secs(Duration::from_millis(1500)), "1.5s");
         assert_eq!(secs(Duration::from_secs(61)), "1:01");
     }

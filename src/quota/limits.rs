@@ -170,6 +170,14 @@ impl AppLimits {
         long.next_free(now).max(short.next_free(now))
     }
 
+    /// A copy of both windows as they are now (long, short), to simulate requests on.
+    fn windows_now(&self) -> (SlidingWindow, SlidingWindow) {
+        match self.windows.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     /// The factor the windows are scaled by (1.0 against Amplitude).
     pub fn time_scale(&self) -> f64 {
         self.settings.time_scale
@@ -180,14 +188,7 @@ impl AppLimits {
     /// every request waiting for the windows like [`AppLimits::time_to_issue`].
     pub fn time_to_finish(&self, works: &[Duration], parallel: usize) -> Duration {
         let now = Instant::now();
-        let guard = match self.windows.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let (long, short) = &*guard;
-        let mut l = long.clone();
-        let mut s = short.clone();
-        drop(guard);
+        let (mut l, mut s) = self.windows_now();
         // When each of the `parallel` workers is free again; the earliest takes the next
         // cohort, so start times never go back and the windows see requests in order.
         let mut free = vec![now; parallel.max(1)];
@@ -210,13 +211,7 @@ impl AppLimits {
     /// How long from now until `count` more single-cohort requests could all have started.
     pub fn time_to_issue(&self, count: usize) -> Duration {
         let now = Instant::now();
-        let guard = match self.windows.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let (long, short) = &*guard;
-        let mut l = long.clone();
-        let mut s = short.clone();
+        let (mut l, mut s) = self.windows_now();
         let mut last = now;
         for _ in 0..count {
             last = l.next_free(last).max(s.next_free(last));

@@ -234,24 +234,9 @@ async fn execute_into(
     let mut downloads = Vec::new();
     for item in &plan.items {
         order.push(item.selected.cohort.id.clone());
-        match &item.action {
-            Action::Skip { outcome, detail } => {
-                report
-                    .cohorts
-                    .push(cohort_report(item, *outcome).with_detail(detail.clone()));
-            }
-            Action::Deferred { detail } => {
-                report
-                    .cohorts
-                    .push(cohort_report(item, Outcome::DeferredQuota).with_detail(detail.clone()));
-            }
-            Action::Paced {
-                detail,
-                expected_at,
-            } => report
-                .cohorts
-                .push(paced_report(item, detail, *expected_at)),
-            Action::Download { .. } => downloads.push(item.clone()),
+        match not_downloaded(item) {
+            Some(r) => report.cohorts.push(r),
+            None => downloads.push(item.clone()),
         }
     }
 
@@ -410,49 +395,55 @@ pub(crate) fn cohort_report(item: &PlannedCohort, outcome: Outcome) -> CohortRep
     r
 }
 
+/// The report of a cohort the plan does not download (skipped, deferred by the budget,
+/// paced to a later hour); `None` for a download.
+fn not_downloaded(item: &PlannedCohort) -> Option<CohortReport> {
+    match &item.action {
+        Action::Skip { outcome, detail } => {
+            Some(cohort_report(item, *outcome).with_detail(detail.clone()))
+        }
+        Action::Deferred { detail } => {
+            Some(cohort_report(item, Outcome::DeferredQuota).with_detail(detail.clone()))
+        }
+        Action::Paced {
+            detail,
+            expected_at,
+        } => Some(paced_report(item, detail, *expected_at)),
+        Action::Download { .. } => None,
+    }
+}
+
 /// Plan / dry run: what would happen, and the requests that would be spent.
 fn fill_planned(report: &mut PipelineReport, plan: &ExportPlan, now: DateTime<Utc>) {
     for item in &plan.items {
-        match &item.action {
-            Action::Skip { outcome, detail } => report
-                .cohorts
-                .push(cohort_report(item, *outcome).with_detail(detail.clone())),
-            Action::Deferred { detail } => report
-                .cohorts
-                .push(cohort_report(item, Outcome::DeferredQuota).with_detail(detail.clone())),
-            Action::Paced {
-                detail,
-                expected_at,
-            } => report
-                .cohorts
-                .push(paced_report(item, detail, *expected_at)),
-            Action::Download { reuse, reason } => {
-                let mut r = cohort_report(item, Outcome::Planned);
-                match (reuse, reason) {
-                    (Some(req), _) => {
-                        r.request_id = Some(req.request_id.clone());
-                        r.request_reused = true;
-                        r.detail = Some(format!(
-                            "re-download the file of request {} (issued {}): no quota",
-                            req.request_id, req.issued_at
-                        ));
-                    }
-                    (None, reason) => {
-                        let reason = reason.unwrap_or(RequestReason::FirstExport);
-                        r.quota_spent = 1;
-                        r.detail = Some(format!("new request ({})", reason.describe()));
-                        report.requests.push(SpentRequest {
-                            cohort_id: item.selected.cohort.id.clone(),
-                            request_id: None,
-                            reason,
-                            at: now,
-                            outcome_unknown: false,
-                        });
-                    }
-                }
-                report.cohorts.push(r);
+        let Action::Download { reuse, reason } = &item.action else {
+            report.cohorts.extend(not_downloaded(item));
+            continue;
+        };
+        let mut r = cohort_report(item, Outcome::Planned);
+        match (reuse, reason) {
+            (Some(req), _) => {
+                r.request_id = Some(req.request_id.clone());
+                r.request_reused = true;
+                r.detail = Some(format!(
+                    "re-download the file of request {} (issued {}): no quota",
+                    req.request_id, req.issued_at
+                ));
+            }
+            (None, reason) => {
+                let reason = reason.unwrap_or(RequestReason::FirstExport);
+                r.quota_spent = 1;
+                r.detail = Some(format!("new request ({})", reason.describe()));
+                report.requests.push(SpentRequest {
+                    cohort_id: item.selected.cohort.id.clone(),
+                    request_id: None,
+                    reason,
+                    at: now,
+                    outcome_unknown: false,
+                });
             }
         }
+        report.cohorts.push(r);
     }
     report.quota_spent = plan.spend();
     report.earliest_finish = Some(plan.earliest_finish(now));

@@ -125,6 +125,36 @@ impl Harness {
     /// Writes a reverse pipeline: `source` read by its column named like `id_kind`,
     /// `target` the `[target]` body, `reconcile` more keys of `[reconcile]` (state in
     /// `state/`, lists in `lists/`).
+    /// Writes `crm.csv` (column `amplitude_id`): the members of cohort `id` at positions
+    /// `kept` plus `added` ids that are not members; returns the ids written.
+    pub fn write_crm_source(
+        &self,
+        id: &str,
+        kept: std::ops::Range<usize>,
+        added: usize,
+    ) -> BTreeSet<String> {
+        use cohort_sync::emulator::universe::{amplitude_id, member_numbers};
+        let spec = self.spec(id);
+        let members: Vec<u64> = member_numbers(spec.seed, id, spec.size).collect();
+        let known: BTreeSet<u64> = members.iter().copied().collect();
+        // member_numbers is prefix-stable: any pool large enough gives the same newcomers.
+        let newcomers = member_numbers(spec.seed + 1, "others", (added as u64) * 4 + 1_000)
+            .filter(|n| !known.contains(n))
+            .take(added);
+        let source: BTreeSet<String> = members[kept]
+            .iter()
+            .copied()
+            .chain(newcomers)
+            .map(|n| amplitude_id(n).to_string())
+            .collect();
+        super::files::write_ids(
+            &self.path("crm.csv"),
+            "amplitude_id",
+            source.iter().cloned(),
+        );
+        source
+    }
+
     pub fn reverse_pipeline(
         &self,
         name: &str,
