@@ -10,13 +10,12 @@ use cohort_sync::exit;
 use cohort_sync::export::{
     BadRowPolicy, ColumnType, Compression, ConvertOptions, CsvLimits, DEFAULT_BATCH_ROWS,
     DEFAULT_MAX_COLUMNS, DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_GZIP_RATIO, DEFAULT_MAX_HEADER_BYTES,
-    DEFAULT_MAX_ROW_BYTES, DEFAULT_ROW_GROUP_ROWS, GzipHint, RaiseWith, convert_stream,
+    DEFAULT_MAX_ROW_BYTES, DEFAULT_ROW_GROUP_ROWS, GzipHint, RaiseWith, convert_stream, read_ahead,
 };
 use cohort_sync::storage;
 use cohort_sync::text::escape;
 use object_store::ObjectStore;
 use object_store::path::Path;
-use tokio_util::io::ReaderStream;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -225,19 +224,23 @@ pub async fn convert(args: ConvertArgs) -> u8 {
         raise_with: RaiseWith::ConvertFlags,
     };
 
-    let result = if args.input.as_os_str() == "-" {
-        let body = ReaderStream::with_capacity(tokio::io::stdin(), 256 * 1024);
-        convert_stream(body, &opts, store, &key).await
+    let input: Box<dyn std::io::Read + Send> = if args.input.as_os_str() == "-" {
+        Box::new(std::io::stdin())
     } else {
-        let file = match tokio::fs::File::open(&args.input).await {
-            Ok(f) => f,
+        match std::fs::File::open(&args.input) {
+            Ok(file) => Box::new(file),
             Err(e) => {
                 eprintln!("error: cannot open {source_name}: {e}");
                 return exit::FAILED;
             }
-        };
-        let body = ReaderStream::with_capacity(file, 256 * 1024);
-        convert_stream(body, &opts, store, &key).await
+        }
+    };
+    let result = match read_ahead(input) {
+        Ok(body) => convert_stream(body, &opts, store, &key).await,
+        Err(e) => {
+            eprintln!("error: cannot start reading {source_name}: {e}");
+            return exit::FAILED;
+        }
     };
     let stats = match result {
         Ok(s) => s,

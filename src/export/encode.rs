@@ -1,22 +1,22 @@
 //! The Parquet encoder: runs on a blocking thread, turns record batches into Parquet bytes
 //! (bounded row groups, chosen compression, footer key-value metadata with the real row
-//! count) and hands them to the uploader through a [`PartSink`]. The columns of a batch
-//! are encoded and compressed on several threads at once (each column writer still sees
-//! its batches in order), so encoding keeps up with parsing.
+//! count) and hands them to the uploader through a [`PartSink`]. The columns are encoded
+//! and compressed on threads that live as long as the file (see `column_pool`), so
+//! encoding keeps up with parsing.
 
+use std::sync::Arc;
 use std::thread;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_writer::{
-    ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory, compute_leaves,
-};
+use parquet::arrow::arrow_writer::ArrowRowGroupWriterFactory;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::writer::SerializedFileWriter;
 use tokio::sync::mpsc;
 
+use super::column_pool::ColumnPool;
 use super::options::ParquetOptions;
 use super::props::writer_properties;
 use super::reader::ParsedMsg;
@@ -91,8 +91,11 @@ pub fn encode(
         file,
         factory,
         schema,
-        writers: None,
+        pool: None,
+        recycle,
+        group_open: false,
         group_rows: 0,
+        group_bytes: 0,
         group_index: 0,
         max_group_rows: opts.row_group_rows.max(1),
         threads: encode_threads(0),
@@ -111,10 +114,9 @@ pub fn encode(
                 _ => return Err(EncodeError::ParserStopped),
             },
         };
-        enc.write(&batch).map_err(|e| enc.error(e))?;
-        let _ = recycle.try_send(batch);
+        enc.write(batch).map_err(|e| enc.error(e))?;
     }
-    enc.flush_group().map_err(|e| enc.error(e))?;
+    enc.finish_groups().map_err(|e| enc.error(e))?;
     for (key, value) in metadata {
         enc.file
             .append_key_value_metadata(KeyValue::new(key, value));
@@ -135,9 +137,16 @@ struct Encoder {
     file: SerializedFileWriter<PartSink>,
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
-    /// Column writers of the row group being built.
-    writers: Option<Vec<ArrowColumnWriter>>,
+    /// The column threads, started with the first batch.
+    pool: Option<ColumnPool>,
+    /// Where written batches go back to the parser.
+    recycle: mpsc::Sender<RecordBatch>,
+    /// Whether the threads hold the writers of row group `group_index`.
+    group_open: bool,
     group_rows: usize,
+    /// Bytes of Arrow values queued for the row group being built (the threads' own
+    /// count of what their writers hold comes a few batches late).
+    group_bytes: usize,
     group_index: usize,
     max_group_rows: usize,
     threads: usize,
@@ -153,109 +162,88 @@ impl Encoder {
         }
     }
 
-    /// Writes a batch, cutting row groups at `max_group_rows` rows or [`MAX_GROUP_BYTES`].
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
+    /// Queues a batch, cutting row groups at `max_group_rows` rows or [`MAX_GROUP_BYTES`],
+    /// and writes out the row groups the threads have finished.
+    fn write(&mut self, batch: RecordBatch) -> Result<(), ParquetError> {
+        let rows = batch.num_rows();
+        let pool = match &mut self.pool {
+            Some(p) => p,
+            None => self.pool.insert(ColumnPool::start(
+                &self.schema,
+                &batch,
+                self.threads,
+                self.recycle.clone(),
+            )?),
+        };
+        let batch = Arc::new(batch);
         let mut offset = 0;
-        while offset < batch.num_rows() {
-            let take = (self.max_group_rows - self.group_rows).min(batch.num_rows() - offset);
-            let part = batch.slice(offset, take);
-            let writers = match &mut self.writers {
-                Some(w) => w,
-                None => self
-                    .writers
-                    .insert(self.factory.create_column_writers(self.group_index)?),
-            };
-            write_columns(writers, &self.schema, &part, self.threads)?;
-            let held: usize = writers.iter().map(ArrowColumnWriter::memory_size).sum();
+        while offset < rows {
+            let take = (self.max_group_rows - self.group_rows).min(rows - offset);
+            if !self.group_open {
+                pool.open(self.factory.create_column_writers(self.group_index)?)?;
+                self.group_open = true;
+            }
+            pool.write(&batch, offset, take)?;
+            self.group_bytes += slice_bytes(&batch, offset, take);
             self.group_rows += take;
             self.rows += take as u64;
             offset += take;
+            let held = pool.held().max(self.group_bytes);
             if self.group_rows >= self.max_group_rows || held >= MAX_GROUP_BYTES {
-                self.flush_group()?;
+                pool.close(self.group_index)?;
+                self.group_open = false;
+                self.group_rows = 0;
+                self.group_bytes = 0;
+                self.group_index += 1;
             }
         }
-        Ok(())
+        self.append_closed(false)
     }
 
-    /// Closes the row group being built (if any) and writes it out.
-    fn flush_group(&mut self) -> Result<(), ParquetError> {
-        let Some(writers) = self.writers.take() else {
+    /// Closes the last row group (if any), writes out every row group and stops the
+    /// threads.
+    fn finish_groups(&mut self) -> Result<(), ParquetError> {
+        if self.group_open
+            && let Some(pool) = &mut self.pool
+        {
+            pool.close(self.group_index)?;
+            self.group_open = false;
+        }
+        self.append_closed(true)?;
+        match self.pool.take() {
+            Some(pool) => pool.finish(),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends the row groups whose chunks have all come back (with `wait`, all of them).
+    fn append_closed(&mut self, wait: bool) -> Result<(), ParquetError> {
+        let Some(pool) = &mut self.pool else {
             return Ok(());
         };
-        let mut group = self.file.next_row_group()?;
-        for w in writers {
-            w.close()?.append_to_row_group(&mut group)?;
+        for chunks in pool.take_closed(wait)? {
+            let mut group = self.file.next_row_group()?;
+            for chunk in chunks {
+                chunk.append_to_row_group(&mut group)?;
+            }
+            group.close()?;
         }
-        group.close()?;
-        self.group_rows = 0;
-        self.group_index += 1;
         Ok(())
     }
 }
 
-/// Writes each column of `batch` to its writer, spreading the columns over `threads`
-/// threads (largest first onto the least loaded thread).
-fn write_columns(
-    writers: &mut [ArrowColumnWriter],
-    schema: &SchemaRef,
-    batch: &RecordBatch,
-    threads: usize,
-) -> Result<(), ParquetError> {
-    let mut leaves: Vec<ArrowLeafColumn> = Vec::with_capacity(writers.len());
-    let mut costs: Vec<usize> = Vec::with_capacity(writers.len());
-    for (field, column) in schema.fields().iter().zip(batch.columns()) {
-        let cost = column.get_array_memory_size() + 16 * column.len();
-        for leaf in compute_leaves(field, column)? {
-            leaves.push(leaf);
-            costs.push(cost);
-        }
-    }
-    if leaves.len() != writers.len() {
-        return Err(ParquetError::General(format!(
-            "{} column writers for {} leaf columns",
-            writers.len(),
-            leaves.len()
-        )));
-    }
-    let threads = threads.min(writers.len());
-    if threads <= 1 {
-        for (w, leaf) in writers.iter_mut().zip(&leaves) {
-            w.write(leaf)?;
-        }
-        return Ok(());
-    }
-    let mut order: Vec<usize> = (0..leaves.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(costs[i]));
-    let mut load = vec![0usize; threads];
-    let mut assign = vec![0usize; leaves.len()];
-    for &i in &order {
-        let t = (0..threads).min_by_key(|&t| load[t]).unwrap_or(0);
-        load[t] += costs[i];
-        assign[i] = t;
-    }
-    let mut groups: Vec<Vec<(&mut ArrowColumnWriter, &ArrowLeafColumn)>> =
-        (0..threads).map(|_| Vec::new()).collect();
-    for ((i, w), leaf) in writers.iter_mut().enumerate().zip(&leaves) {
-        groups[assign[i]].push((w, leaf));
-    }
-    let mut groups = groups.into_iter();
-    let own = groups.next().unwrap_or_default();
-    thread::scope(|s| {
-        let helpers: Vec<_> = groups
-            .map(|g| s.spawn(move || g.into_iter().try_for_each(|(w, l)| w.write(l))))
-            .collect();
-        let mine = own.into_iter().try_for_each(|(w, l)| w.write(l));
-        let mut result = mine;
-        for h in helpers {
-            let r = h.join().unwrap_or_else(|_| {
-                Err(ParquetError::General("an encoder thread panicked".into()))
-            });
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
-    })
+/// Bytes of the values in rows `offset..offset + len` of `batch`.
+fn slice_bytes(batch: &RecordBatch, offset: usize, len: usize) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.slice(offset, len)
+                .to_data()
+                .get_slice_memory_size()
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 #[cfg(test)]
@@ -296,5 +284,84 @@ mod tests {
         assert_eq!(groups.iter().sum::<i64>(), 80);
         assert!(groups.len() >= 2, "{groups:?}");
         assert!(groups.iter().all(|&rows| rows <= 72), "{groups:?}");
+    }
+
+    /// Row groups much smaller than a batch (a batch spans several, a group several
+    /// batches' slices): every value comes back in order, every group the configured size,
+    /// however far the column threads run ahead of each other.
+    #[test]
+    fn tiny_row_groups_keep_every_value_in_order() {
+        use arrow::array::Int64Array;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("plan", DataType::Utf8, true),
+        ]));
+        let batches: Vec<RecordBatch> = (0..40)
+            .map(|b| {
+                let ids: Vec<i64> = (0..7).map(|r| b * 7 + r).collect();
+                let names: Vec<Option<String>> = ids
+                    .iter()
+                    .map(|i| (i % 5 != 0).then(|| format!("user-{i}")))
+                    .collect();
+                let plans: Vec<&str> = ids
+                    .iter()
+                    .map(|i| ["free", "pro"][(i % 2) as usize])
+                    .collect();
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(Int64Array::from(ids)),
+                        Arc::new(StringArray::from(names)),
+                        Arc::new(StringArray::from(plans)),
+                    ],
+                )
+                .expect("batch")
+            })
+            .collect();
+        let opts = ParquetOptions {
+            row_group_rows: 3,
+            ..ParquetOptions::default()
+        };
+        let file = encode_to_parquet(schema, batches, &opts, Vec::new()).expect("encode");
+        let file = bytes::Bytes::from(file);
+        let reader = SerializedFileReader::new(file.clone()).expect("parquet");
+        let groups: Vec<i64> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        assert_eq!(groups.len(), 94, "{groups:?}");
+        assert!(groups[..93].iter().all(|&n| n == 3), "{groups:?}");
+        assert_eq!(groups[93], 1);
+        let mut ids = Vec::new();
+        let mut names = Vec::new();
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("reader")
+            .build()
+            .expect("reader")
+        {
+            let batch = batch.expect("batch");
+            let id = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("ids");
+            let name = batch
+                .column(1)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("names");
+            ids.extend(id.iter().flatten());
+            names.extend(name.iter().map(|n| n.map(str::to_string)));
+        }
+        assert_eq!(ids, (0..280).collect::<Vec<i64>>());
+        let expected: Vec<Option<String>> = (0..280)
+            .map(|i| (i % 5 != 0).then(|| format!("user-{i}")))
+            .collect();
+        assert_eq!(names, expected);
     }
 }

@@ -61,6 +61,7 @@
 //! `cohort_sync.rows` (the rows written). The file appears at its key only when complete
 //! (see `upload`).
 
+mod column_pool;
 mod columns;
 mod convert;
 mod csv;
@@ -71,6 +72,7 @@ mod input;
 mod limits;
 mod options;
 mod props;
+mod read_ahead;
 mod reader;
 mod records;
 mod schema;
@@ -94,6 +96,7 @@ pub use options::{
     ParquetOptions,
 };
 pub use props::writer_properties;
+pub use read_ahead::read_ahead;
 pub use records::FieldSink;
 pub use schema::{AMPLITUDE_ID, ColumnSpec, Columns, columns_from_header};
 pub use stages::{encode_to_parquet, parse_batches, parse_to_batches};

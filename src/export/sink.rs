@@ -16,7 +16,9 @@ pub enum PartMsg {
 }
 
 /// Bytes are handed over in pieces of this size (the uploader groups them into parts).
-pub const HANDOFF_BYTES: usize = 1024 * 1024;
+/// Below the allocator's mmap threshold (see `memory`): each piece is a new buffer, and
+/// from the heap it reuses pages instead of mapping fresh ones.
+pub const HANDOFF_BYTES: usize = 128 * 1024;
 
 pub struct PartSink {
     buf: Vec<u8>,
@@ -69,10 +71,18 @@ impl PartSink {
 }
 
 impl Write for PartSink {
+    /// Takes all of `data`, shipping each piece as it fills (a piece never grows past
+    /// [`HANDOFF_BYTES`]).
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= HANDOFF_BYTES {
-            self.ship()?;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let room = HANDOFF_BYTES.saturating_sub(self.buf.len()).max(1);
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.buf.extend_from_slice(now);
+            if self.buf.len() >= HANDOFF_BYTES {
+                self.ship()?;
+            }
+            rest = later;
         }
         Ok(data.len())
     }
