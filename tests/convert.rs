@@ -630,7 +630,7 @@ fn big_rows(from: u64, n: u64) -> String {
 
 /// Converts a large input to `out` with the crash point armed at the second uploaded
 /// part: the process SIGKILLs itself there, mid-upload (no timing involved).
-fn killed_at_the_second_part(dir: &Path, out: &str) {
+fn killed_mid_upload(dir: &Path, out: &str) {
     let input = dir.join("in.csv");
     let mut body = String::from("\"amplitude_id\",\"user_id\",\"blob\",\"n\"\n");
     // ~18 MB of rows, uncompressed: several parts (5 MiB on S3, 1 MiB locally).
@@ -646,7 +646,9 @@ fn killed_at_the_second_part(dir: &Path, out: &str) {
             "--row-group-rows",
             "20000",
         ])
-        .env(cohort_sync::crash::ENV, "export.upload.part#2")
+        // Pieces of 128 KiB reach the uploader, parts are 1 MiB locally, at most 2 in
+        // flight: before the 25th piece is taken, 3 parts were started and one finished.
+        .env(cohort_sync::crash::ENV, "export.upload.part#25")
         .output()
         .expect("run convert");
     let stderr = String::from_utf8_lossy(&res.stderr);
@@ -655,7 +657,7 @@ fn killed_at_the_second_part(dir: &Path, out: &str) {
         -9,
         "killed at its crash point: {stderr}"
     );
-    assert!(stderr.contains("export.upload.part #2"), "{stderr}");
+    assert!(stderr.contains("export.upload.part #25"), "{stderr}");
 }
 
 #[test]
@@ -663,7 +665,7 @@ fn killed_mid_upload_to_s3_leaves_no_object() {
     let bucket = common::s3::create_bucket("killed");
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("s3://{bucket}/out/cohort.parquet");
-    killed_at_the_second_part(dir.path(), &url);
+    killed_mid_upload(dir.path(), &url);
     assert_eq!(
         common::s3::keys(&bucket, ""),
         Vec::<String>::new(),
@@ -681,7 +683,7 @@ fn killed_mid_write_to_a_local_file_leaves_no_file() {
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).expect("mkdir");
     let out = out_dir.join("cohort.parquet");
-    killed_at_the_second_part(dir.path(), s(&out));
+    killed_mid_upload(dir.path(), s(&out));
     assert!(!out.exists(), "nothing published at the final path");
     // Whatever the store left while writing (its staging file, whatever its name) is
     // not a Parquet file where readers look (`*.parquet`), and holds bytes: the write

@@ -227,6 +227,7 @@ impl Encoder {
                 chunk.append_to_row_group(&mut group)?;
             }
             group.close()?;
+            crate::crash::point("export.encode.row_group");
         }
         Ok(())
     }
