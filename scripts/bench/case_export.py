@@ -537,27 +537,18 @@ with the transfer and the ratio approaches 1.
   RSS rises and falls with each row group ({group_rows:,} rows by default: the Parquet writer
   holds a row group's encoded column chunks, ~{out_mb / int(groups):.0f} MB here, until the group closes). The
   {big:,}-member export writes {groups_text(big, group_rows)}, the {small:,}-member one {groups_text(small, group_rows)}.
-- What keeps it flat: the binary sets glibc's malloc at start-up (src/memory.rs) to a
-  fixed 256 KiB mmap threshold and one arena. With the threshold, the few-MiB batch and
-  page buffers go back to the OS when freed (by default glibc raises the threshold to the
-  largest block freed so far, then keeps such buffers in its heaps). With one arena, the
-  column threads (started per batch) share the free memory malloc keeps: with two, glibc
-  hands new threads the arenas in turn, each arena grew to hold the working set (summed
-  arena size 12.6 MB after the first row group, 20 MB by the 13th, 7-9 MB in use; ratio
-  1.16-1.19 in this case), for ~3% more CPU. Batches are cut at 512 KiB of values (at
-  1 MiB: ~47 vs ~42 MiB, ratio 1.12), row groups at {group_rows:,} rows, and a column's
-  dictionary falls back to plain pages past 256 KiB (src/export/props.rs). Before these changes this case measured 88 MiB for
-  {big:,} members and 57 MiB for {small:,} (ratio 1.54; run of 2026-11-29 06:13 UTC,
-  commit `24c6415`).
-- What is left of the difference: the one heap still grows ~2.5 MB over the 16 row groups
-  (blocks under 256 KiB, some kept for a whole row group, some for one batch, leave gaps),
-  and the most memory mapped at once is a few MiB higher in the longer run (more row-group
-  flushes that meet a full batch queue); 15 MiB of the RSS is the binary's own pages, the
-  same in both. Tried without effect: `malloc_trim` after every row group, column threads
-  that live as long as the file, 32,768-row data pages (so the id columns' compressed
-  pages get their own mappings). Narrower but not taken: jemalloc with one arena and a
-  10 ms purge delay (1.08, but `convert` 9% slower and 1-4 MiB more RSS), a 64 KiB mmap
-  threshold (1.10, ~0.4 CPU-s more system time per 2,000,000 rows).
+- What keeps it flat (src/memory.rs): the Rust heap is jemalloc with one arena (issue 17).
+  It keeps freed batch and page buffers in size classes for reuse. glibc either mapped
+  and faulted in fresh pages for each buffer (its fixed 256 KiB mmap threshold, used
+  until issue 17: flat, but ~57,000 page faults and ~0.2 s of system time per 2,000,000-row
+  `convert`), or, with the threshold raised to 4 MiB, fragmented its heap so the peak
+  grew with the export's length (ratio 1.17-1.23 in this case). jemalloc's default
+  arenas (four per core) measured 67 vs 58 MiB here (1.16). glibc, still used by C code
+  (zstd's contexts), keeps the fixed threshold and one arena. The column threads live as
+  long as the file, batches are cut at 512 KiB of values, row groups at {group_rows:,} rows,
+  and a column's dictionary falls back to plain pages past 256 KiB (src/export/props.rs).
+  Before all this, the case measured 88 MiB for {big:,} members and 57 MiB for {small:,}
+  (ratio 1.54; run of 2026-11-29 06:13 UTC, commit `24c6415`).
 
 Pipeline (`{rel_work}/export-big.toml`, app and paths per run):
 
@@ -581,9 +572,10 @@ CATEGORIES = [
 ]
 
 
-def perf_profile(ctx, work, cmd):
-    """`perf record` of one convert run: CPU share per kind of work and of the busiest
-    thread, as a Markdown paragraph; empty when perf is missing or not allowed."""
+def perf_profile(ctx, work, cmd, label="convert (body on disk)"):
+    """`perf record` of one convert run: CPU share per kind of work, per thread name and
+    of the busiest thread, as a Markdown paragraph; empty when perf is missing or not
+    allowed."""
     perf = shutil.which("perf")
     if not perf:
         return ""
@@ -624,17 +616,19 @@ def perf_profile(ctx, work, cmd):
         else:
             other += pct
     threads = report("pid")
+    names = report("comm")
     os.remove(data)
     if not threads:
         return ""
     parts = [f"{name} {pct:.0f}%" for name, pct in shares.items()]
     parts += [f"kernel {kernel:.0f}%", f"other {other:.0f}%"]
     top = max(p for p, _ in threads)
+    by_name = ", ".join(f"{name} {pct:.0f}%" for pct, name in names if pct >= 1)
     return (
-        f"\nProfile of one `convert (body on disk)` run (`perf record -F 999`, share of CPU "
-        f"samples): {'; '.join(parts)}. The busiest of the {len(threads)} threads sampled has "
-        f"{top:.0f}% of the samples, so even on idle cores this work spreads over at most "
-        f"{100 / top:.1f} cores.\n"
+        f"\nProfile of one `{label}` run (`perf record -F 999`, share of CPU "
+        f"samples): {'; '.join(parts)}. By thread name: {by_name}. The busiest of the "
+        f"{len(threads)} threads sampled has {top:.0f}% of the samples, so even on idle "
+        f"cores this work spreads over at most {100 / top:.1f} cores.\n"
     )
 
 
