@@ -99,6 +99,17 @@ fn slot(hash: u32, entry: u32) -> u64 {
     ((hash as u64) << 32) | (entry as u64 + 1)
 }
 
+/// `len` copies of `value`, written out. (`vec![0; len]` asks the allocator for zeroed
+/// memory, which for fresh pages means mapping the shared zero page: the probes' reads
+/// then fault each page in as the zero page and every first write faults again, with a
+/// TLB flush on every core the process runs on. Measured on the 10,000,000 vs 10,000,000
+/// diff with jemalloc: 2.5 s of system time, 0.85 s when written first.)
+fn filled<T: Copy>(len: usize, value: T) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    v.resize(len, value);
+    v
+}
+
 fn diff_partition(src: &Partition, base: &Partition) -> Result<Diff, IdSetError> {
     let nb = base.len();
     let ns = src.len();
@@ -107,8 +118,8 @@ fn diff_partition(src: &Partition, base: &Partition) -> Result<Diff, IdSetError>
     }
     let cap = ((nb + ns) * 2).max(16).next_power_of_two();
     let mask = cap - 1;
-    let mut table = vec![EMPTY; cap];
-    let mut state = vec![0u8; nb];
+    let mut table = filled(cap, EMPTY);
+    let mut state = filled(nb, 0u8);
     let mut counts = DiffCounts::default();
 
     // Where `id` (with `hash`) sits, or the empty slot where it would go.
