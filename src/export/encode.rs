@@ -257,6 +257,17 @@ mod tests {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use std::sync::Arc;
 
+    /// The rows of each row group of a Parquet file.
+    fn group_rows(file: bytes::Bytes) -> Vec<i64> {
+        let reader = SerializedFileReader::new(file).expect("parquet");
+        reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect()
+    }
+
     /// Rows of 1 MiB (within `max_row_bytes`): the row group is closed by its bytes long
     /// before its 128 Ki rows, so the encoder never holds more than about 64 MiB.
     #[test]
@@ -275,13 +286,7 @@ mod tests {
             ..ParquetOptions::default()
         };
         let file = encode_to_parquet(schema, batches, &opts, Vec::new()).expect("encode");
-        let reader = SerializedFileReader::new(bytes::Bytes::from(file)).expect("parquet");
-        let groups: Vec<i64> = reader
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|g| g.num_rows())
-            .collect();
+        let groups = group_rows(bytes::Bytes::from(file));
         assert_eq!(groups.iter().sum::<i64>(), 80);
         assert!(groups.len() >= 2, "{groups:?}");
         assert!(groups.iter().all(|&rows| rows <= 72), "{groups:?}");
@@ -328,13 +333,7 @@ mod tests {
         };
         let file = encode_to_parquet(schema, batches, &opts, Vec::new()).expect("encode");
         let file = bytes::Bytes::from(file);
-        let reader = SerializedFileReader::new(file.clone()).expect("parquet");
-        let groups: Vec<i64> = reader
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|g| g.num_rows())
-            .collect();
+        let groups = group_rows(file.clone());
         assert_eq!(groups.len(), 94, "{groups:?}");
         assert!(groups[..93].iter().all(|&n| n == 3), "{groups:?}");
         assert_eq!(groups[93], 1);
