@@ -15,7 +15,9 @@
 //!   START and COMPLETE last;
 //! - exit codes: -9 (killed), 143 (SIGTERM), 0 (rerun);
 //! - with `output.changes = true`, a second export killed while writing its change files
-//!   leaves, after the rerun, change files equal to DuckDB's `EXCEPT` of the two snapshots.
+//!   leaves, after the rerun, change files equal to DuckDB's `EXCEPT` of the two snapshots;
+//! - a reverse run killed while its diff spills ids to temporary files leaves them behind
+//!   (they hold people's ids): the rerun removes them and still applies the exact plan.
 //!
 //! Points are armed with the test-only `COHORT_SYNC_CRASH_AT` (src/crash.rs): the binary
 //! signals itself exactly there, so each case is deterministic. The outcome of every case
@@ -41,6 +43,8 @@ const PIPELINE: &str = "killable";
 enum Kind {
     Export,
     Reverse,
+    /// A reverse run whose lists are over the diff's memory budget, killed while spilling.
+    ReverseSpill,
     /// A second export with `output.changes = true`, after the members changed.
     Changes,
 }
@@ -196,6 +200,20 @@ fn reverse_cases() -> Vec<Case> {
         term("reverse.chunk.sending", 2),
         term("reverse.chunk.journaled", 1),
         term("reverse.chunk.journaled", 3),
+    ]
+}
+
+/// A reverse run over a 70,000-member cohort with a 1 MiB diff budget: each side's ids
+/// spill to temporary files once while read (#1, #3) and once more when the list is done
+/// (#2, #4).
+fn reverse_spill_cases() -> Vec<Case> {
+    let kill = |point, hit| Case::killed(Kind::ReverseSpill, point, hit);
+    vec![
+        kill("reverse.ids.spilled", 1),
+        kill("reverse.ids.spilled", 2),
+        kill("reverse.ids.spilled", 3),
+        kill("reverse.ids.spilled", 4),
+        kill("reverse.ids.spilled", 4).by_sigterm(),
     ]
 }
 
@@ -533,10 +551,89 @@ async fn reverse_case(case: Case) -> Result<String, String> {
     ))
 }
 
+/// Runs one spill case: the killed run leaves its spill folders (people's ids) under its
+/// TMPDIR; the rerun, with the same TMPDIR, removes them, applies the plan exactly and
+/// leaves the folder empty, without another baseline download.
+async fn reverse_spill_case(case: Case) -> Result<String, String> {
+    let h = harness::start(vec![cohort("big", 70_000)], |_| {}).await;
+    let source = h.write_crm_source("big", 50..70_000, 30);
+    let file = h.reverse_pipeline(
+        "mirror",
+        "crm.csv",
+        "amplitude_id",
+        "cohort_id = \"big\"",
+        "mode = \"mirror\"",
+    );
+    let files = [file.as_path()];
+    let tmp = h.path("tmp");
+    std::fs::create_dir(&tmp).map_err(|e| e.to_string())?;
+    let tmp_s = tmp.to_string_lossy().into_owned();
+    let env = [
+        ("TMPDIR", tmp_s.as_str()),
+        ("COHORT_SYNC_DIFF_MEMORY_MIB", "1"),
+    ];
+    let arm = case.arm();
+    let armed: Vec<(&str, &str)> = env
+        .iter()
+        .copied()
+        .chain([("COHORT_SYNC_CRASH_AT", arm.as_str())])
+        .collect();
+    let (first, _, first_err) = h.run_env(&files, &[], &armed).await;
+    let expected_first = if case.term { 143 } else { -9 };
+    ensure(first == expected_first, || {
+        format!(
+            "first run exited {first}, expected {expected_first} (point not reached?)\n{first_err}"
+        )
+    })?;
+    let left = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let stranded = left(&tmp);
+    if !case.term {
+        ensure(!stranded.is_empty(), || {
+            "the killed run left no spill folder: the case does not spill".to_string()
+        })?;
+    }
+    let (second, report, second_err) = h.run_env(&files, &[], &env).await;
+    ensure(second == 0, || {
+        format!("rerun exited {second}\n{second_err}\n{report:#?}")
+    })?;
+    let got = h.member_ids("big").await;
+    ensure(got == source, || {
+        format!(
+            "membership differs from the source: {} members, {} missing, {} extra",
+            got.len(),
+            source.difference(&got).count(),
+            got.difference(&source).count()
+        )
+    })?;
+    let after = left(&tmp);
+    ensure(after.is_empty(), || {
+        format!("left under TMPDIR after the rerun: {after:?} (stranded by the kill: {stranded:?})")
+    })?;
+    let log = h.requests().await;
+    let spent = spent_requests(&log).len();
+    ensure(spent == 1, || {
+        format!("{spent} baseline downloads requested")
+    })?;
+    Ok(format!(
+        "first exit {first} leaving {} spill folder(s), rerun exit 0 removing them, {} membership calls, {spent} download request(s)",
+        stranded.len(),
+        changes(&log).len()
+    ))
+}
+
 async fn run_case(case: Case) -> Result<String, String> {
     match case.kind {
         Kind::Export => export_case(case).await,
         Kind::Reverse => reverse_case(case).await,
+        Kind::ReverseSpill => reverse_spill_case(case).await,
         Kind::Changes => changes_case(case).await,
     }
 }
@@ -698,4 +795,9 @@ async fn reverse_apply_survives_a_kill_or_stop_at_every_point() {
     let cases = reverse_cases();
     assert!(cases.len() >= 15, "{} reverse cases", cases.len());
     run_all(cases, 3, "reverse").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reverse_spill_survives_a_kill_at_every_point() {
+    run_all(reverse_spill_cases(), 3, "reverse-spill").await;
 }

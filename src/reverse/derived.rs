@@ -185,6 +185,8 @@ pub fn membership<'a>(
     for id in skipped {
         gone.push(id.as_bytes())?;
     }
+    keep.finish()?;
+    gone.finish()?;
     Ok(diff(&keep, &gone, threads)?.add)
 }
 

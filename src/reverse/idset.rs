@@ -4,13 +4,15 @@
 //!
 //! Memory is bounded: once a collector holds more than its budget (32 MiB by default,
 //! `COHORT_SYNC_DIFF_MEMORY_MIB`), every partition is appended to its own temporary file
-//! and cleared; the diff then loads one partition (1/64 of the ids) at a time. 32 MiB keeps
-//! the diff's peak within ~1.1x from 2,000,000 to 10,000,000 ids a side (bench case
-//! `diffscale`); lists of up to ~1,500,000 ids never touch the disk.
+//! (`spill`) and cleared; once the list is read, the rest is spilled too ([`IdCollector::finish`]) and
+//! the diff loads one partition (1/64 of the ids) at a time into buffers it reuses. So the
+//! peak is the collectors' budgets, whatever the lists' length (bench case `diffscale`:
+//! the same from 2,000,000 to 10,000,000 ids a side); lists of up to ~1,500,000 ids never
+//! touch the disk.
 
 use std::borrow::Cow;
-use std::io::{BufWriter, Read, Write};
-use std::path::PathBuf;
+
+use super::spill::{ReadBackError, SpillDir};
 
 /// Number of hash partitions (a power of two).
 pub const PARTITIONS: usize = 64;
@@ -257,6 +259,33 @@ impl Partition {
         self.hashes.push(hash);
         Ok(())
     }
+
+    /// Empty, keeping the memory.
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.hashes.clear();
+    }
+
+    /// Appends every id of `other` (with its hash).
+    fn append_from(&mut self, other: &Partition) -> Result<(), IdSetError> {
+        let base = self.bytes.len();
+        u32::try_from(base + other.bytes.len()).map_err(|_| IdSetError::TooMany)?;
+        self.bytes.extend_from_slice(&other.bytes);
+        // In range: the sum was checked above.
+        self.ends
+            .extend(other.ends.iter().map(|e| (base + *e as usize) as u32));
+        self.hashes.extend_from_slice(&other.hashes);
+        Ok(())
+    }
+}
+
+/// Memory to read spilled partitions back into, reused from one partition to the next.
+#[derive(Debug, Default)]
+pub struct PartitionBuf {
+    part: Partition,
+    /// One block's offsets and hashes as read from the file.
+    chunk: Vec<u8>,
 }
 
 /// Why ids could not be collected.
@@ -282,42 +311,6 @@ fn budget_from_env() -> usize {
         .filter(|m| *m > 0)
         .unwrap_or(DEFAULT_MEMORY_MIB)
         .saturating_mul(1 << 20)
-}
-
-/// Temporary files of spilled partitions: `{dir}/{partition}.ids`, records of
-/// `hash: u32 LE, len: u32 LE, bytes`. Removed on drop.
-#[derive(Debug)]
-struct SpillDir {
-    dir: PathBuf,
-}
-
-impl SpillDir {
-    fn create() -> std::io::Result<SpillDir> {
-        let base = std::env::temp_dir();
-        loop {
-            let dir = base.join(format!(
-                "cohort-sync-ids-{}-{:016x}",
-                std::process::id(),
-                fastrand::u64(..)
-            ));
-            // The ids are people's: the folder is its owner's only.
-            match crate::storage::create_private_dir(&dir) {
-                Ok(()) => return Ok(SpillDir { dir }),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn file(&self, partition: usize) -> PathBuf {
-        self.dir.join(format!("{partition}.ids"))
-    }
-}
-
-impl Drop for SpillDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Ids of one side of a diff (source or baseline), spread over [`PARTITIONS`] partitions
@@ -395,87 +388,87 @@ impl IdCollector {
 
     /// Partition `i`, with its spilled part read back first (arrival order is kept).
     pub fn partition(&self, i: usize) -> Result<Cow<'_, Partition>, IdSetError> {
-        let Some(spill) = &self.spill else {
+        if self.spill.is_none() {
             return Ok(Cow::Borrowed(&self.parts[i]));
-        };
-        let path = spill.file(i);
-        let err = |source| IdSetError::Spill {
-            dir: spill.dir.display().to_string(),
-            source,
-        };
-        let mut raw = Vec::new();
-        match std::fs::File::open(&path) {
-            Ok(mut f) => {
-                f.read_to_end(&mut raw).map_err(err)?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err(e)),
         }
-        let mut out = Partition::default();
-        let mut at = 0;
-        while at + 8 <= raw.len() {
-            let hash = u32::from_le_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
-            let len =
-                u32::from_le_bytes([raw[at + 4], raw[at + 5], raw[at + 6], raw[at + 7]]) as usize;
-            at += 8;
-            let Some(id) = raw.get(at..at + len) else {
-                return Err(err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("{} is truncated", path.display()),
-                )));
-            };
-            out.push(id, hash)?;
-            at += len;
-        }
-        let mem = &self.parts[i];
-        for j in 0..mem.len() {
-            out.push(mem.get(j), mem.hash(j))?;
-        }
-        Ok(Cow::Owned(out))
+        let mut buf = PartitionBuf::default();
+        self.load_partition(i, &mut buf)?;
+        Ok(Cow::Owned(buf.part))
     }
 
-    /// Appends every partition to its file and frees the memory.
+    /// Partition `i` like [`IdCollector::partition`], read back into `buf` when spilled:
+    /// a diff worker reuses one buffer for all its partitions, so their memory is
+    /// allocated (and its pages faulted in) once, not once per partition.
+    pub fn load_partition<'a>(
+        &'a self,
+        i: usize,
+        buf: &'a mut PartitionBuf,
+    ) -> Result<&'a Partition, IdSetError> {
+        let Some(spill) = &self.spill else {
+            return Ok(&self.parts[i]);
+        };
+        buf.part.clear();
+        let p = &mut buf.part;
+        spill
+            .read(i, &mut p.ends, &mut p.hashes, &mut p.bytes, &mut buf.chunk)
+            .map_err(|e| match e {
+                ReadBackError::TooMany => IdSetError::TooMany,
+                ReadBackError::Io(source) => IdSetError::Spill {
+                    dir: spill.dir().display().to_string(),
+                    source,
+                },
+            })?;
+        let mem = &self.parts[i];
+        buf.part.append_from(mem)?;
+        Ok(&buf.part)
+    }
+
+    /// Done pushing. When anything was spilled, the rest is spilled too and the memory
+    /// freed: the diff then holds only the partitions it reads back, in memory the
+    /// collectors gave up, instead of both on top of each other.
+    pub fn finish(&mut self) -> Result<(), IdSetError> {
+        if self.spill.is_some() {
+            self.spill_all()?;
+            for p in &mut self.parts {
+                *p = Partition::default();
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends every partition to its file (one block each) and empties it, keeping its
+    /// memory for the ids that come next.
     fn spill_all(&mut self) -> Result<(), IdSetError> {
         if self.spill.is_none() {
-            let dir = SpillDir::create().map_err(|source| IdSetError::Spill {
+            let dir = SpillDir::create(PARTITIONS).map_err(|source| IdSetError::Spill {
                 dir: std::env::temp_dir().display().to_string(),
                 source,
             })?;
             tracing::info!(
                 "ids exceed {} MiB in memory: spilling hash partitions to {}",
                 self.budget >> 20,
-                dir.dir.display()
+                dir.dir().display()
             );
             self.spill = Some(dir);
         }
-        let Some(spill) = &self.spill else {
+        let Some(spill) = &mut self.spill else {
             return Ok(());
         };
         for (i, p) in self.parts.iter_mut().enumerate() {
             if p.is_empty() {
                 continue;
             }
-            let err = |source| IdSetError::Spill {
-                dir: spill.dir.display().to_string(),
-                source,
-            };
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(spill.file(i))
-                .map_err(err)?;
-            let mut w = BufWriter::with_capacity(1 << 16, f);
-            for j in 0..p.len() {
-                let id = p.get(j);
-                w.write_all(&p.hash(j).to_le_bytes()).map_err(err)?;
-                w.write_all(&(id.len() as u32).to_le_bytes()).map_err(err)?;
-                w.write_all(id).map_err(err)?;
-            }
-            w.flush().map_err(err)?;
+            spill
+                .append(i, &p.ends, &p.hashes, &p.bytes)
+                .map_err(|source| IdSetError::Spill {
+                    dir: spill.dir().display().to_string(),
+                    source,
+                })?;
             self.spilled += p.len() as u64;
-            *p = Partition::default();
+            p.clear();
         }
         self.held = 0;
+        crate::crash::point("reverse.ids.spilled");
         Ok(())
     }
 
@@ -571,7 +564,7 @@ mod tests {
         let dir = disk
             .spill
             .as_ref()
-            .map(|s| s.dir.clone())
+            .map(|s| s.dir().to_path_buf())
             .expect("spill dir");
         assert!(dir.is_dir());
         for i in 0..PARTITIONS {
@@ -583,7 +576,68 @@ mod tests {
                 (0..b.len()).map(|j| b.hash(j)).collect::<Vec<_>>()
             );
         }
+        // Finishing spills the rest and frees it; one reused buffer reads every partition.
+        let before = disk.spilled();
+        disk.finish().expect("finish");
+        assert_eq!(disk.spilled(), 5000, "spilled {before}, then the rest");
+        assert_eq!(disk.heap_bytes(), 0);
+        let mut buf = PartitionBuf::default();
+        for i in 0..PARTITIONS {
+            let a = mem.partition(i).expect("mem");
+            let b = disk.load_partition(i, &mut buf).expect("disk");
+            assert_eq!(a.iter().collect::<Vec<_>>(), b.iter().collect::<Vec<_>>());
+        }
         drop(disk);
         assert!(!dir.exists(), "temporary files are removed");
+    }
+
+    #[test]
+    fn finishing_a_collector_that_never_spilled_keeps_it_in_memory() {
+        let mut c = IdCollector::with_budget(usize::MAX);
+        c.push(b"a").expect("push");
+        c.finish().expect("finish");
+        assert!(c.spill.is_none());
+        let total: usize = (0..PARTITIONS)
+            .map(|i| c.partition(i).expect("partition").len())
+            .sum();
+        assert_eq!(total, 1);
+    }
+
+    #[test]
+    fn a_damaged_spill_file_is_an_error_not_a_panic() {
+        let mut c = IdCollector::with_budget(100);
+        for i in 0..2000 {
+            c.push(format!("user-{i}").as_bytes()).expect("push");
+        }
+        c.finish().expect("finish");
+        let path = c
+            .spill
+            .as_ref()
+            .map(|s| s.dir().join("0.ids"))
+            .expect("spill dir");
+        let good = std::fs::read(&path).expect("read");
+        let count = u32::from_le_bytes([good[0], good[1], good[2], good[3]]) as usize;
+        let mut damaged: Vec<(&str, Vec<u8>)> = vec![
+            ("cut inside a header", good[..5].to_vec()),
+            ("cut inside the ids", good[..good.len() - 1].to_vec()),
+        ];
+        let mut end_past = good.clone();
+        end_past[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        damaged.push(("an end past the block", end_past));
+        let mut short = good.clone();
+        let last_end = 8 + (count - 1) * 4;
+        short[last_end..last_end + 4].copy_from_slice(&0u32.to_le_bytes());
+        damaged.push(("bytes left over", short));
+        damaged.push(("a block too many", [good.as_slice(), &good].concat()));
+        for (what, bytes) in damaged {
+            std::fs::write(&path, bytes).expect("write");
+            let err = c.partition(0).expect_err(what);
+            assert!(matches!(err, IdSetError::Spill { .. }), "{what}: {err}");
+        }
+        std::fs::write(&path, &good).expect("write");
+        assert!(c.partition(0).is_ok());
+        std::fs::remove_file(&path).expect("remove");
+        let err = c.partition(0).expect_err("a missing file");
+        assert!(err.to_string().contains("No such file"), "{err}");
     }
 }

@@ -19,6 +19,7 @@ pub mod rejected;
 pub mod report;
 pub mod snapshot;
 pub mod source;
+pub mod spill;
 pub mod verify;
 
 pub use execute::execute;

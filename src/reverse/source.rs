@@ -312,6 +312,7 @@ where
         }
     }
     let stats = c.stats;
+    out.finish().map_err(|e| Problem::IdSet(e).in_file(label))?;
     Ok((out, stats))
 }
 
@@ -397,6 +398,8 @@ pub async fn read_ids(
                 ColumnError::Sink(p) => p.in_file(&label),
             })?;
             let stats = c.stats;
+            out.finish()
+                .map_err(|e| Problem::IdSet(e).in_file(&label))?;
             Ok((out, stats))
         }
     }
