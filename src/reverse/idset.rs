@@ -304,12 +304,14 @@ pub const MEMORY_ENV: &str = "COHORT_SYNC_DIFF_MEMORY_MIB";
 /// Default of [`MEMORY_ENV`].
 pub const DEFAULT_MEMORY_MIB: usize = 32;
 
-fn budget_from_env() -> usize {
+/// The budget in bytes: [`MEMORY_ENV`] when set to a positive number of MiB, else
+/// `default_mib`.
+pub fn budget_from_env(default_mib: usize) -> usize {
     std::env::var(MEMORY_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|m| *m > 0)
-        .unwrap_or(DEFAULT_MEMORY_MIB)
+        .unwrap_or(default_mib)
         .saturating_mul(1 << 20)
 }
 
@@ -344,7 +346,7 @@ impl std::fmt::Debug for IdCollector {
 impl IdCollector {
     /// A collector with the memory budget of [`MEMORY_ENV`] (default 32 MiB).
     pub fn new() -> Self {
-        IdCollector::with_budget(budget_from_env())
+        IdCollector::with_budget(budget_from_env(DEFAULT_MEMORY_MIB))
     }
 
     /// A collector that spills to disk past `budget` bytes.

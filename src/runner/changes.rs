@@ -47,7 +47,7 @@ use crate::amplitude::types::IdKind;
 use crate::export::ParquetOptions;
 use crate::reverse::bytes::FileRef;
 use crate::reverse::diff::diff;
-use crate::reverse::idset::{IdCollector, IdList, MEMORY_ENV};
+use crate::reverse::idset::{IdCollector, IdList, budget_from_env};
 use crate::reverse::parquet_ids::{ColumnError, check_chunks, open, read_column};
 use crate::reverse::snapshot::{
     COHORT_ID_KEY, KIND_CHANGES, KIND_KEY, Snapshot, newest_in, read_snapshot,
@@ -62,19 +62,10 @@ pub const DEFAULT_CHANGES_LAYOUT: &str =
 const BATCH_ROWS: usize = 64 * 1024;
 
 /// MiB of ids each side of the change keeps in memory before spilling its hash partitions
-/// to temporary files, unless [`MEMORY_ENV`] says otherwise: small, so that computing the
+/// to temporary files, unless [`crate::reverse::idset::MEMORY_ENV`] says otherwise: small, so that computing the
 /// change stays within the export's own memory (a 2,000,000-member cohort's ids are
 /// ~50 MB a side; spilled, the diff loads 1/64 of them at a time).
 pub const CHANGE_MEMORY_MIB: usize = 16;
-
-fn memory_budget() -> usize {
-    std::env::var(MEMORY_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|m| *m > 0)
-        .unwrap_or(CHANGE_MEMORY_MIB)
-        .saturating_mul(1 << 20)
-}
 
 /// The snapshot a change file compares the new one with.
 #[derive(Debug, Clone)]
@@ -293,7 +284,7 @@ async fn write_unguarded(
 
 /// The amplitude ids of a snapshot (nulls and blanks left out).
 async fn collect_ids(file: &FileRef) -> Result<IdCollector, String> {
-    let mut ids = IdCollector::with_budget(memory_budget());
+    let mut ids = IdCollector::with_budget(budget_from_env(CHANGE_MEMORY_MIB));
     read_column(file, "amplitude_id", IdKind::AmplitudeId, |_, v| match v {
         Some(v) if !v.is_empty() => ids.push(v),
         _ => Ok(()),
@@ -303,6 +294,7 @@ async fn collect_ids(file: &FileRef) -> Result<IdCollector, String> {
         ColumnError::File(m) => format!("{}: {m}", file.label()),
         ColumnError::Sink(e) => format!("{}: {e}", file.label()),
     })?;
+    ids.finish().map_err(|e| format!("{}: {e}", file.label()))?;
     Ok(ids)
 }
 
