@@ -4,11 +4,11 @@
 //!
 //! Memory is bounded: once a collector holds more than its budget (32 MiB by default,
 //! `COHORT_SYNC_DIFF_MEMORY_MIB`), every partition is appended to its own temporary file
-//! (`spill`) and cleared; once the list is read, the rest is spilled too ([`IdCollector::finish`]) and
-//! the diff loads one partition (1/64 of the ids) at a time into buffers it reuses. So the
-//! peak is the collectors' budgets, whatever the lists' length (bench case `diffscale`:
-//! the same from 2,000,000 to 10,000,000 ids a side); lists of up to ~1,500,000 ids never
-//! touch the disk.
+//! (`spill`) and cleared; once the list is read, the rest is spilled too
+//! ([`IdCollector::finish`]) and the diff loads one partition (1/64 of the ids) at a time
+//! into buffers it reuses. So the peak is the collectors' budgets, whatever the lists'
+//! length (bench case `diffscale`: the same from 2,000,000 to 10,000,000 ids a side);
+//! lists of up to ~1,500,000 ids never touch the disk.
 
 use std::borrow::Cow;
 
