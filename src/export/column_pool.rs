@@ -5,7 +5,6 @@
 //! its closed column chunks back, and the file takes them in column order once all have
 //! arrived, while the threads go on with the next row group.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, channel, sync_channel};
@@ -17,10 +16,12 @@ use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, compute_
 use parquet::errors::ParquetError;
 use tokio::sync::mpsc;
 
-/// Batches queued for a thread beyond the one it is encoding. Enough to ride out a page
-/// being compressed on one thread while the others go on; each is at most a batch's byte
-/// budget (see `columns::MAX_BATCH_BYTES`).
-const QUEUED_BATCHES: usize = 2;
+/// Batches queued for a thread beyond the one it is encoding: enough that the parser can
+/// run ahead while a thread is descheduled or compressing a page, so that both cores stay
+/// busy. Each is shared by all threads and at most a batch's byte budget (see
+/// `columns::MAX_BATCH_BYTES`). `convert` of 2,000,000 rows, interleaved runs: 2 queued,
+/// 0.57-0.63 s; 6 queued, 0.54-0.55 s, for 4 MiB more peak RSS.
+pub const QUEUED_BATCHES: usize = 6;
 
 /// Rows `offset..offset + len` of a batch, for the columns a thread owns. The batch is
 /// shared by all threads; whichever drops it last hands it back for its buffers.
@@ -56,8 +57,8 @@ pub struct ColumnPool {
     owner: Vec<usize>,
     /// Chunks received for the oldest row group not yet taken, per thread.
     arrived: Vec<Option<Chunks>>,
-    /// Row groups closed and not yet taken (in order).
-    closing: VecDeque<usize>,
+    /// Row groups closed and not yet taken.
+    closing: usize,
 }
 
 impl ColumnPool {
@@ -129,7 +130,7 @@ impl ColumnPool {
             arrived: (0..workers.len()).map(|_| None).collect(),
             workers,
             owner,
-            closing: VecDeque::new(),
+            closing: 0,
         })
     }
 
@@ -181,11 +182,11 @@ impl ColumnPool {
 
     /// Asks every thread to close the row group being written; its chunks come back
     /// through [`ColumnPool::take_closed`].
-    pub fn close(&mut self, group: usize) -> Result<(), ParquetError> {
+    pub fn close(&mut self) -> Result<(), ParquetError> {
         for t in 0..self.workers.len() {
             self.send(t, Job::Close)?;
         }
-        self.closing.push_back(group);
+        self.closing += 1;
         Ok(())
     }
 
@@ -193,7 +194,7 @@ impl ColumnPool {
     /// column order. With `wait`, waits for every closed row group.
     pub fn take_closed(&mut self, wait: bool) -> Result<Vec<Vec<ArrowColumnChunk>>, ParquetError> {
         let mut done = Vec::new();
-        while !self.closing.is_empty() {
+        while self.closing > 0 {
             for t in 0..self.workers.len() {
                 if self.arrived[t].is_some() {
                     continue;
@@ -227,7 +228,7 @@ impl ColumnPool {
                     "an encoder thread closed a row group without all of its columns".into(),
                 ));
             };
-            self.closing.pop_front();
+            self.closing -= 1;
             done.push(chunks);
         }
         Ok(done)

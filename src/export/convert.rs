@@ -45,9 +45,9 @@ const BATCH_QUEUE: usize = 1;
 /// Byte pieces in flight between the encoder and the uploader.
 const PART_QUEUE: usize = 2;
 /// Encoded batches handed back to the parser for their buffers: as many as can be in
-/// flight (one queued for the encoder, a few queued at and being encoded by the column
-/// threads), so none is dropped and allocated again.
-const RECYCLE_QUEUE: usize = 6;
+/// flight (queued for the encoder, queued at and being encoded by the column threads, one
+/// being filled), so none is dropped and allocated again.
+const RECYCLE_QUEUE: usize = BATCH_QUEUE + super::column_pool::QUEUED_BATCHES + 3;
 
 /// Streams `body` (CSV, gzip or plain) into a Parquet file at `key` of `store`. The file
 /// appears at `key` only when complete: any error aborts the upload.

@@ -190,7 +190,7 @@ impl Encoder {
             offset += take;
             let held = pool.held().max(self.group_bytes);
             if self.group_rows >= self.max_group_rows || held >= MAX_GROUP_BYTES {
-                pool.close(self.group_index)?;
+                pool.close()?;
                 self.group_open = false;
                 self.group_rows = 0;
                 self.group_bytes = 0;
@@ -206,7 +206,7 @@ impl Encoder {
         if self.group_open
             && let Some(pool) = &mut self.pool
         {
-            pool.close(self.group_index)?;
+            pool.close()?;
             self.group_open = false;
         }
         self.append_closed(true)?;
