@@ -25,7 +25,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use common::emulator::{CohortSpecExt, cohort};
@@ -500,15 +500,7 @@ async fn reverse_case(case: Case) -> Result<String, String> {
     })?;
     let report = report.ok_or("rerun wrote no report")?;
     let rev = &report["pipelines"][0]["reverse"];
-    let got = h.member_ids("rev").await;
-    ensure(got == source, || {
-        format!(
-            "membership differs from the source: {} members, {} missing, {} extra",
-            got.len(),
-            source.difference(&got).count(),
-            got.difference(&source).count()
-        )
-    })?;
+    same_membership(&h, "rev", &source).await?;
     // Each chunk applied once, plus the resends the rerun reports.
     let log = h.requests().await;
     let calls = changes(&log);
@@ -604,15 +596,7 @@ async fn reverse_spill_case(case: Case) -> Result<String, String> {
     ensure(second == 0, || {
         format!("rerun exited {second}\n{second_err}\n{report:#?}")
     })?;
-    let got = h.member_ids("big").await;
-    ensure(got == source, || {
-        format!(
-            "membership differs from the source: {} members, {} missing, {} extra",
-            got.len(),
-            source.difference(&got).count(),
-            got.difference(&source).count()
-        )
-    })?;
+    same_membership(&h, "big", &source).await?;
     let after = left(&tmp);
     ensure(after.is_empty(), || {
         format!("left under TMPDIR after the rerun: {after:?} (stranded by the kill: {stranded:?})")
@@ -627,6 +611,19 @@ async fn reverse_spill_case(case: Case) -> Result<String, String> {
         stranded.len(),
         changes(&log).len()
     ))
+}
+
+/// An error unless cohort `id` holds exactly `want`.
+async fn same_membership(h: &Harness, id: &str, want: &BTreeSet<String>) -> Result<(), String> {
+    let got = h.member_ids(id).await;
+    ensure(&got == want, || {
+        format!(
+            "membership differs from the source: {} members, {} missing, {} extra",
+            got.len(),
+            want.difference(&got).count(),
+            got.difference(want).count()
+        )
+    })
 }
 
 async fn run_case(case: Case) -> Result<String, String> {
