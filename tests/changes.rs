@@ -272,3 +272,34 @@ async fn change_files_on_s3() {
         assert!(staged.is_empty(), "{crash:?}: left behind {staged:?}");
     }
 }
+
+/// A copy of the previous snapshot left under `_staging/` by a run that was stopped and
+/// whose request was never resumed is removed by the cohort's next export; copies that may
+/// be another cohort's (`churn.x` with request `r`) or another pipeline's are left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranded_copy_of_a_previous_snapshot_is_removed_on_s3() {
+    let h = harness::start(vec![cohort(COHORT, SIZE)], |_| {}).await;
+    let bucket = common::s3::create_bucket("stranded");
+    let file = pipeline(
+        &h,
+        &format!("s3://{bucket}/out"),
+        &format!("s3://{bucket}/state"),
+    );
+    let junk = h.path("junk.parquet");
+    std::fs::write(&junk, b"PAR1 a copy of a snapshot PAR1").expect("write");
+    let stranded = format!("out/_staging/changes/_previous/{COHORT}.gone1.parquet");
+    let kept = [
+        format!("out/_staging/changes/_previous/{COHORT}.x.r1.parquet"),
+        format!("out/_staging/other/_previous/{COHORT}.gone2.parquet"),
+    ];
+    for key in std::iter::once(&stranded).chain(&kept) {
+        common::s3::put(&bucket, key, &junk);
+    }
+    let (code, report, err) = h.run_env(&[file.as_path()], &[], &[]).await;
+    assert_eq!(code, 0, "{err}\n{report:#?}");
+    let mut left = common::s3::keys(&bucket, "out/_staging/");
+    left.sort();
+    let mut want = kept.to_vec();
+    want.sort();
+    assert_eq!(left, want);
+}

@@ -25,6 +25,8 @@
 //! previous snapshot sits at that same key (two exports on one day with a `{date}` layout)
 //! it is first copied aside to `_staging/{pipeline}/_previous/{cohort}.{request}.parquet`,
 //! a key a rerun of the same request finds again, and deleted once the change file is done.
+//! A copy whose run was stopped and whose request is never resumed is deleted by the
+//! cohort's next export.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -102,6 +104,56 @@ fn side_key(output: &Location, pipeline: &str, cohort_id: &str, request_id: &str
     ))
 }
 
+/// Deletes this pipeline's copies of `cohort_id`'s previous snapshot set aside for other
+/// requests than the one of `own` (S3). A run killed after the copy and never resumed
+/// (its request expired or failed, and a new one was made) leaves its copy, a whole
+/// snapshot of people's ids, where no reader looks and no later run of that request would
+/// delete it. The run exporting the cohort holds its lease, so no other run is using one;
+/// and the new request's previous snapshot is found without them (see the module notes).
+/// Cohort and request ids may both hold a `.`, so only names that cannot be another
+/// cohort's are touched: `{cohort}.{request}.parquet` with no `.` in `{request}`. A
+/// failure is logged: the copies only take room.
+async fn remove_stranded_side_copies(
+    output: &Location,
+    pipeline: &str,
+    cohort_id: &str,
+    own: &Path,
+) {
+    let dir = output.key(&format!("{STAGING_DIR}/{}/_previous", sanitize(pipeline)));
+    let mine = format!("{}.", sanitize(cohort_id));
+    let listed: Vec<_> = match output.store.list(Some(&dir)).try_collect().await {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::warn!(
+                "listing {} for stranded copies of previous snapshots: {e}",
+                output.describe(&dir)
+            );
+            return;
+        }
+    };
+    for meta in listed {
+        let key = meta.location;
+        let stranded = key.filename().is_some_and(|name| {
+            name.strip_prefix(&mine)
+                .and_then(|rest| rest.strip_suffix(".parquet"))
+                .is_some_and(|request| !request.is_empty() && !request.contains('.'))
+        }) && key != *own;
+        if !stranded {
+            continue;
+        }
+        match output.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => tracing::info!(
+                "removed {}: a copy of cohort {cohort_id}'s previous snapshot left by a run that was stopped",
+                output.describe(&key)
+            ),
+            Err(e) => tracing::warn!(
+                "removing {}, a copy left by a stopped run: {e}",
+                output.describe(&key)
+            ),
+        }
+    }
+}
+
 fn store_file(output: &Location, key: &Path) -> FileRef {
     FileRef::Store {
         store: Arc::clone(&output.store),
@@ -122,6 +174,7 @@ pub async fn find_previous(
 ) -> Result<Option<Previous>, String> {
     if !output.is_local {
         let side = side_key(output, pipeline, cohort_id, request_id);
+        remove_stranded_side_copies(output, pipeline, cohort_id, &side).await;
         match output.store.head(&side).await {
             Ok(meta) => {
                 if let Some(snapshot) =
