@@ -12,7 +12,7 @@
 //! every section.
 //!
 //! Every key, its type, default, meaning and an example: `docs/pipeline-reference.md`,
-//! generated from the schema ([`reference`]).
+//! generated from the schema ([`mod@reference`]).
 
 mod check;
 mod connection;

@@ -17,7 +17,7 @@ pub const READ_AHEAD_PIECE: usize = 128 * 1024;
 /// Pieces read ahead of the parser.
 const PIECES_AHEAD: usize = 8;
 
-/// Streams everything `reader` yields, in pieces of up to [`READ_AHEAD_PIECE`] bytes,
+/// Streams everything `reader` yields, in pieces of up to 128 KiB (`READ_AHEAD_PIECE`),
 /// ending after the first error.
 pub fn read_ahead<R: Read + Send + 'static>(
     reader: R,

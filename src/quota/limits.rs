@@ -19,7 +19,7 @@ pub const TIME_SCALE_ENV: &str = "COHORT_SYNC_TIME_SCALE";
 /// Smallest time scale taken from `COHORT_SYNC_TIME_SCALE`.
 pub const MIN_TIME_SCALE: f64 = 1e-6;
 
-/// `COHORT_SYNC_TIME_SCALE` as a factor in [`MIN_TIME_SCALE`]..=1 (a scale only speeds
+/// `COHORT_SYNC_TIME_SCALE` as a factor in `MIN_TIME_SCALE`..=1 (a scale only speeds
 /// waits up, for tests); 1.0 when unset, unreadable or out of that range (with a warning).
 pub fn time_scale_from_env() -> f64 {
     let Ok(text) = std::env::var(TIME_SCALE_ENV) else {
