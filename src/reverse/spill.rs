@@ -129,14 +129,16 @@ impl SpillDir {
                 format!("{} is damaged: {what}", path.display()),
             )
         };
-        let before = ends.len();
         let mut f = std::fs::File::open(&path)?;
-        let mut head = [0u8; 8];
-        while read_head(&mut f, &mut head)? {
+        let mut got = 0u64;
+        while got < want {
+            let mut head = [0u8; 8];
+            f.read_exact(&mut head)?;
             let [c0, c1, c2, c3, l0, l1, l2, l3] = head;
             let count = u32::from_le_bytes([c0, c1, c2, c3]) as usize;
             let len = u32::from_le_bytes([l0, l1, l2, l3]);
-            if (ends.len() - before + count) as u64 > want {
+            got += count as u64;
+            if got > want {
                 return Err(damaged(format!("more than the {want} ids written")).into());
             }
             chunk.clear();
@@ -169,9 +171,8 @@ impl SpillDir {
             bytes.resize(base + len as usize, 0);
             f.read_exact(&mut bytes[base..])?;
         }
-        let got = (ends.len() - before) as u64;
-        if got != want {
-            return Err(damaged(format!("{got} ids read back, {want} written")).into());
+        if f.read(&mut [0u8; 1])? != 0 {
+            return Err(damaged(format!("bytes after the {want} ids written")).into());
         }
         Ok(())
     }
@@ -181,21 +182,6 @@ impl Drop for SpillDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Fills `head` from `f`: false at a clean end of file, an error when it ends inside.
-fn read_head(f: &mut std::fs::File, head: &mut [u8; 8]) -> std::io::Result<bool> {
-    let mut filled = 0;
-    while filled < head.len() {
-        match f.read(&mut head[filled..]) {
-            Ok(0) if filled == 0 => return Ok(false),
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }
 
 /// Removes the spill folders under `base` left by processes that are gone, when they
